@@ -1,0 +1,326 @@
+//! HF GPT-2 checkpoint directories: `config.json`, `model.safetensors`, optional
+//! `tokenizer.json`, and feedlens's `feedlens.json` manifest. Owns reading and writing them;
+//! the model's maths lives in `model`.
+
+use crate::fsio;
+use crate::model::{Config, Gpt2, Weights};
+use crate::tokens::Tokens;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use safetensors::tensor::{Dtype as StDtype, SafeTensors, View};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The `feedlens.json` manifest: how a checkpoint was made.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// Recipe name (`pretrain`, `rlhf`, `dt`, `sft`, `distill`, `import`, ...).
+    pub recipe: String,
+    /// Name of the checkpoint this one was trained from, if any.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Seed of the run.
+    #[serde(default)]
+    pub seed: u64,
+    /// Optimiser steps taken.
+    #[serde(default)]
+    pub steps: usize,
+    /// Recipe hyper-parameters.
+    #[serde(default)]
+    pub hyper: serde_json::Value,
+    /// The world config the model was trained in.
+    #[serde(default)]
+    pub world: serde_json::Value,
+    /// Final training metrics.
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+    /// sha256 of `model.safetensors` (hex); filled in by [`save`].
+    #[serde(default)]
+    pub sha256: String,
+    /// feedlens version that wrote it; filled in by [`save`].
+    #[serde(default)]
+    pub feedlens_version: String,
+}
+
+/// A loaded checkpoint directory.
+pub struct Checkpoint {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The model.
+    pub model: Gpt2,
+    /// The tokenizer, when the directory has `tokenizer.json`.
+    pub tokens: Option<Tokens>,
+    /// Raw `tokenizer.json` bytes (written back unchanged by [`save`]).
+    pub tokenizer_json: Option<Vec<u8>>,
+    /// The manifest, when the directory has `feedlens.json`.
+    pub manifest: Option<Manifest>,
+    /// sha256 of `model.safetensors` as read.
+    pub sha256: String,
+    /// Non-fatal findings (unknown tensors), one line each.
+    pub warnings: Vec<String>,
+    /// Tensor names, shapes and dtypes as stored in the file.
+    pub stored: Vec<(String, Vec<usize>, String)>,
+}
+
+impl Checkpoint {
+    /// A short name: the directory's last component.
+    pub fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.dir.display().to_string())
+    }
+    /// Encode text with the checkpoint's tokenizer (error if it has none).
+    pub fn encode(&self, text: &str, what: &str) -> Result<Vec<u32>> {
+        match &self.tokens {
+            Some(t) => t.encode(text, what),
+            None => Err(Error::file(
+                &self.dir,
+                format!("{what}: no tokenizer.json here; give token ids instead"),
+            )),
+        }
+    }
+    /// Label of a token id (the token string when a tokenizer is present).
+    pub fn label(&self, id: u32) -> String {
+        self.tokens
+            .as_ref()
+            .map(|t| t.label(id))
+            .unwrap_or_else(|| id.to_string())
+    }
+}
+
+/// Hex sha256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Load an HF GPT-2 directory. Tensor names may carry the `transformer.` prefix; a stored
+/// `lm_head.weight` must equal `wte` (tied); `attn.bias` / `attn.masked_bias` buffers are
+/// ignored; any other unknown tensor becomes a warning.
+pub fn load(dir: impl AsRef<Path>) -> Result<Checkpoint> {
+    let dir = dir.as_ref();
+    if !dir.exists() {
+        return Err(Error::file(dir, "no such checkpoint directory"));
+    }
+    if !dir.is_dir() {
+        return Err(Error::file(
+            dir,
+            "is not a directory (expected an HF GPT-2 checkpoint directory)",
+        ));
+    }
+    let cfg_path = dir.join("config.json");
+    let cfg: Config = serde_json::from_slice(&fsio::read(&cfg_path)?)
+        .map_err(|e| Error::file(&cfg_path, format!("invalid config: {e}")))?;
+    cfg.validate().map_err(|m| Error::file(&cfg_path, m))?;
+
+    let st_path = dir.join("model.safetensors");
+    let bytes = fsio::read(&st_path)?;
+    let sha256 = sha256_hex(&bytes);
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::file(&st_path, format!("not a valid safetensors file: {e}")))?;
+    let mut map = HashMap::new();
+    let mut stored = Vec::new();
+    let mut lm_head = None;
+    let mut warnings = Vec::new();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    for name in names {
+        let view = st
+            .tensor(&name)
+            .map_err(|e| Error::file(&st_path, format!("tensor '{name}': {e}")))?;
+        stored.push((
+            name.clone(),
+            view.shape().to_vec(),
+            format!("{:?}", view.dtype()),
+        ));
+        let short = name
+            .strip_prefix("transformer.")
+            .unwrap_or(&name)
+            .to_string();
+        if is_attn_buffer(&short) {
+            continue;
+        }
+        let t = to_tensor(&view, &name, &st_path)?;
+        if short == "lm_head.weight" {
+            lm_head = Some(t);
+        } else if map.insert(short.clone(), t).is_some() {
+            return Err(Error::file(
+                &st_path,
+                format!("tensor '{short}' is stored twice (with and without 'transformer.')"),
+            ));
+        }
+    }
+    let mut w = Weights::new(&st_path, map);
+    let model = Gpt2::load(cfg, &mut w).map_err(|e| match e {
+        Error::File { path, msg } if path == st_path => Error::file(
+            &st_path,
+            format!("{msg} (config.json disagrees with the weights?)"),
+        ),
+        e => e,
+    })?;
+    if let Some(lm) = lm_head {
+        let wte = &model.tensors()[0].1;
+        let same =
+            lm.dims() == wte.dims() && (&lm - wte)?.abs()?.max_all()?.to_scalar::<f32>()? == 0.0;
+        if !same {
+            return Err(Error::file(
+                &st_path,
+                "lm_head.weight differs from wte.weight; only tied unembeddings are supported",
+            ));
+        }
+    }
+    for name in w.remaining() {
+        warnings.push(format!(
+            "{}: ignoring unknown tensor '{name}'",
+            st_path.display()
+        ));
+    }
+    let tok_path = dir.join("tokenizer.json");
+    let (tokens, tokenizer_json) = if tok_path.exists() {
+        let b = fsio::read(&tok_path)?;
+        (Some(Tokens::from_bytes(&b, &tok_path)?), Some(b))
+    } else {
+        (None, None)
+    };
+    let man_path = dir.join("feedlens.json");
+    let manifest = if man_path.exists() {
+        let m: Manifest = serde_json::from_slice(&fsio::read(&man_path)?)
+            .map_err(|e| Error::file(&man_path, format!("invalid manifest: {e}")))?;
+        Some(m)
+    } else {
+        None
+    };
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        model,
+        tokens,
+        tokenizer_json,
+        manifest,
+        sha256,
+        warnings,
+        stored,
+    })
+}
+
+fn is_attn_buffer(short: &str) -> bool {
+    short.starts_with("h.")
+        && (short.ends_with(".attn.bias") || short.ends_with(".attn.masked_bias"))
+}
+
+/// A safetensors view → f32 CPU tensor, refusing non-float dtypes and non-finite values.
+fn to_tensor(view: &safetensors::tensor::TensorView, name: &str, path: &Path) -> Result<Tensor> {
+    let shape = view.shape().to_vec();
+    let data = view.data();
+    let t = match view.dtype() {
+        StDtype::F32 => Tensor::from_raw_buffer(data, DType::F32, &shape, &Device::Cpu)?,
+        StDtype::F16 => {
+            Tensor::from_raw_buffer(data, DType::F16, &shape, &Device::Cpu)?.to_dtype(DType::F32)?
+        }
+        StDtype::BF16 => Tensor::from_raw_buffer(data, DType::BF16, &shape, &Device::Cpu)?
+            .to_dtype(DType::F32)?,
+        d => {
+            return Err(Error::file(
+                path,
+                format!("tensor '{name}' has dtype {d:?}; expected a float type (F32, F16, BF16)"),
+            ))
+        }
+    };
+    let finite = t
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .all(|x| x.is_finite());
+    if !finite {
+        return Err(Error::file(
+            path,
+            format!("tensor '{name}' contains NaN or infinite values"),
+        ));
+    }
+    Ok(t)
+}
+
+/// f32 tensor bytes in safetensors layout.
+struct Raw {
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &Raw {
+    fn dtype(&self) -> StDtype {
+        StDtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// The bytes of `model.safetensors` for `model`: HF names with `transformer.`, tied
+/// unembedding (no `lm_head.weight`), metadata `format: pt`. Deterministic.
+pub fn safetensors_bytes(model: &Gpt2) -> Result<Vec<u8>> {
+    let raws: Vec<(String, Raw)> = model
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            Ok((
+                format!("transformer.{n}"),
+                Raw {
+                    shape: t.dims().to_vec(),
+                    data,
+                },
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), Some(meta))
+        .map_err(|e| Error::input(format!("cannot serialise tensors: {e}")))
+}
+
+/// Save `model` as an HF GPT-2 directory (atomically; an existing `dir` only with `force`).
+/// The manifest's `sha256` and `feedlens_version` are filled in here.
+pub fn save(
+    dir: impl AsRef<Path>,
+    model: &Gpt2,
+    tokenizer_json: Option<&[u8]>,
+    manifest: &Manifest,
+    force: bool,
+) -> Result<()> {
+    let dir = dir.as_ref();
+    fsio::check_clobber(dir, force)?;
+    let st = safetensors_bytes(model)?;
+    let mut man = manifest.clone();
+    man.sha256 = sha256_hex(&st);
+    man.feedlens_version = env!("CARGO_PKG_VERSION").to_string();
+    let cfg = pretty(model.config())?;
+    let man = pretty(&man)?;
+    let mut files: Vec<(&str, &[u8])> = vec![
+        ("config.json", &cfg),
+        ("model.safetensors", &st),
+        ("feedlens.json", &man),
+    ];
+    if let Some(tj) = tokenizer_json {
+        files.push(("tokenizer.json", tj));
+    }
+    fsio::write_dir(dir, &files, force)
+}
+
+/// Pretty JSON with a trailing newline.
+pub fn pretty<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    let mut s = serde_json::to_vec_pretty(v)
+        .map_err(|e| Error::input(format!("cannot serialise JSON: {e}")))?;
+    s.push(b'\n');
+    Ok(s)
+}

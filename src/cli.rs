@@ -1,0 +1,173 @@
+//! Subcommand definitions and dispatch. Each subcommand parses its flags, calls the library,
+//! and renders the returned data (terminal table, JSON file). No analysis logic lives here.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use feedlens::{checkpoint, fsio, json, Hook, Input, Run};
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "feedlens",
+    version,
+    about = "Trace what feedback training does inside a transformer"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show a checkpoint's config, parameter count, tensors and manifest.
+    Inspect {
+        /// HF GPT-2 checkpoint directory.
+        ckpt: PathBuf,
+        /// Write the same information as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Overwrite an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run a forward pass; write logits and chosen hook values as JSON.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// HF GPT-2 checkpoint directory.
+    ckpt: PathBuf,
+    /// Token ids, comma-separated; repeat for a batch (rows of equal length).
+    #[arg(long, required_unless_present = "text")]
+    ids: Vec<String>,
+    /// Text to tokenize with the checkpoint's tokenizer.json; repeat for a batch.
+    #[arg(long, conflicts_with = "ids")]
+    text: Vec<String>,
+    /// Hook points to record, comma-separated TransformerLens names (e.g. blocks.0.hook_resid_post).
+    #[arg(long, value_delimiter = ',')]
+    hooks: Vec<String>,
+    /// Output JSON file.
+    #[arg(long)]
+    json: PathBuf,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn dispatch(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Inspect { ckpt, json, force } => inspect(ckpt, json, force),
+        Cmd::Run(a) => run(a),
+    }
+}
+
+/// Load a checkpoint and print its warnings to stderr.
+fn load(dir: &std::path::Path) -> Result<checkpoint::Checkpoint> {
+    let ck = checkpoint::load(dir)?;
+    for w in &ck.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(ck)
+}
+
+fn write_json(path: &std::path::Path, v: &serde_json::Value, force: bool) -> Result<()> {
+    fsio::write_file(path, &checkpoint::pretty(v)?, force)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn inspect(dir: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
+    if let Some(o) = &out {
+        fsio::check_clobber(o, force)?;
+    }
+    let ck = load(&dir)?;
+    let c = ck.model.config();
+    println!("{}", dir.display());
+    println!(
+        "  GPT-2: n_layer {} n_embd {} n_head {} d_head {} d_mlp {} n_positions {} vocab_size {} eps {:e}",
+        c.n_layer, c.n_embd, c.n_head, c.d_head(), c.d_mlp(), c.n_positions, c.vocab_size, c.layer_norm_epsilon
+    );
+    println!("  parameters: {}", ck.model.n_params());
+    println!("  model.safetensors sha256: {}", ck.sha256);
+    println!(
+        "  tokenizer: {}",
+        if ck.tokens.is_some() {
+            "tokenizer.json"
+        } else {
+            "none (give token ids)"
+        }
+    );
+    println!("  tensors ({}):", ck.stored.len());
+    for (name, shape, dtype) in &ck.stored {
+        println!("    {name:<40} {dtype:<5} {shape:?}");
+    }
+    match &ck.manifest {
+        Some(m) => println!(
+            "  manifest: recipe {} parent {} seed {} steps {} feedlens {}",
+            m.recipe,
+            m.parent.as_deref().unwrap_or("-"),
+            m.seed,
+            m.steps,
+            m.feedlens_version
+        ),
+        None => println!("  manifest: none (not made by feedlens)"),
+    }
+    if let Some(o) = out {
+        let v = json!({
+            "dir": dir, "config": c, "n_params": ck.model.n_params(), "sha256": ck.sha256,
+            "tensors": ck.stored.iter().map(|(n, s, d)| json!({"name": n, "shape": s, "dtype": d})).collect::<Vec<_>>(),
+            "manifest": ck.manifest, "has_tokenizer": ck.tokens.is_some(),
+        });
+        write_json(&o, &v, force)?;
+    }
+    Ok(())
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    fsio::check_clobber(&a.json, a.force)?;
+    let ck = load(&a.ckpt)?;
+    let model = &ck.model;
+    let rows: Vec<Vec<u32>> = if a.text.is_empty() {
+        a.ids
+            .iter()
+            .map(|s| feedlens::tokens::parse_ids(s, "--ids"))
+            .collect::<feedlens::Result<_>>()?
+    } else {
+        a.text
+            .iter()
+            .map(|t| ck.encode(t, "--text"))
+            .collect::<feedlens::Result<_>>()?
+    };
+    let ids = model.ids_tensor(&rows).context("--ids")?;
+    let n_layer = model.config().n_layer;
+    let hooks: Vec<Hook> = a
+        .hooks
+        .iter()
+        .filter(|h| !h.is_empty())
+        .map(|h| Hook::parse_for(h, n_layer))
+        .collect::<feedlens::Result<_>>()
+        .context("--hooks")?;
+    let out = model.forward(
+        &Input::Ids(ids),
+        &Run {
+            cache: hooks.clone(),
+            ..Run::default()
+        },
+    )?;
+    let logits = out.logits.context("no logits")?;
+    let mut hv = serde_json::Map::new();
+    for h in &hooks {
+        hv.insert(h.to_string(), json::tensor(out.cache.get(*h)?)?);
+    }
+    let labels: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|&i| ck.label(i)).collect())
+        .collect();
+    let v = json!({
+        "checkpoint": a.ckpt, "ids": rows, "tokens": labels,
+        "logits": json::tensor(&logits)?, "hooks": hv,
+    });
+    write_json(&a.json, &v, a.force)
+}

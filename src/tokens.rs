@@ -1,0 +1,73 @@
+//! Text ↔ token ids through a checkpoint's `tokenizer.json` (HF `tokenizers` format).
+
+use crate::{Error, Result};
+use std::path::Path;
+use tokenizers::models::ModelWrapper;
+use tokenizers::Tokenizer;
+
+/// A loaded tokenizer.
+pub struct Tokens {
+    tk: Tokenizer,
+}
+
+impl Tokens {
+    /// Parse `tokenizer.json` bytes; `path` is named in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let tk = Tokenizer::from_bytes(bytes)
+            .map_err(|e| Error::file(path, format!("invalid tokenizer: {e}")))?;
+        Ok(Tokens { tk })
+    }
+
+    /// Encode `text` (no special tokens added). For word-level vocabularies (the toy world)
+    /// every whitespace-separated word must be a known token; `what` names the argument.
+    pub fn encode(&self, text: &str, what: &str) -> Result<Vec<u32>> {
+        if let ModelWrapper::WordLevel(_) = self.tk.get_model() {
+            let vocab = self.tk.get_vocab(true);
+            if let Some(bad) = text.split_whitespace().find(|w| !vocab.contains_key(*w)) {
+                let mut known: Vec<(&String, &u32)> = vocab.iter().collect();
+                known.sort_by_key(|(_, &i)| i);
+                let known: Vec<&str> = known.iter().map(|(w, _)| w.as_str()).collect();
+                return Err(Error::input(format!(
+                    "{what}: unknown token '{bad}' (known: {})",
+                    known.join(" ")
+                )));
+            }
+        }
+        let enc = self
+            .tk
+            .encode(text, false)
+            .map_err(|e| Error::input(format!("{what}: cannot tokenize: {e}")))?;
+        if enc.get_ids().is_empty() {
+            return Err(Error::input(format!("{what}: no tokens")));
+        }
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The token string of `id`, or the id in brackets when the vocabulary lacks it.
+    pub fn label(&self, id: u32) -> String {
+        self.tk.id_to_token(id).unwrap_or_else(|| format!("[{id}]"))
+    }
+
+    /// The id of a token string.
+    pub fn id(&self, token: &str) -> Option<u32> {
+        self.tk.token_to_id(token)
+    }
+}
+
+/// Parse a comma-separated id list (`1,2,3`); `what` names the argument in errors.
+pub fn parse_ids(s: &str, what: &str) -> Result<Vec<u32>> {
+    let ids: std::result::Result<Vec<u32>, _> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| {
+            x.parse::<u32>()
+                .map_err(|_| Error::input(format!("{what}: '{x}' is not a token id")))
+        })
+        .collect();
+    let ids = ids?;
+    if ids.is_empty() {
+        return Err(Error::input(format!("{what}: no token ids")));
+    }
+    Ok(ids)
+}
