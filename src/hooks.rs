@@ -37,7 +37,8 @@ pub enum Hook {
     Z(usize),
     /// `blocks.{l}.attn.hook_pattern`: attention probabilities.
     Pattern(usize),
-    /// `ln_final.hook_normalized`
+    /// `ln_final.hook_normalized`: the final residual normalised, before ln_f's gain and bias
+    /// (as in TransformerLens).
     LnFinal,
 }
 

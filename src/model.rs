@@ -283,20 +283,40 @@ impl LayerNorm {
     }
     /// x: `[n, d]` → `[n, d]`.
     fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
-        if !grad {
-            return Ok(candle_nn::ops::layer_norm(
-                &x.contiguous()?,
+        if grad {
+            self.affine(&self.normalize(x, true)?, true)
+        } else {
+            let x = x.contiguous()?;
+            Ok(candle_nn::ops::layer_norm(
+                &x,
                 &self.weight,
                 &self.bias,
+                self.eps as f32,
+            )?)
+        }
+    }
+
+    /// (x − mean) / √(var + eps), before gain and bias (TransformerLens's `hook_normalized`).
+    fn normalize(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
+        if !grad {
+            let (ones, zeros) = (self.weight.ones_like()?, self.weight.zeros_like()?);
+            return Ok(candle_nn::ops::layer_norm(
+                &x.contiguous()?,
+                &ones,
+                &zeros,
                 self.eps as f32,
             )?);
         }
         // Hand-written: candle's fused kernel has no backward (CANDLE-NOTES.md).
-        let n = x.dim(0)?;
         let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xhat = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        Ok(((xhat * rows_of(&self.weight, n, true)?)? + rows_of(&self.bias, n, true)?)?)
+        Ok(xc.broadcast_div(&(var + self.eps)?.sqrt()?)?)
+    }
+
+    /// xhat · gain + bias. xhat: `[n, d]`.
+    fn affine(&self, xhat: &Tensor, grad: bool) -> Result<Tensor> {
+        let n = xhat.dim(0)?;
+        Ok(((xhat * rows_of(&self.weight, n, grad)?)? + rows_of(&self.bias, n, grad)?)?)
     }
 }
 
@@ -758,15 +778,15 @@ impl Gpt2 {
             _ => x.clone(),
         };
         let k = x.dim(1)?;
-        let h = self
-            .ln_f
-            .forward(&x.reshape((b * k, d))?, ctx.run.grad)?
-            .reshape((b, k, d))?;
-        let h = ctx.hook(Hook::LnFinal, h)?; // [b, k, d]
+        let grad = ctx.run.grad;
+        let h = self.ln_f.normalize(&x.reshape((b * k, d))?, grad)?;
+        // [b, k, d], before ln_f's gain and bias (as TransformerLens records it).
+        let h = ctx.hook(Hook::LnFinal, h.reshape((b, k, d))?)?;
         if ctx.run.logits == Logits::Skip {
             return Ok(None);
         }
-        let logits = h.reshape((b * k, d))?.matmul(&self.wte.t()?)?; // [b·k, vocab]
+        let h = self.ln_f.affine(&h.reshape((b * k, d))?, grad)?;
+        let logits = h.matmul(&self.wte.t()?)?; // [b·k, vocab]
         Ok(Some(logits.reshape((b, k, self.cfg.vocab_size))?))
     }
 

@@ -1,0 +1,86 @@
+//! Shared test helpers: fixture paths, reference tensors, comparisons, running the CLI.
+#![allow(dead_code)]
+
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `tests/fixtures/<rel>`.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// All tensors of a safetensors file.
+pub fn load_st(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).expect("reference safetensors")
+}
+
+/// Max |a − b| over all elements (shapes must match).
+pub fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    let a = a.to_dtype(DType::F32).unwrap();
+    let b = b.to_dtype(DType::F32).unwrap();
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// i64 tensor → rows of u32 ids.
+pub fn ids_rows(t: &Tensor) -> Vec<Vec<u32>> {
+    let t = if t.rank() == 1 {
+        t.unsqueeze(0).unwrap()
+    } else {
+        t.clone()
+    };
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .to_vec2::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.into_iter().map(|x| x as u32).collect())
+        .collect()
+}
+
+/// Run the feedlens binary.
+pub fn feedlens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_feedlens"))
+        .args(args)
+        .output()
+        .expect("run feedlens")
+}
+
+/// Assert a CLI run failed cleanly: non-zero exit, a single `error:` line on stderr that
+/// contains `needle`, and no panic.
+pub fn assert_clean_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {err}");
+    assert!(!err.contains("panicked at"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(
+        lines[0].contains(needle),
+        "error line {:?} should mention {needle:?}",
+        lines[0]
+    );
+}
+
+/// Copy the tiny fixture checkpoint (config + weights only) into a fresh temp dir.
+pub fn tiny_copy() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let ck = d.path().join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("gpt2-tiny").join(f), ck.join(f)).unwrap();
+    }
+    (d, ck)
+}
