@@ -267,7 +267,7 @@ fn zeroing_attn_out_matches_a_naive_recomputation() {
     let m = &ck.model;
     let clean = m
         .forward(
-            &Input::Ids(m.ids_tensor(&[ids.clone()]).unwrap()),
+            &Input::Ids(m.ids_tensor(std::slice::from_ref(&ids)).unwrap()),
             &Run::default(),
         )
         .unwrap()
@@ -280,7 +280,10 @@ fn zeroing_attn_out_matches_a_naive_recomputation() {
         ..Run::default()
     };
     let zeroed = m
-        .forward(&Input::Ids(m.ids_tensor(&[ids.clone()]).unwrap()), &run)
+        .forward(
+            &Input::Ids(m.ids_tensor(std::slice::from_ref(&ids)).unwrap()),
+            &run,
+        )
         .unwrap()
         .logits
         .unwrap();
@@ -594,7 +597,7 @@ fn every_parameter_receives_a_gradient() {
         .to_vec1::<f32>()
         .unwrap();
     let h = 1e-2f32;
-    let mut eval = |delta: f32| {
+    let eval = |delta: f32| {
         let mut w = base.clone();
         w[idx] += delta;
         var.set(&Tensor::from_vec(w, var.as_tensor().dims(), &Device::Cpu).unwrap())
