@@ -21,6 +21,7 @@ pub mod checkpoint;
 pub mod fsio;
 mod gelu;
 pub mod hooks;
+pub mod html;
 pub mod json;
 pub mod model;
 pub mod tokens;

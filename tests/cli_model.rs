@@ -303,3 +303,36 @@ fn unknown_tensor_is_a_warning_and_attn_buffers_are_ignored() {
     );
     assert!(!err.contains("attn.bias"), "{err}");
 }
+
+#[test]
+fn run_output_is_identical_across_thread_counts() {
+    let d = tempfile::tempdir().unwrap();
+    let mut outputs = vec![];
+    for threads in ["1", "2"] {
+        let j = d.path().join(format!("t{threads}.json"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_feedlens"))
+            .args([
+                "run",
+                &tiny(),
+                "--ids",
+                "1,2,3,4,5,6,7,8,9,10,11,12",
+                "--ids",
+                "12,11,10,9,8,7,6,5,4,3,2,1",
+            ])
+            .args([
+                "--hooks",
+                "blocks.1.hook_resid_post,blocks.2.attn.hook_z",
+                "--json",
+                &j.display().to_string(),
+            ])
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        outputs.push(fs::read(&j).unwrap());
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "JSON differs between 1 and 2 threads"
+    );
+}
