@@ -17,6 +17,7 @@
 
 #[macro_use]
 mod error;
+mod attn;
 pub mod checkpoint;
 pub mod fsio;
 mod gelu;

@@ -3,6 +3,7 @@
 //! Layers load themselves from HF tensor names. One forward path serves clean, cached, patched,
 //! started-at-a-layer and differentiated runs. File formats live in `checkpoint`, not here.
 
+use crate::attn;
 use crate::gelu::gelu_new_op;
 use crate::hooks::{Cache, Hook, Intervention};
 use crate::{Error, Result};
@@ -386,19 +387,22 @@ impl Attention {
             }
             _ => (k, v),
         };
-        let tk = k.dim(1)?;
-        let q = q.transpose(1, 2)?.contiguous()?; // [b, nh, t, dh]
-        let k = k.transpose(1, 2)?.contiguous()?; // [b, nh, tk, dh]
-        let v = v.transpose(1, 2)?.contiguous()?; // [b, nh, tk, dh]
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?; // [b, nh, t, tk]
-        let scores = scores.broadcast_add(&causal_mask(t, tk, ctx.offset, x.device())?)?;
-        let pattern = if grad {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+        let scale = 1.0 / (dh as f64).sqrt();
+        let z = if grad {
+            let tk = k.dim(1)?;
+            let q = q.transpose(1, 2)?.contiguous()?; // [b, nh, t, dh]
+            let k = k.transpose(1, 2)?.contiguous()?; // [b, nh, tk, dh]
+            let v = v.transpose(1, 2)?.contiguous()?; // [b, nh, tk, dh]
+            let scores = (q.matmul(&k.t()?)? * scale)?; // [b, nh, t, tk]
+            let scores = scores.broadcast_add(&causal_mask(t, tk, ctx.offset, x.device())?)?;
+            let pattern = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let pattern = ctx.hook(Hook::Pattern(l), pattern)?; // [b, nh, t, tk]
+            pattern.matmul(&v)?.transpose(1, 2)?.contiguous()? // [b, t, nh, dh]
         } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
+            // Same maths in loops over (batch, head): see `attn`.
+            let pattern = ctx.hook(Hook::Pattern(l), attn::pattern(&q, &k, ctx.offset, scale)?)?; // [b, nh, t, tk]
+            attn::mix(&pattern, &v)? // [b, t, nh, dh]
         };
-        let pattern = ctx.hook(Hook::Pattern(l), pattern)?; // [b, nh, t, tk]
-        let z = pattern.matmul(&v)?.transpose(1, 2)?.contiguous()?; // [b, t, nh, dh]
         let z = ctx.hook(Hook::Z(l), z)?;
         Ok(self
             .c_proj
