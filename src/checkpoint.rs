@@ -114,13 +114,45 @@ pub fn load(dir: impl AsRef<Path>) -> Result<Checkpoint> {
             "is not a directory (expected an HF GPT-2 checkpoint directory)",
         ));
     }
+    let opt = |name: &str| -> Result<Option<Vec<u8>>> {
+        let p = dir.join(name);
+        Ok(if p.exists() {
+            Some(fsio::read(&p)?)
+        } else {
+            None
+        })
+    };
+    let files = Files {
+        config: fsio::read(&dir.join("config.json"))?,
+        weights: fsio::read(&dir.join("model.safetensors"))?,
+        tokenizer: opt("tokenizer.json")?,
+        manifest: opt("feedlens.json")?,
+    };
+    from_files(dir, files)
+}
+
+/// The files of a checkpoint directory, as bytes.
+pub struct Files {
+    /// `config.json`.
+    pub config: Vec<u8>,
+    /// `model.safetensors`.
+    pub weights: Vec<u8>,
+    /// `tokenizer.json`, if present.
+    pub tokenizer: Option<Vec<u8>>,
+    /// `feedlens.json`, if present.
+    pub manifest: Option<Vec<u8>>,
+}
+
+/// Parse a checkpoint from its files' bytes; `dir` names them in errors. [`load`] reads the
+/// files and calls this; fuzzers call it directly.
+pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
     let cfg_path = dir.join("config.json");
-    let cfg: Config = serde_json::from_slice(&fsio::read(&cfg_path)?)
+    let cfg: Config = serde_json::from_slice(&files.config)
         .map_err(|e| Error::file(&cfg_path, format!("invalid config: {e}")))?;
     cfg.validate().map_err(|m| Error::file(&cfg_path, m))?;
 
     let st_path = dir.join("model.safetensors");
-    let bytes = fsio::read(&st_path)?;
+    let bytes = files.weights;
     let sha256 = sha256_hex(&bytes);
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::file(&st_path, format!("not a valid safetensors file: {e}")))?;
@@ -182,19 +214,18 @@ pub fn load(dir: impl AsRef<Path>) -> Result<Checkpoint> {
         ));
     }
     let tok_path = dir.join("tokenizer.json");
-    let (tokens, tokenizer_json) = if tok_path.exists() {
-        let b = fsio::read(&tok_path)?;
-        (Some(Tokens::from_bytes(&b, &tok_path)?), Some(b))
-    } else {
-        (None, None)
+    let tokens = match &files.tokenizer {
+        Some(b) => Some(Tokens::from_bytes(b, &tok_path)?),
+        None => None,
     };
+    let tokenizer_json = files.tokenizer;
     let man_path = dir.join("feedlens.json");
-    let manifest = if man_path.exists() {
-        let m: Manifest = serde_json::from_slice(&fsio::read(&man_path)?)
-            .map_err(|e| Error::file(&man_path, format!("invalid manifest: {e}")))?;
-        Some(m)
-    } else {
-        None
+    let manifest = match &files.manifest {
+        Some(b) => Some(
+            serde_json::from_slice::<Manifest>(b)
+                .map_err(|e| Error::file(&man_path, format!("invalid manifest: {e}")))?,
+        ),
+        None => None,
     };
     Ok(Checkpoint {
         dir: dir.to_path_buf(),
