@@ -18,11 +18,14 @@
 #[macro_use]
 mod error;
 pub mod checkpoint;
+pub mod diff;
 pub mod fsio;
 mod gelu;
 pub mod hooks;
 pub mod json;
+pub mod lens;
 pub mod model;
+pub mod plot;
 pub mod tokens;
 
 pub use error::{Error, Result};
