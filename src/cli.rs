@@ -245,7 +245,11 @@ fn check_outputs(json: &Option<PathBuf>, png: &Option<PathBuf>, force: bool) -> 
     Ok(())
 }
 
-fn write_plot(fig: &impl feedlens::plot::Figure, stem: &std::path::Path, force: bool) -> Result<()> {
+fn write_plot(
+    fig: &impl feedlens::plot::Figure,
+    stem: &std::path::Path,
+    force: bool,
+) -> Result<()> {
     let (p, s) = feedlens::plot::write(fig, stem, force)?;
     eprintln!("wrote {} and {}", p.display(), s.display());
     Ok(())

@@ -124,7 +124,11 @@ impl WeightDiff {
         self.components
             .iter()
             .filter(|c| c.relative.is_some())
-            .max_by(|x, y| x.relative.partial_cmp(&y.relative).unwrap_or(std::cmp::Ordering::Equal))
+            .max_by(|x, y| {
+                x.relative
+                    .partial_cmp(&y.relative)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
     }
 
     /// A plain-text table: group, component, parameters, ‖A‖, ‖B−A‖, relative.
@@ -138,7 +142,9 @@ impl WeightDiff {
             "layer", "component", "params", "‖A‖", "‖B−A‖", "relative"
         );
         for c in &self.components {
-            let rel = c.relative.map_or("undefined".to_string(), |r| format!("{r:.4e}"));
+            let rel = c
+                .relative
+                .map_or("undefined".to_string(), |r| format!("{r:.4e}"));
             s += &format!(
                 "{:<6} {:<12} {:>10} {:>12.4e} {:>12.4e} {:>10}\n",
                 c.group, c.component, c.n_params, c.norm_a, c.norm_diff, rel

@@ -65,8 +65,8 @@ pub fn logit_lens(
     // Every point's residual at `pos`, stacked along the batch: [points·b, 1, d].
     let resid = hooks
         .iter()
-        .map(|h| out.cache.get(*h)?.narrow(1, pos, 1))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        .map(|h| Ok(out.cache.get(*h)?.narrow(1, pos, 1)?))
+        .collect::<Result<Vec<_>>>()?;
     let resid = Tensor::cat(&resid, 0)?;
     // Starting at layer n_layer runs only ln_f and the unembedding: no block, so no past keys
     // or values are needed, and the window can be the single row at `pos`.

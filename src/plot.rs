@@ -6,8 +6,10 @@
 //! `LICENSES/DejaVu.txt`), so no system fonts are needed.
 
 use crate::{fsio, Error, Result};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, KeyPointWeight};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -49,6 +51,7 @@ pub trait Figure {
 }
 
 /// A rendered figure: PNG bytes and SVG text.
+#[derive(Clone, Debug)]
 pub struct Rendered {
     /// PNG file contents (8-bit RGB).
     pub png: Vec<u8>,
@@ -385,6 +388,40 @@ fn centres(n: usize) -> Vec<f64> {
     (0..n).map(|i| i as f64 + 0.5).collect()
 }
 
+/// An f64 axis whose labelled points are exactly `keys` (category centres). plotters'
+/// `with_key_points` does the same but loses the default formatting that `configure_mesh` needs.
+#[derive(Clone)]
+struct Ticks {
+    range: std::ops::Range<f64>,
+    keys: Vec<f64>,
+}
+
+impl Ranged for Ticks {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+    fn map(&self, v: &f64, (lo, hi): (i32, i32)) -> i32 {
+        let f = (v - self.range.start) / (self.range.end - self.range.start);
+        lo + (f * (hi - lo) as f64).round() as i32
+    }
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        match hint.weight() {
+            KeyPointWeight::Bold => self.keys.clone(),
+            KeyPointWeight::Any => vec![],
+        }
+    }
+    fn range(&self) -> std::ops::Range<f64> {
+        self.range.clone()
+    }
+}
+
+/// Categories `0..n` one unit wide, labelled at their centres.
+fn categories(n: usize) -> Ticks {
+    Ticks {
+        range: 0.0..n as f64,
+        keys: centres(n),
+    }
+}
+
 fn titled<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     text: &str,
@@ -425,10 +462,7 @@ fn heat_panel<DB: DrawingBackend>(
     if let Some(c) = caption {
         b.caption(c, (FONT, 14));
     }
-    let mut chart = b.build_cartesian_2d(
-        (0.0..nc as f64).with_key_points(centres(nc)),
-        (0.0..nr as f64).with_key_points(centres(nr)),
-    )?;
+    let mut chart = b.build_cartesian_2d(categories(nc), categories(nr))?;
     let xf = |x: &f64| category(cols, *x);
     let yf = |y: &f64| category(rows, *y);
     let rotate = x_labels.is_some_and(|(_, r)| r);
@@ -524,10 +558,9 @@ fn legend<DB: DrawingBackend>(
     for (k, (label, colour, sample)) in entries.iter().enumerate() {
         let y = 40 + row * k as i32;
         match sample {
-            Sample::Box => area.draw(&Rectangle::new(
-                [(8, y - 6), (26, y + 6)],
-                colour.filled(),
-            ))?,
+            Sample::Box => {
+                area.draw(&Rectangle::new([(8, y - 6), (26, y + 6)], colour.filled()))?
+            }
             Sample::Solid => area.draw(&PathElement::new(
                 vec![(6, y), (28, y)],
                 colour.stroke_width(2),
@@ -577,7 +610,10 @@ fn line_panel<DB: DrawingBackend>(
         .x_label_area_size(44)
         .y_label_area_size(56)
         .build_cartesian_2d(
-            (-0.3..(n as f64 - 0.7)).with_key_points(xs.clone()),
+            Ticks {
+                range: -0.3..(n as f64 - 0.7),
+                keys: xs.clone(),
+            },
             y_range,
         )?;
     let xf = |x: &f64| {
@@ -605,12 +641,7 @@ fn line_panel<DB: DrawingBackend>(
         let c = palette(l.color);
         let pts: Vec<(f64, f64)> = xs.iter().copied().zip(l.values.iter().copied()).collect();
         if l.dashed {
-            chart.draw_series(DashedLineSeries::new(
-                pts.clone(),
-                6,
-                4,
-                c.stroke_width(2),
-            ))?;
+            chart.draw_series(DashedLineSeries::new(pts.clone(), 6, 4, c.stroke_width(2)))?;
         } else {
             chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?;
             chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
@@ -662,7 +693,7 @@ fn bar_panel<DB: DrawingBackend>(
     if let Some(c) = caption {
         b.caption(c, (FONT, 14));
     }
-    let mut chart = b.build_cartesian_2d((0.0..ng as f64).with_key_points(centres(ng)), range)?;
+    let mut chart = b.build_cartesian_2d(categories(ng), range)?;
     let xf = |x: &f64| category(groups, *x);
     let yf = |v: &f64| tick(*v);
     chart
@@ -767,7 +798,7 @@ impl Figure for HeadGrid {
         let (xs, _) = x_label_space(&self.tokens, cell);
         let n_head = self.n_head();
         let w = 56 + BAR_W + 30 + (cell * self.tokens.len() as f64) as u32;
-        let h = 50 + xs + head_panel_h(n_head) * self.values.len() as u32;
+        let h = 20 + xs + head_panel_h(n_head) * self.values.len() as u32; // 20: title beyond the last panel's own label area
         (w.max(640), h.max(300))
     }
     fn check(&self) -> std::result::Result<(), String> {
@@ -780,12 +811,8 @@ impl Figure for HeadGrid {
             return Err("no heads".into());
         }
         for (l, grid) in self.values.iter().enumerate() {
-            check_grid(
-                grid,
-                ("position", self.tokens.len()),
-                ("head", n_head),
-            )
-            .map_err(|m| format!("layer {l}: {m}"))?;
+            check_grid(grid, ("position", self.tokens.len()), ("head", n_head))
+                .map_err(|m| format!("layer {l}: {m}"))?;
         }
         Ok(())
     }
@@ -844,7 +871,12 @@ impl Figure for ProbeCurves {
         self.title.clone()
     }
     fn size(&self) -> (u32, u32) {
-        let lw = legend_width(self.accuracy.iter().chain(&self.auroc).map(|l| l.label.len()));
+        let lw = legend_width(
+            self.accuracy
+                .iter()
+                .chain(&self.auroc)
+                .map(|l| l.label.len()),
+        );
         (2 * PANEL.0 + lw, PANEL.1 + 40)
     }
     fn check(&self) -> std::result::Result<(), String> {
@@ -857,7 +889,14 @@ impl Figure for ProbeCurves {
         let (a, rest) = area.split_horizontally(PANEL.0);
         let (b, leg) = rest.split_horizontally(PANEL.0);
         let axes = ("layer", "held-out score");
-        line_panel(&a, "accuracy", &self.layers, axes, 0.0..1.02, &self.accuracy)?;
+        line_panel(
+            &a,
+            "accuracy",
+            &self.layers,
+            axes,
+            0.0..1.02,
+            &self.accuracy,
+        )?;
         line_panel(&b, "AUROC", &self.layers, axes, 0.0..1.02, &self.auroc)?;
         // One legend entry per distinct label (accuracy and AUROC share them).
         let mut entries = line_entries(&self.accuracy);
@@ -876,7 +915,10 @@ impl Figure for LensCurves {
     }
     fn size(&self) -> (u32, u32) {
         let lw = legend_width(self.lines.iter().map(|l| l.label.len()));
-        ((PANEL.0 + 120).max(110 + 60 * self.layers.len() as u32) + lw, PANEL.1 + 40)
+        (
+            (PANEL.0 + 120).max(110 + 60 * self.layers.len() as u32) + lw,
+            PANEL.1 + 40,
+        )
     }
     fn check(&self) -> std::result::Result<(), String> {
         check_labels("layers", &self.layers)?;
@@ -886,7 +928,10 @@ impl Figure for LensCurves {
             .iter()
             .find(|l| l.values.iter().any(|&p| !(0.0..=1.0).contains(&p)))
         {
-            return Err(format!("line '{}' has a probability outside [0, 1]", l.label));
+            return Err(format!(
+                "line '{}' has a probability outside [0, 1]",
+                l.label
+            ));
         }
         Ok(())
     }
@@ -904,7 +949,11 @@ impl Figure for LensCurves {
 impl Bars {
     fn series_used(&self) -> Vec<usize> {
         (0..self.series.len())
-            .filter(|&s| self.values.iter().any(|r| r.get(s).is_some_and(Option::is_some)))
+            .filter(|&s| {
+                self.values
+                    .iter()
+                    .any(|r| r.get(s).is_some_and(Option::is_some))
+            })
             .collect()
     }
 }
@@ -914,11 +963,7 @@ impl Figure for Bars {
         self.title.clone()
     }
     fn size(&self) -> (u32, u32) {
-        let per_group: usize = self
-            .values
-            .iter()
-            .map(|r| r.iter().flatten().count())
-            .sum();
+        let per_group: usize = self.values.iter().map(|r| r.iter().flatten().count()).sum();
         let lw = legend_width(self.series.iter().map(String::len));
         let w = 100 + 14 * per_group as u32 + 24 * self.groups.len() as u32;
         (w.max(560) + lw, 440)

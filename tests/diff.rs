@@ -42,9 +42,19 @@ fn known_perturbation_gives_expected_norm() {
     let mut map: HashMap<String, Tensor> = ck.model.tensors().into_iter().collect();
     let w = map[target].clone();
     map.insert(target.into(), (&w + delta).unwrap());
-    let b = Gpt2::load(ck.model.config().clone(), &mut Weights::new("<perturbed>", map)).unwrap();
+    let b = Gpt2::load(
+        ck.model.config().clone(),
+        &mut Weights::new("<perturbed>", map),
+    )
+    .unwrap();
     let d = weight_diff(&ck.model, "tiny", &b, "perturbed").unwrap();
-    let bias = &ck.model.tensors().into_iter().find(|(n, _)| n == "h.1.mlp.c_fc.bias").unwrap().1;
+    let bias = &ck
+        .model
+        .tensors()
+        .into_iter()
+        .find(|(n, _)| n == "h.1.mlp.c_fc.bias")
+        .unwrap()
+        .1;
     // ‖Δ‖ = δ·√n over the weight only; ‖A‖ covers weight and bias together.
     let want_diff = delta * (w.elem_count() as f64).sqrt();
     let want_rel = want_diff / (squares(&w) + squares(bias)).sqrt();
@@ -52,9 +62,16 @@ fn known_perturbation_gives_expected_norm() {
         if c.group == "1" && c.component == "mlp.c_fc" {
             assert_eq!(c.tensors, ["h.1.mlp.c_fc.weight", "h.1.mlp.c_fc.bias"]);
             // f32 storage of w + δ rounds each entry by ≤ 2⁻²⁴·|w|; 1e-4 relative covers it.
-            assert!((c.norm_diff - want_diff).abs() < 1e-4 * want_diff, "{} vs {want_diff}", c.norm_diff);
+            assert!(
+                (c.norm_diff - want_diff).abs() < 1e-4 * want_diff,
+                "{} vs {want_diff}",
+                c.norm_diff
+            );
             let rel = c.relative.unwrap();
-            assert!((rel - want_rel).abs() < 1e-4 * want_rel, "{rel} vs {want_rel}");
+            assert!(
+                (rel - want_rel).abs() < 1e-4 * want_rel,
+                "{rel} vs {want_rel}"
+            );
         } else {
             assert_eq!(c.norm_diff, 0.0, "{} {}", c.group, c.component);
         }
@@ -62,7 +79,14 @@ fn known_perturbation_gives_expected_norm() {
     let bars = d.bars();
     assert_eq!(bars.groups, ["embed", "0", "1", "2", "final"]);
     assert_eq!(bars.series.len(), 9);
-    assert_eq!(bars.values[2][6], d.components.iter().find(|c| c.group == "1" && c.component == "mlp.c_fc").unwrap().relative);
+    assert_eq!(
+        bars.values[2][6],
+        d.components
+            .iter()
+            .find(|c| c.group == "1" && c.component == "mlp.c_fc")
+            .unwrap()
+            .relative
+    );
 }
 
 #[test]
@@ -78,9 +102,16 @@ fn cli_table_json_png_and_shape_mismatch() {
         .arg(&stem)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("attn.c_attn") && table.contains("ln_f"), "{table}");
+    assert!(
+        table.contains("attn.c_attn") && table.contains("ln_f"),
+        "{table}"
+    );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["components"].as_array().unwrap().len(), 21);
     assert!(dir.path().join("d.png").exists() && dir.path().join("d.svg").exists());
@@ -89,10 +120,17 @@ fn cli_table_json_png_and_shape_mismatch() {
     let other = dir.path().join("wide");
     let m = Gpt2::init(Config::new(3, 64, 4, 24, 50), 0).unwrap();
     checkpoint::save(&other, &m, None, &Manifest::default(), false).unwrap();
-    let out = Command::new(exe).args(["diff", TINY]).arg(&other).output().unwrap();
+    let out = Command::new(exe)
+        .args(["diff", TINY])
+        .arg(&other)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked at"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains(TINY) && err.contains("wide") && err.contains("shape"), "{err}");
+    assert!(
+        err.contains(TINY) && err.contains("wide") && err.contains("shape"),
+        "{err}"
+    );
 }
