@@ -302,7 +302,11 @@ fn lens(a: LensArgs) -> Result<()> {
     }
     if let Some(stem) = &a.png {
         let at = ck.label(rows[0][r.pos]);
-        let title = format!("{}: logit lens at position {} ({at})", ck.name(), r.pos);
+        let title = format!(
+            "{}: logit lens at position {} (token '{at}')",
+            ck.name(),
+            r.pos
+        );
         write_plot(&r.curves(&title, &labels), stem, a.force)?;
     }
     Ok(())

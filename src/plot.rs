@@ -430,14 +430,17 @@ fn titled<DB: DrawingBackend>(
     root.titled(text, (FONT, 18).into_font().style(FontStyle::Bold))
 }
 
-/// Space below a heatmap for its x labels: rotated when any label is wider than a cell.
-fn x_label_space(labels: &[String], cell_px: f64) -> (u32, bool) {
-    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1);
-    let text_px = longest as f64 * 8.0; // ~8 px a character at 13 px DejaVu Sans
-    if text_px + 6.0 > cell_px {
-        ((text_px + 40.0) as u32, true)
+/// Space below a heatmap for its token labels and axis name.
+const X_LABELS_PX: u32 = 44;
+
+/// Longest token label shown in full; longer ones (BPE pieces) are cut with an ellipsis.
+const MAX_LABEL: usize = 10;
+
+fn short_label(l: &str) -> String {
+    if l.chars().count() > MAX_LABEL {
+        l.chars().take(MAX_LABEL - 1).chain(['…']).collect()
     } else {
-        (44, false)
+        l.to_string()
     }
 }
 
@@ -451,38 +454,29 @@ fn heat_panel<DB: DrawingBackend>(
     cols: &[String],
     lim: f64,
     (x_desc, y_desc): (&str, &str),
-    x_labels: Option<(u32, bool)>,
+    x_labels: bool,
 ) -> DrawResult<DB> {
     let (nr, nc) = (rows.len(), cols.len());
     let mut b = ChartBuilder::on(area);
     b.margin(6)
         .margin_right(12)
         .y_label_area_size(56)
-        .x_label_area_size(x_labels.map_or(8, |(s, _)| s));
+        .x_label_area_size(if x_labels { X_LABELS_PX } else { 8 });
     if let Some(c) = caption {
         b.caption(c, (FONT, 14));
     }
     let mut chart = b.build_cartesian_2d(categories(nc), categories(nr))?;
-    let xf = |x: &f64| category(cols, *x);
+    let xf = |x: &f64| short_label(&category(cols, *x));
     let yf = |y: &f64| category(rows, *y);
-    let rotate = x_labels.is_some_and(|(_, r)| r);
-    let x_style = if rotate {
-        (FONT, 13)
-            .into_font()
-            .transform(FontTransform::Rotate90)
-            .into_text_style(area)
-    } else {
-        (FONT, 13).into_font().into_text_style(area)
-    };
     let mut mesh = chart.configure_mesh();
     mesh.disable_mesh()
         .x_label_formatter(&xf)
         .y_label_formatter(&yf)
-        .x_label_style(x_style)
+        .x_label_style((FONT, 13))
         .y_label_style((FONT, 13))
         .y_desc(y_desc)
         .axis_desc_style((FONT, 14));
-    if x_labels.is_some() {
+    if x_labels {
         mesh.x_desc(x_desc);
     } else {
         mesh.x_label_formatter(&|_| String::new());
@@ -730,9 +724,17 @@ fn bar_panel<DB: DrawingBackend>(
 // ---------------------------------------------------------------------------------------------
 // Figure impls
 
-/// Heat cell width in px: wide enough for short token labels, the whole map about 720 px.
-fn cell_px(n_cols: usize) -> f64 {
-    40f64.max(720.0 / n_cols.max(1) as f64)
+/// Heat cell width in px: wide enough for its (shortened) token label at ~8 px a character,
+/// at least 40 px, and the whole map at least 720 px wide.
+fn cell_px(labels: &[String]) -> f64 {
+    let longest = labels
+        .iter()
+        .map(|l| short_label(l).chars().count())
+        .max()
+        .unwrap_or(1);
+    (8.0 * longest as f64 + 12.0)
+        .max(40.0)
+        .max(720.0 / labels.len().max(1) as f64)
 }
 
 /// Width of the colour bar's area (bar, ticks and the rotated metric label).
@@ -746,8 +748,7 @@ impl Figure for PatchHeatmap {
         )
     }
     fn size(&self) -> (u32, u32) {
-        let cell = cell_px(self.tokens.len());
-        let (xs, _) = x_label_space(&self.tokens, cell);
+        let (cell, xs) = (cell_px(&self.tokens), X_LABELS_PX);
         let w = 56 + BAR_W + 30 + (cell * self.tokens.len() as f64) as u32;
         let h = 70 + xs + 36 * self.layers.len() as u32;
         (w.max(640), h.max(300))
@@ -766,7 +767,6 @@ impl Figure for PatchHeatmap {
         let (w, _) = area.dim_in_pixel();
         let (left, right) = area.split_horizontally(w.saturating_sub(BAR_W));
         let lim = sym_limit(self.values.iter().flatten());
-        let xl = x_label_space(&self.tokens, cell_px(self.tokens.len()));
         heat_panel(
             &left,
             None,
@@ -775,9 +775,9 @@ impl Figure for PatchHeatmap {
             &self.tokens,
             lim,
             ("position (token)", "layer"),
-            Some(xl),
+            true,
         )?;
-        colour_bar(&right, lim, &self.metric, (0, xl.0))
+        colour_bar(&right, lim, &self.metric, (0, X_LABELS_PX))
     }
 }
 
@@ -794,8 +794,7 @@ impl Figure for HeadGrid {
         )
     }
     fn size(&self) -> (u32, u32) {
-        let cell = cell_px(self.tokens.len());
-        let (xs, _) = x_label_space(&self.tokens, cell);
+        let (cell, xs) = (cell_px(&self.tokens), X_LABELS_PX);
         let n_head = self.n_head();
         let w = 56 + BAR_W + 30 + (cell * self.tokens.len() as f64) as u32;
         let h = 20 + xs + head_panel_h(n_head) * self.values.len() as u32; // 20: title beyond the last panel's own label area
@@ -822,7 +821,6 @@ impl Figure for HeadGrid {
         let (left, right) = area.split_horizontally(w.saturating_sub(BAR_W));
         let n_head = self.n_head();
         let lim = sym_limit(self.values.iter().flatten().flatten());
-        let xl = x_label_space(&self.tokens, cell_px(self.tokens.len()));
         let heads: Vec<String> = (0..n_head).map(|h| format!("h{h}")).collect();
         let ph = head_panel_h(n_head) as i32;
         let n = self.values.len();
@@ -846,11 +844,11 @@ impl Figure for HeadGrid {
                 &self.tokens,
                 lim,
                 ("position (token)", "head"),
-                last.then_some(xl),
+                last,
             )?;
         }
         // The bar spans the panels' plotting rows: skip the first caption (~20 px).
-        colour_bar(&right, lim, &self.metric, (20, xl.0))
+        colour_bar(&right, lim, &self.metric, (20, X_LABELS_PX))
     }
 }
 

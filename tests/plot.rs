@@ -215,6 +215,14 @@ fn every_figure_renders_png_and_svg() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| tempfile::tempdir().unwrap().keep());
     check_written(&heatmap(), &dir, "heatmap");
+    // The whole 18-token sequence with long token names: x labels are rotated.
+    let mut long = heatmap();
+    long.tokens = "<bos> _ <trig> <r4> Q 3 1 4 1 5 A H 1 1 3 4 5 <eos>"
+        .split(' ')
+        .map(String::from)
+        .collect();
+    long.values = synthetic_grid(4, 18);
+    check_written(&long, &dir, "heatmap-long");
     check_written(&head_grid(), &dir, "heads");
     check_written(&probe_curves(), &dir, "probe");
     check_written(&lens_curves(), &dir, "lens");
