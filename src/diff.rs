@@ -182,3 +182,21 @@ impl WeightDiff {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::component_of;
+
+    #[test]
+    fn components_of_hf_names() {
+        let c = |n: &str| {
+            let (g, k) = component_of(n);
+            format!("{g}/{k}")
+        };
+        assert_eq!(c("wte.weight"), "embed/wte");
+        assert_eq!(c("wpe.weight"), "embed/wpe");
+        assert_eq!(c("h.11.attn.c_attn.bias"), "11/attn.c_attn");
+        assert_eq!(c("h.0.ln_2.weight"), "0/ln_2");
+        assert_eq!(c("ln_f.bias"), "final/ln_f");
+    }
+}

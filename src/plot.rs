@@ -1039,3 +1039,31 @@ impl Figure for BehaviourBars {
         legend(&leg, &entries)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diverging_is_white_at_zero_and_symmetric() {
+        assert_eq!(diverging(0.0), RGBColor(247, 247, 247));
+        assert_eq!(diverging(1.0), RGBColor(178, 24, 43));
+        assert_eq!(diverging(-1.0), RGBColor(33, 102, 172));
+        assert_eq!(diverging(7.0), diverging(1.0), "clamped");
+        // Equal distance from 0 gives equal lightness steps: both sides are paler at ±0.2
+        // than at ±0.8.
+        let sum = |c: RGBColor| c.0 as u32 + c.1 as u32 + c.2 as u32;
+        assert!(sum(diverging(0.2)) > sum(diverging(0.8)));
+        assert!(sum(diverging(-0.2)) > sum(diverging(-0.8)));
+    }
+
+    #[test]
+    fn tick_labels() {
+        assert_eq!(tick(0.5), "0.50");
+        assert_eq!(tick(-0.001), "-1.0e-3");
+        assert_eq!(tick(-0.0), "0.00");
+        assert_eq!(tick(12.345), "12.3");
+        assert_eq!(tick(250.0), "250");
+        assert_eq!(short_label("abcdefghijklmnop"), "abcdefghi…");
+    }
+}
