@@ -236,11 +236,9 @@ fn check_outputs(json: &Option<PathBuf>, png: &Option<PathBuf>, force: bool) -> 
         fsio::check_clobber(j, force)?;
     }
     if let Some(stem) = png {
-        for ext in ["png", "svg"] {
-            let mut p = stem.as_os_str().to_owned();
-            p.push(format!(".{ext}"));
-            fsio::check_clobber(std::path::Path::new(&p), force)?;
-        }
+        let (p, s) = feedlens::plot::paths(stem);
+        fsio::check_clobber(&p, force)?;
+        fsio::check_clobber(&s, force)?;
     }
     Ok(())
 }

@@ -98,15 +98,20 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> std::result::Result<Vec<u8>, String
     Ok(out)
 }
 
-/// Render `fig` and write `{stem}.png` and `{stem}.svg` atomically; neither is overwritten
-/// without `force` (both are checked before either is written). Returns the two paths.
-pub fn write(fig: &impl Figure, stem: &Path, force: bool) -> Result<(PathBuf, PathBuf)> {
+/// The two files a figure with path stem `stem` goes to: `{stem}.png` and `{stem}.svg`.
+pub fn paths(stem: &Path) -> (PathBuf, PathBuf) {
     let with_ext = |ext: &str| {
         let mut s = stem.as_os_str().to_owned();
         s.push(format!(".{ext}"));
         PathBuf::from(s)
     };
-    let (png_path, svg_path) = (with_ext("png"), with_ext("svg"));
+    (with_ext("png"), with_ext("svg"))
+}
+
+/// Render `fig` and write `{stem}.png` and `{stem}.svg` atomically; neither is overwritten
+/// without `force` (both are checked before either is written). Returns the two paths.
+pub fn write(fig: &impl Figure, stem: &Path, force: bool) -> Result<(PathBuf, PathBuf)> {
+    let (png_path, svg_path) = paths(stem);
     fsio::check_clobber(&png_path, force)?;
     fsio::check_clobber(&svg_path, force)?;
     let r = render(fig)?;
