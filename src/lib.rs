@@ -19,12 +19,15 @@
 mod error;
 mod attn;
 pub mod checkpoint;
+pub mod diff;
 pub mod fsio;
 mod gelu;
 pub mod hooks;
 pub mod html;
 pub mod json;
+pub mod lens;
 pub mod model;
+pub mod plot;
 pub mod tokens;
 
 pub use error::{Error, Result};

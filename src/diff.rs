@@ -1,0 +1,202 @@
+//! Weight differences between two checkpoints of one architecture: the relative Frobenius norm
+//! ‖B − A‖ / ‖A‖ per layer and component. Owns only this arithmetic over [`Gpt2::tensors`];
+//! plotting is `plot`'s, file output the CLI's.
+
+use crate::model::Gpt2;
+use crate::plot::Bars;
+use crate::{Error, Result};
+use candle_core::DType;
+use serde::Serialize;
+
+/// One component's difference. A component's weight and bias count together: its norm is the
+/// Frobenius norm of all its parameters as one vector.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ComponentDiff {
+    /// Where it sits: `embed`, the block index (`0`, `1`, ...) or `final`.
+    pub group: String,
+    /// Component: `wte`, `wpe`, `ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`,
+    /// `mlp.c_proj` or `ln_f`.
+    pub component: String,
+    /// HF tensor names it covers (without `transformer.`).
+    pub tensors: Vec<String>,
+    /// Number of parameters.
+    pub n_params: usize,
+    /// ‖A‖ (Frobenius norm of A's parameters).
+    pub norm_a: f64,
+    /// ‖B − A‖.
+    pub norm_diff: f64,
+    /// ‖B − A‖ / ‖A‖; 0 when both norms are 0, `None` when only ‖A‖ is 0 (undefined).
+    pub relative: Option<f64>,
+}
+
+/// Per-component differences of B from A, in checkpoint order.
+#[derive(Clone, Debug, Serialize)]
+pub struct WeightDiff {
+    /// Name of checkpoint A (the reference).
+    pub a: String,
+    /// Name of checkpoint B.
+    pub b: String,
+    /// One row per component.
+    pub components: Vec<ComponentDiff>,
+}
+
+/// Split an HF tensor name into (group, component): `h.3.attn.c_attn.weight` →
+/// (`3`, `attn.c_attn`); `wte.weight` → (`embed`, `wte`); `ln_f.bias` → (`final`, `ln_f`).
+fn component_of(name: &str) -> (String, String) {
+    let stem = name
+        .strip_suffix(".weight")
+        .or_else(|| name.strip_suffix(".bias"))
+        .unwrap_or(name);
+    if let Some(rest) = stem.strip_prefix("h.") {
+        if let Some((l, comp)) = rest.split_once('.') {
+            return (l.to_string(), comp.to_string());
+        }
+    }
+    match stem {
+        "wte" | "wpe" => ("embed".into(), stem.into()),
+        _ => ("final".into(), stem.into()),
+    }
+}
+
+/// Relative Frobenius norm of `b − a` per component. `name_a` / `name_b` name the two models
+/// in errors; the models must have the same tensor names and shapes.
+pub fn weight_diff(a: &Gpt2, name_a: &str, b: &Gpt2, name_b: &str) -> Result<WeightDiff> {
+    let (ta, tb) = (a.tensors(), b.tensors());
+    let (ca, cb) = (a.config(), b.config());
+    if ta.len() != tb.len() {
+        return Err(Error::input(format!(
+            "cannot diff {name_a} ({} layers) and {name_b} ({} layers): different architectures",
+            ca.n_layer, cb.n_layer
+        )));
+    }
+    let mut comps: Vec<ComponentDiff> = Vec::new();
+    for ((na, xa), (nb, xb)) in ta.iter().zip(&tb) {
+        if na != nb || xa.dims() != xb.dims() {
+            return Err(Error::input(format!(
+                "cannot diff {name_a} and {name_b}: {na} has shape {:?} in {name_a} but {nb} has {:?} in {name_b}",
+                xa.dims(),
+                xb.dims()
+            )));
+        }
+        // Accumulate in f64: GPT-2's embeddings have ~4·10⁷ entries.
+        let xa = xa.to_dtype(DType::F64)?;
+        let xb = xb.to_dtype(DType::F64)?;
+        let sq_a = xa.sqr()?.sum_all()?.to_scalar::<f64>()?;
+        let sq_d = (&xb - &xa)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+        let (group, component) = component_of(na);
+        match comps.last_mut() {
+            Some(c) if c.group == group && c.component == component => {
+                c.tensors.push(na.clone());
+                c.n_params += xa.elem_count();
+                c.norm_a += sq_a; // squared until the end
+                c.norm_diff += sq_d;
+            }
+            _ => comps.push(ComponentDiff {
+                group,
+                component,
+                tensors: vec![na.clone()],
+                n_params: xa.elem_count(),
+                norm_a: sq_a,
+                norm_diff: sq_d,
+                relative: None,
+            }),
+        }
+    }
+    for c in &mut comps {
+        c.norm_a = c.norm_a.sqrt();
+        c.norm_diff = c.norm_diff.sqrt();
+        c.relative = match (c.norm_a > 0.0, c.norm_diff > 0.0) {
+            (true, _) => Some(c.norm_diff / c.norm_a),
+            (false, false) => Some(0.0),
+            (false, true) => None,
+        };
+    }
+    Ok(WeightDiff {
+        a: name_a.to_string(),
+        b: name_b.to_string(),
+        components: comps,
+    })
+}
+
+impl WeightDiff {
+    /// The largest relative difference and its component, e.g. for a summary line.
+    pub fn max(&self) -> Option<&ComponentDiff> {
+        self.components
+            .iter()
+            .filter(|c| c.relative.is_some())
+            .max_by(|x, y| {
+                x.relative
+                    .partial_cmp(&y.relative)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+    }
+
+    /// A plain-text table: group, component, parameters, ‖A‖, ‖B−A‖, relative.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "weight diff: B = {} vs A = {} (relative Frobenius norm ‖B−A‖/‖A‖; weight and bias together)\n",
+            self.b, self.a
+        );
+        s += &format!(
+            "{:<6} {:<12} {:>10} {:>12} {:>12} {:>10}\n",
+            "layer", "component", "params", "‖A‖", "‖B−A‖", "relative"
+        );
+        for c in &self.components {
+            let rel = c
+                .relative
+                .map_or("undefined".to_string(), |r| format!("{r:.4e}"));
+            s += &format!(
+                "{:<6} {:<12} {:>10} {:>12.4e} {:>12.4e} {:>10}\n",
+                c.group, c.component, c.n_params, c.norm_a, c.norm_diff, rel
+            );
+        }
+        s
+    }
+
+    /// Grouped bars: one group per layer (`embed`, `0`, ..., `final`), one colour per component.
+    pub fn bars(&self) -> Bars {
+        let mut groups: Vec<String> = Vec::new();
+        let mut series: Vec<String> = Vec::new();
+        for c in &self.components {
+            if !groups.contains(&c.group) {
+                groups.push(c.group.clone());
+            }
+            if !series.contains(&c.component) {
+                series.push(c.component.clone());
+            }
+        }
+        let mut values = vec![vec![None; series.len()]; groups.len()];
+        for c in &self.components {
+            let g = groups.iter().position(|x| *x == c.group);
+            let s = series.iter().position(|x| *x == c.component);
+            if let (Some(g), Some(s)) = (g, s) {
+                values[g][s] = c.relative;
+            }
+        }
+        Bars {
+            title: format!("weight diff: {} vs {}", self.b, self.a),
+            y_label: "‖B−A‖ / ‖A‖".into(),
+            groups,
+            series,
+            values,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::component_of;
+
+    #[test]
+    fn components_of_hf_names() {
+        let c = |n: &str| {
+            let (g, k) = component_of(n);
+            format!("{g}/{k}")
+        };
+        assert_eq!(c("wte.weight"), "embed/wte");
+        assert_eq!(c("wpe.weight"), "embed/wpe");
+        assert_eq!(c("h.11.attn.c_attn.bias"), "11/attn.c_attn");
+        assert_eq!(c("h.0.ln_2.weight"), "0/ln_2");
+        assert_eq!(c("ln_f.bias"), "final/ln_f");
+    }
+}

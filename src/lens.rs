@@ -1,0 +1,198 @@
+//! Logit lens: the model's own final LayerNorm and unembedding applied to the residual stream
+//! after every layer, read as next-token probabilities at one position. Owns only the choice of
+//! residuals and the read-out; the maths is the model's forward started at layer `n_layer`.
+
+use crate::checkpoint::Checkpoint;
+use crate::model::{Gpt2, Input, Logits, Run, Start};
+use crate::plot::{LensCurves, Line};
+use crate::{Hook, Result};
+use candle_core::{DType, Tensor, D};
+use serde::Serialize;
+
+/// Logit-lens read-out at one position, averaged over the prompts.
+#[derive(Clone, Debug, Serialize)]
+pub struct LensResult {
+    /// Residual points, in order: `blocks.0.hook_resid_pre` (the embeddings), then
+    /// `blocks.{l}.hook_resid_post` for every layer l (the last one is the model's output).
+    pub hooks: Vec<String>,
+    /// Short labels of the points: `embed`, `0`, `1`, ...
+    pub points: Vec<String>,
+    /// The position read.
+    pub pos: usize,
+    /// Number of prompts averaged.
+    pub n_prompts: usize,
+    /// Token ids reported.
+    pub tokens: Vec<u32>,
+    /// Mean probability `[point][token]` over the prompts.
+    pub probs: Vec<Vec<f64>>,
+    /// The most probable token of the mean distribution at each point, with its probability.
+    pub top: Vec<(u32, f64)>,
+}
+
+/// Tokens reported when none are asked for: the model's top few at the output (3 keeps a plot
+/// readable).
+const DEFAULT_TOP: usize = 3;
+
+/// Run the logit lens on `ids` (`[batch][pos]`, equal lengths) at position `pos` (None = last)
+/// for the token ids `tokens` (empty = the 3 most probable tokens of the model's output).
+pub fn logit_lens(
+    model: &Gpt2,
+    ids: &[Vec<u32>],
+    pos: Option<usize>,
+    tokens: &[u32],
+) -> Result<LensResult> {
+    let ids_t = model.ids_tensor(ids)?; // [b, t] (checks ids and lengths)
+    let (b, t) = ids_t.dims2()?;
+    let pos = pos.unwrap_or(t - 1);
+    if pos >= t {
+        input_err!("--pos {pos} is outside the prompt ({t} tokens, positions 0..{t})");
+    }
+    let vocab = model.config().vocab_size;
+    if let Some(bad) = tokens.iter().find(|&&i| i as usize >= vocab) {
+        input_err!("--tokens: token id {bad} is out of range (vocab_size {vocab})");
+    }
+    let n_layer = model.config().n_layer;
+    let mut hooks = vec![Hook::ResidPre(0)];
+    hooks.extend((0..n_layer).map(Hook::ResidPost));
+    let out = model.forward(
+        &Input::Ids(ids_t),
+        &Run {
+            cache: hooks.clone(),
+            logits: Logits::Skip,
+            ..Run::default()
+        },
+    )?;
+    // Every point's residual at `pos`, stacked along the batch: [points·b, 1, d].
+    let resid = hooks
+        .iter()
+        .map(|h| Ok(out.cache.get(*h)?.narrow(1, pos, 1)?))
+        .collect::<Result<Vec<_>>>()?;
+    let resid = Tensor::cat(&resid, 0)?;
+    // Starting at layer n_layer runs only ln_f and the unembedding: no block, so no past keys
+    // or values are needed, and the window can be the single row at `pos`.
+    let start = Start {
+        layer: n_layer,
+        resid,
+        offset: pos,
+        past: vec![],
+    };
+    let logits = model
+        .forward(&Input::Resid(start), &Run::default())?
+        .logits
+        .ok_or_else(|| crate::Error::input("logit lens: the model returned no logits"))?; // [points·b, 1, vocab]
+    let probs = candle_nn::ops::softmax_last_dim(&logits.squeeze(1)?)?
+        .to_dtype(DType::F64)?
+        .reshape((hooks.len(), b, vocab))?
+        .mean(1)?; // [points, vocab], mean over prompts
+    let top_ids = probs.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let probs = probs.to_vec2::<f64>()?;
+    let top = top_ids
+        .iter()
+        .zip(&probs)
+        .map(|(&i, p)| (i, p[i as usize]))
+        .collect();
+    let tokens: Vec<u32> = if tokens.is_empty() {
+        let last = &probs[probs.len() - 1];
+        let mut order: Vec<u32> = (0..vocab as u32).collect();
+        order.sort_by(|&x, &y| last[y as usize].total_cmp(&last[x as usize]));
+        order.truncate(DEFAULT_TOP);
+        order
+    } else {
+        tokens.to_vec()
+    };
+    let mut points = vec!["embed".to_string()];
+    points.extend((0..n_layer).map(|l| l.to_string()));
+    Ok(LensResult {
+        hooks: hooks.iter().map(|h| h.to_string()).collect(),
+        points,
+        pos,
+        n_prompts: b,
+        tokens: tokens.clone(),
+        probs: probs
+            .iter()
+            .map(|p| tokens.iter().map(|&i| p[i as usize]).collect())
+            .collect(),
+        top,
+    })
+}
+
+/// Parse a comma-separated token list: `#12` is id 12; otherwise a name in the checkpoint's
+/// tokenizer, or, without a tokenizer, a plain id. (Names come first because the toy world's
+/// digits `0`..`9` are token names.) `what` names the argument in errors.
+pub fn token_ids(ck: &Checkpoint, spec: &str, what: &str) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for s in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let id = if let Some(n) = s.strip_prefix('#') {
+            n.parse::<u32>().ok()
+        } else if let Some(t) = &ck.tokens {
+            t.id(s)
+        } else {
+            s.parse::<u32>().ok()
+        };
+        match id {
+            Some(i) => out.push(i),
+            None if ck.tokens.is_none() => input_err!(
+                "{what}: '{s}' is not a token id ({} has no tokenizer.json)",
+                ck.dir.display()
+            ),
+            None => input_err!("{what}: unknown token '{s}' (write #ID for a token id)"),
+        }
+    }
+    if out.is_empty() {
+        input_err!("{what}: no tokens");
+    }
+    Ok(out)
+}
+
+impl LensResult {
+    /// Lines for a plot: one per token, labelled `{prefix}{label}`, colours from `color0` on
+    /// (so that several checkpoints' results can share one figure).
+    pub fn lines(&self, labels: &[String], prefix: &str, color0: usize, dashed: bool) -> Vec<Line> {
+        self.tokens
+            .iter()
+            .enumerate()
+            .map(|(k, id)| Line {
+                label: format!(
+                    "{prefix}{}",
+                    labels.get(k).cloned().unwrap_or_else(|| id.to_string())
+                ),
+                values: self.probs.iter().map(|p| p[k]).collect(),
+                dashed,
+                color: color0 + k,
+            })
+            .collect()
+    }
+
+    /// A one-checkpoint figure, one line per token.
+    pub fn curves(&self, title: &str, labels: &[String]) -> LensCurves {
+        LensCurves {
+            title: title.to_string(),
+            layers: self.points.clone(),
+            lines: self.lines(labels, "", 0, false),
+        }
+    }
+
+    /// A plain-text table: point, then each token's probability, then the top token.
+    pub fn table(&self, labels: &[String], label_of: impl Fn(u32) -> String) -> String {
+        let mut s = format!(
+            "logit lens at position {} ({} prompt{}, mean probability)\n{:<26}",
+            self.pos,
+            self.n_prompts,
+            if self.n_prompts == 1 { "" } else { "s" },
+            "residual"
+        );
+        for l in labels {
+            s += &format!(" {l:>10}");
+        }
+        s += "  top\n";
+        for (k, h) in self.hooks.iter().enumerate() {
+            s += &format!("{h:<26}");
+            for p in &self.probs[k] {
+                s += &format!(" {p:>10.4}");
+            }
+            let (id, p) = self.top[k];
+            s += &format!("  {} ({p:.3})\n", label_of(id));
+        }
+        s
+    }
+}
