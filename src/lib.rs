@@ -24,6 +24,7 @@ pub mod hooks;
 pub mod json;
 pub mod model;
 pub mod tokens;
+pub mod world;
 
 pub use error::{Error, Result};
 pub use hooks::{Cache, Edit, Hook, Intervention};
