@@ -9,6 +9,7 @@ use crate::world::{tokenizer_json, WorldConfig};
 use crate::{fsio, Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// One checkpoint of the zoo.
 #[derive(Clone, Debug)]
@@ -188,18 +189,34 @@ pub fn manifest(
     }
 }
 
-/// Build the zoo (or the entries named in `only`) under `out`. Existing directories are
-/// refused before any training unless `force`. A parent or teacher that is not rebuilt in
-/// this run is loaded from `out`. `progress(name, p)` is called after every step; `done(name,
-/// seconds)` after each checkpoint is saved.
+/// A rough cost of an entry in sequence-steps (sequences through forward + backward), to start
+/// long jobs first.
+fn cost(x: &Entry) -> usize {
+    let o = &x.hyper.opt;
+    match x.hyper.recipe {
+        // k samples per prompt, plus their generation and the reference forward.
+        Recipe::Rlhf { k, .. } => o.steps * o.batch * k * 2,
+        // Each batch also needs the teacher's samples.
+        Recipe::Distill { .. } => o.steps * o.batch * 3 / 2,
+        _ => o.steps * o.batch,
+    }
+}
+
+/// Build the zoo (or the entries named in `only`) under `out`, running up to `jobs` entries
+/// at once (each single-threaded when the caller sets `RAYON_NUM_THREADS=1`; results do not
+/// depend on it). Existing directories are refused before any training unless `force`. A
+/// parent or teacher that is not rebuilt in this run is loaded from `out`. `progress(name, p)`
+/// is called after every step; `done(entry, seconds)` after each checkpoint is saved. The
+/// first error stops the build (entries already saved stay).
 pub fn build(
     out: &Path,
     world: &WorldConfig,
     plan: &[Entry],
     only: Option<&[String]>,
     force: bool,
-    progress: &mut dyn FnMut(&str, Progress),
-    done: &mut dyn FnMut(&Entry, f64),
+    jobs: usize,
+    progress: &(dyn Fn(&str, Progress) + Sync),
+    done: &(dyn Fn(&Entry, f64) + Sync),
 ) -> Result<()> {
     if let Some(names) = only {
         for n in names {
@@ -219,30 +236,99 @@ pub fn build(
     for x in &todo {
         fsio::check_clobber(&out.join(x.name), force)?;
     }
-    let tok = tokenizer_json(world);
-    let mut built: HashMap<&str, Gpt2> = HashMap::new();
-    for x in todo {
-        let t0 = std::time::Instant::now();
+    // Parents and teachers that this run does not rebuild come from disk.
+    let mut built: HashMap<&str, Arc<Gpt2>> = HashMap::new();
+    for x in &todo {
         for dep in [x.parent, x.teacher].into_iter().flatten() {
-            if !built.contains_key(dep) {
+            if !built.contains_key(dep) && !todo.iter().any(|y| y.name == dep) {
                 let ck = checkpoint::load(out.join(dep)).map_err(|e| {
                     Error::input(format!(
                         "{}: needs '{dep}', which is neither rebuilt now nor loadable: {e}",
                         x.name
                     ))
                 })?;
-                built.insert(dep, ck.model);
+                built.insert(dep, Arc::new(ck.model));
             }
         }
-        let start = Start {
-            parent: x.parent.and_then(|p| built.get(p)),
-            teacher: x.teacher.and_then(|p| built.get(p)),
-        };
-        let t = train::train(world, &x.hyper, start, &mut |p| progress(x.name, p))?;
-        let man = manifest(world, &x.hyper, x.parent, x.teacher, &t);
-        checkpoint::save(out.join(x.name), &t.model, Some(&tok), &man, force)?;
-        done(x, t0.elapsed().as_secs_f64());
-        built.insert(x.name, t.model);
     }
-    Ok(())
+    let tok = tokenizer_json(world);
+    let state = Mutex::new(Sched {
+        built,
+        pending: todo,
+        running: 0,
+        error: None,
+    });
+    let wake = Condvar::new();
+    let worker = || loop {
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        let job = loop {
+            if st.error.is_some() || (st.pending.is_empty() && st.running == 0) {
+                return;
+            }
+            let ready = |x: &&Entry| {
+                [x.parent, x.teacher]
+                    .into_iter()
+                    .flatten()
+                    .all(|d| st.built.contains_key(d))
+            };
+            // Longest ready job first (ties: plan order).
+            let pick = st
+                .pending
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| ready(x))
+                .max_by_key(|(i, x)| (cost(x), std::cmp::Reverse(*i)))
+                .map(|(i, _)| i);
+            match pick {
+                Some(i) => break st.pending.remove(i),
+                None if st.pending.is_empty() => return,
+                None => st = wake.wait(st).unwrap_or_else(|p| p.into_inner()),
+            }
+        };
+        st.running += 1;
+        let parent = job.parent.and_then(|p| st.built.get(p).cloned());
+        let teacher = job.teacher.and_then(|p| st.built.get(p).cloned());
+        drop(st);
+        let t0 = std::time::Instant::now();
+        let res = (|| -> Result<Gpt2> {
+            let start = Start {
+                parent: parent.as_deref(),
+                teacher: teacher.as_deref(),
+            };
+            let t = train::train(world, &job.hyper, start, &mut |p| progress(job.name, p))?;
+            let man = manifest(world, &job.hyper, job.parent, job.teacher, &t);
+            checkpoint::save(out.join(job.name), &t.model, Some(&tok), &man, force)?;
+            Ok(t.model)
+        })();
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        st.running -= 1;
+        match res {
+            Ok(m) => {
+                st.built.insert(job.name, Arc::new(m));
+                done(job, t0.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                st.error.get_or_insert(e);
+            }
+        }
+        wake.notify_all();
+    };
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(worker);
+        }
+    });
+    let st = state.into_inner().unwrap_or_else(|p| p.into_inner());
+    match st.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The scheduler's shared state.
+struct Sched<'a> {
+    built: HashMap<&'a str, Arc<Gpt2>>,
+    pending: Vec<&'a Entry>,
+    running: usize,
+    error: Option<Error>,
 }
