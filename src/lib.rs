@@ -23,6 +23,7 @@ mod gelu;
 pub mod hooks;
 pub mod json;
 pub mod model;
+pub mod patching;
 pub mod tokens;
 
 pub use error::{Error, Result};
