@@ -169,6 +169,16 @@ impl Metric {
     }
 }
 
+impl fmt::Display for Metric {
+    /// The `--metric` syntax: `logit-diff:A,B` or `logprob:T` (ids).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Metric::LogitDiff { a, b } => write!(f, "logit-diff:{a},{b}"),
+            Metric::LogProb { tok } => write!(f, "logprob:{tok}"),
+        }
+    }
+}
+
 /// Metric value of each row. logits: `[rows, vocab]`; `metrics[r]` is row r's metric.
 /// Returns `[rows]`; differentiable (used by attribution patching).
 pub(crate) fn metric_values(logits: &Tensor, metrics: &[&Metric]) -> Result<Tensor> {
@@ -251,8 +261,13 @@ impl Setup {
         let len = first.clean.len();
         for (i, p) in pairs.iter().enumerate() {
             if p.clean.len() != p.corrupt.len() {
+                let which = if pairs.len() > 1 {
+                    format!("pair {i}: ")
+                } else {
+                    String::new()
+                };
                 input_err!(
-                    "pair {i}: clean has {} tokens but corrupt has {}; patching needs aligned prompts of equal length",
+                    "{which}clean has {} tokens but corrupt has {}; patching needs aligned prompts of equal length",
                     p.clean.len(),
                     p.corrupt.len()
                 );
@@ -532,7 +547,7 @@ impl Report {
     pub fn summary(&self, labels: &[String]) -> String {
         let sw = self.main();
         let mut s = format!(
-            "{} patching, {:?}, metric {:?} at position {} ({} pair(s))\n  clean metric {:.4}, corrupt metric {:.4}\n",
+            "{} patching, {:?}, metric {} at position {} ({} pair(s))\n  clean metric {:.4}, corrupt metric {:.4}\n",
             sw.method, sw.direction, self.metric, sw.pos, sw.n_pairs, sw.clean_metric, sw.corrupt_metric
         );
         let sn = &self.sanity;
