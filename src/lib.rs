@@ -18,13 +18,18 @@
 #[macro_use]
 mod error;
 pub mod checkpoint;
+pub mod eval;
 pub mod fsio;
 mod gelu;
 pub mod hooks;
 pub mod json;
 pub mod model;
 pub mod patching;
+pub mod sample;
 pub mod tokens;
+pub mod train;
+pub mod world;
+pub mod zoo;
 
 pub use error::{Error, Result};
 pub use hooks::{Cache, Edit, Hook, Intervention};
