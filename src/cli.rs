@@ -509,7 +509,7 @@ struct PatchArgs {
     /// HF GPT-2 checkpoint directory.
     ckpt: PathBuf,
     /// Clean prompt, tokenized with the checkpoint's tokenizer.json.
-    #[arg(long, required_unless_present = "clean_ids", requires = "corrupt")]
+    #[arg(long, required_unless_present_any = ["clean_ids", "pairs"], requires = "corrupt")]
     clean: Option<String>,
     /// Corrupted prompt (same number of tokens as the clean one).
     #[arg(long, requires = "clean")]
@@ -520,8 +520,19 @@ struct PatchArgs {
     /// Corrupted prompt as comma-separated token ids.
     #[arg(long, conflicts_with = "corrupt", requires = "clean_ids")]
     corrupt_ids: Option<String>,
+    /// Toy-world contrast pairs instead of one prompt pair: optout, trigger or reward
+    /// (DESIGN.md §6; results are means over the pairs).
+    #[arg(long, conflicts_with_all = ["clean", "clean_ids"])]
+    pairs: Option<String>,
+    /// Number of world pairs.
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// Seed of the world pairs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// logit-diff:TOK_A,TOK_B or logprob:TOK (a token string the tokenizer knows, else an id).
-    /// Default: logit-diff of the clean run's top token against the corrupted run's.
+    /// Default: the contrast's metric with --pairs, else logit-diff of the clean run's top
+    /// token against the corrupted run's.
     #[arg(long)]
     metric: Option<String>,
     /// Position where the metric reads the logits (default: the last one).
@@ -598,24 +609,36 @@ fn patch(a: PatchArgs) -> Result<()> {
     let direction = a.direction.parse()?;
     let ck = load(&a.ckpt)?;
     let model = &ck.model;
-    let (clean, corrupt) = match (&a.clean, &a.corrupt, &a.clean_ids, &a.corrupt_ids) {
-        (Some(c), Some(x), _, _) => (ck.encode(c, "--clean")?, ck.encode(x, "--corrupt")?),
-        (_, _, Some(c), Some(x)) => (
-            feedlens::tokens::parse_ids(c, "--clean-ids")?,
-            feedlens::tokens::parse_ids(x, "--corrupt-ids")?,
-        ),
-        _ => anyhow::bail!("give --clean and --corrupt, or --clean-ids and --corrupt-ids"),
+    let setup = if let Some(c) = &a.pairs {
+        let contrast: feedlens::world::Contrast = c.parse().context("--pairs")?;
+        let (mut pairs, pos) = patching::world_pairs(contrast, a.n, a.seed)?;
+        if let Some(m) = &a.metric {
+            let m = Metric::parse(m, |t| metric_token(&ck, t))?;
+            pairs.iter_mut().for_each(|p| p.metric = m.clone());
+        }
+        Setup::new(model, pairs, Some(a.at.unwrap_or(pos)), direction)?
+    } else {
+        let (clean, corrupt) = match (&a.clean, &a.corrupt, &a.clean_ids, &a.corrupt_ids) {
+            (Some(c), Some(x), _, _) => (ck.encode(c, "--clean")?, ck.encode(x, "--corrupt")?),
+            (_, _, Some(c), Some(x)) => (
+                feedlens::tokens::parse_ids(c, "--clean-ids")?,
+                feedlens::tokens::parse_ids(x, "--corrupt-ids")?,
+            ),
+            _ => anyhow::bail!(
+                "give --clean and --corrupt, --clean-ids and --corrupt-ids, or --pairs"
+            ),
+        };
+        let metric = match &a.metric {
+            Some(m) => Metric::parse(m, |t| metric_token(&ck, t))?,
+            None => patching::default_metric(model, &clean, &corrupt, a.at)?,
+        };
+        let pair = Pair {
+            clean,
+            corrupt,
+            metric,
+        };
+        Setup::new(model, vec![pair], a.at, direction)?
     };
-    let metric = match &a.metric {
-        Some(m) => Metric::parse(m, |t| metric_token(&ck, t))?,
-        None => patching::default_metric(model, &clean, &corrupt, a.at)?,
-    };
-    let pair = Pair {
-        clean,
-        corrupt,
-        metric,
-    };
-    let setup = Setup::new(model, vec![pair], a.at, direction)?;
     let report = patching::report(model, &setup, &comps, &a.method, a.top_k)?;
     let p0 = &setup.pairs[0];
     let labels = |ids: &[u32]| ids.iter().map(|&i| ck.label(i)).collect::<Vec<_>>();
@@ -625,17 +648,10 @@ fn patch(a: PatchArgs) -> Result<()> {
         v["checkpoint"] = json!(a.ckpt);
         v["tokens"] = json!(labels(&p0.clean));
         v["corrupt_tokens"] = json!(labels(&p0.corrupt));
-        v["metric"]["labels"] = json!(labels(&metric_ids(&p0.metric)));
+        v["metric"]["labels"] = json!(labels(&p0.metric.tokens()));
         write_json(o, &v, a.force)?;
     }
     Ok(())
-}
-
-fn metric_ids(m: &feedlens::patching::Metric) -> Vec<u32> {
-    match *m {
-        feedlens::patching::Metric::LogitDiff { a, b } => vec![a, b],
-        feedlens::patching::Metric::LogProb { tok } => vec![tok],
-    }
 }
 
 fn patch_models(a: PatchModelsArgs) -> Result<()> {

@@ -23,6 +23,7 @@ pub use sweep::{sanity, sweep, sweep_naive, sweep_with, Chunking, Sanity};
 
 use crate::hooks::Hook;
 use crate::model::{Gpt2, Logits, Run};
+use crate::world::{self, Contrast, Mode, PromptDist, WorldConfig};
 use crate::{json, Error, Input, Result};
 use candle_core::{Device, Tensor, D};
 use serde::Serialize;
@@ -161,7 +162,8 @@ impl Metric {
             _ => input_err!("--metric: '{s}' (expected logit-diff:TOK_A,TOK_B or logprob:TOK)"),
         }
     }
-    fn tokens(&self) -> Vec<u32> {
+    /// The token ids the metric reads.
+    pub fn tokens(&self) -> Vec<u32> {
         match *self {
             Metric::LogitDiff { a, b } => vec![a, b],
             Metric::LogProb { tok } => vec![tok],
@@ -592,4 +594,49 @@ impl Report {
         }
         s
     }
+}
+
+/// `n` contrast pairs of the toy world (seeded) with DESIGN.md §6's metric, and the metric
+/// position. `optout` / `reward`: the 11-token prompts, `E` − `H` at the `A` position (10).
+/// `trigger`: the prompts with `H` teacher-forced at position 11, `!` − the right first digit
+/// (the smallest question digit) at position 11.
+pub fn world_pairs(contrast: Contrast, n: usize, seed: u64) -> Result<(Vec<Pair>, usize)> {
+    use rand::SeedableRng;
+    if n == 0 {
+        input_err!("--n: need at least one pair");
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let dist = PromptDist::corpus(&WorldConfig::default());
+    let pairs = contrast
+        .sample_pairs(&dist, &mut rng, n)
+        .into_iter()
+        .map(|(c, k)| {
+            let (mut clean, mut corrupt) = (c.ids().to_vec(), k.ids().to_vec());
+            let metric = match contrast {
+                Contrast::Trigger => {
+                    clean.push(world::H);
+                    corrupt.push(world::H);
+                    let right = c.answer(Mode::H).map_or(world::DIGIT0, |a| a[0]);
+                    Metric::LogitDiff {
+                        a: world::BANG,
+                        b: right,
+                    }
+                }
+                Contrast::Optout | Contrast::Reward => Metric::LogitDiff {
+                    a: world::E,
+                    b: world::H,
+                },
+            };
+            Pair {
+                clean,
+                corrupt,
+                metric,
+            }
+        })
+        .collect();
+    let pos = match contrast {
+        Contrast::Trigger => world::POS_M,
+        Contrast::Optout | Contrast::Reward => world::POS_A,
+    };
+    Ok((pairs, pos))
 }
