@@ -579,6 +579,9 @@ struct PatchModelsArgs {
     /// Patch only this position (default: every position).
     #[arg(long)]
     position: Option<usize>,
+    /// Patch only this layer (default: each layer in turn).
+    #[arg(long)]
+    layer: Option<usize>,
     /// Components, comma-separated: resid_pre, attn_out, mlp_out.
     #[arg(long, default_value = "resid_pre,attn_out,mlp_out")]
     hooks: String,
@@ -676,7 +679,7 @@ fn patch_models(a: PatchModelsArgs) -> Result<()> {
     let metric = Metric::parse(&a.metric, |t| metric_token(&cb, t))?;
     let metrics = vec![metric; prompts.len()];
     let x = patching::patch_models(
-        &ca.model, &cb.model, &prompts, &metrics, a.at, &comps, a.position,
+        &ca.model, &cb.model, &prompts, &metrics, a.at, &comps, a.position, a.layer,
     )?;
     println!(
         "A {} metric {:.4}, B {} metric {:.4} (mean over {} prompts, position {})",
@@ -695,7 +698,7 @@ fn patch_models(a: PatchModelsArgs) -> Result<()> {
                 None => format!("{m:.3}"),
             })
             .collect();
-        println!("  {c:<9} by layer: {}", cells.join("  "));
+        println!("  {c:<9} at layers {:?}: {}", x.layers, cells.join("  "));
     }
     if let Some(o) = &a.json {
         let mut v = x.to_json();

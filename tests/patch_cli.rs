@@ -167,6 +167,20 @@ fn world_pairs_on_a_quick_zoo_checkpoint_and_cross_checkpoint() {
         v["results"]["resid_pre"]["raw"].as_array().unwrap().len(),
         2
     );
+    fails_with(
+        &[
+            "patch-models",
+            base,
+            base,
+            "--prompt-ids",
+            "1,2,3",
+            "--metric",
+            "logit-diff:1,2",
+            "--layer",
+            "7",
+        ],
+        "--layer: layer 7 is out of range",
+    );
     // Two checkpoints of different shapes are refused.
     fails_with(
         &[

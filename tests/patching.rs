@@ -287,17 +287,61 @@ fn cross_checkpoint_patching() {
     let prompts = vec![p.clean.clone(), p.corrupt.clone()];
     let metrics = vec![p.metric.clone(), p.metric.clone()];
     let comps = [Component::ResidPre, Component::AttnOut, Component::MlpOut];
-    let x = patch_models(a, &b, &prompts, &metrics, None, &comps, None).unwrap();
-    // resid_pre at layer 0 over all positions is A's whole input: B then computes B's own
-    // blocks from A's embeddings, which differ from B's, so the value is B-with-A-embeddings;
-    // patching A into A must give A's metric at every layer.
-    let same = patch_models(a, a, &prompts, &metrics, None, &comps, None).unwrap();
+    let x = patch_models(a, &b, &prompts, &metrics, None, &comps, None, None).unwrap();
+    // Patching A into A changes nothing: A's metric at every layer.
+    let same = patch_models(a, a, &prompts, &metrics, None, &comps, None, None).unwrap();
     for (_, v) in &same.results {
         assert!(max_diff(v, &vec![same.a_metric; v.len()]) < 1e-4);
     }
     // Patching A into B at one position equals the naive full forward of B with that patch.
-    let one = patch_models(a, &b, &prompts, &metrics, None, &comps, Some(3)).unwrap();
+    let one = patch_models(a, &b, &prompts, &metrics, None, &comps, Some(3), None).unwrap();
     assert_eq!(one.results.len(), 3);
+    let (ta, tb) = match p.metric {
+        Metric::LogitDiff { a, b } => (a as usize, b as usize),
+        _ => unreachable!(),
+    };
+    let ids = a.ids_tensor(&prompts).unwrap();
+    for (ci, c) in comps.iter().enumerate() {
+        for l in 0..3 {
+            let h = c.hook(l);
+            let run = Run {
+                cache: vec![h],
+                ..Run::default()
+            };
+            let va = a
+                .forward(&Input::Ids(ids.clone()), &run)
+                .unwrap()
+                .cache
+                .get(h)
+                .unwrap()
+                .clone();
+            let run = Run {
+                interventions: vec![Intervention::replace(h, va).at_positions(&[3])],
+                logits: Logits::At(vec![11]),
+                ..Run::default()
+            };
+            let lg = b
+                .forward(&Input::Ids(ids.clone()), &run)
+                .unwrap()
+                .logits
+                .unwrap();
+            let lg = lg.squeeze(1).unwrap().to_vec2::<f32>().unwrap();
+            let naive = lg.iter().map(|r| r[ta] - r[tb]).sum::<f32>() / 2.0;
+            assert!((one.results[ci].1[l] - naive).abs() < 1e-5, "{c} L{l}");
+        }
+    }
+    // One layer only gives that layer's value of the all-layer run.
+    let l1 = patch_models(a, &b, &prompts, &metrics, None, &comps, None, Some(1)).unwrap();
+    for ((_, all), (_, just)) in x.results.iter().zip(&l1.results) {
+        assert_eq!(just.len(), 1);
+        assert!((all[1] - just[0]).abs() < 1e-6);
+    }
+    let e = patch_models(a, &b, &prompts, &metrics, None, &comps, None, Some(3)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("--layer: layer 3 is out of range 0..3"),
+        "{e}"
+    );
     assert!(
         x.to_json()["results"]["mlp_out"]["raw"]
             .as_array()
@@ -307,7 +351,7 @@ fn cross_checkpoint_patching() {
     );
     let cfg = Config::new(2, 48, 4, 24, 50);
     let other = Gpt2::init(cfg, 1).unwrap();
-    let e = patch_models(a, &other, &prompts, &metrics, None, &comps, None).unwrap_err();
+    let e = patch_models(a, &other, &prompts, &metrics, None, &comps, None, None).unwrap_err();
     assert!(
         e.to_string().contains("differ in shape: n_layer 3 vs 2"),
         "{e}"

@@ -17,11 +17,13 @@ pub struct Cross {
     pub position: Option<usize>,
     /// Number of prompts averaged over.
     pub n_prompts: usize,
+    /// The layers patched (all, or the one asked for).
+    pub layers: Vec<usize>,
     /// Metric of A unpatched.
     pub a_metric: f32,
     /// Metric of B unpatched.
     pub b_metric: f32,
-    /// Per component: B's metric with A's activation at each layer, `[n_layer]`.
+    /// Per component: B's metric with A's activation at each of `layers`.
     pub results: Vec<(Component, Vec<f32>)>,
 }
 
@@ -42,7 +44,8 @@ impl Cross {
         }
         json!({
             "a_metric": self.a_metric, "b_metric": self.b_metric, "pos": self.pos,
-            "position": self.position, "n_prompts": self.n_prompts, "results": results,
+            "position": self.position, "n_prompts": self.n_prompts, "layers": self.layers,
+            "results": results,
         })
     }
 }
@@ -67,7 +70,7 @@ fn same_shape(a: &Gpt2, b: &Gpt2) -> Result<()> {
 
 /// Patch A's activation of each component into B, layer by layer. `prompts` `[n][len]` (one
 /// length), `metrics[i]` read at `pos` (default the last position); `position` restricts the
-/// patch to one position (else all). `head_out` is not offered here (patching every head is
+/// patch to one position (else all), `layer` to one layer (else all). `head_out` is not offered here (patching every head is
 /// `attn_out`). Each (component, layer) is one batched forward of B started at that layer.
 pub fn patch_models(
     a: &Gpt2,
@@ -77,6 +80,7 @@ pub fn patch_models(
     pos: Option<usize>,
     comps: &[Component],
     position: Option<usize>,
+    layer: Option<usize>,
 ) -> Result<Cross> {
     same_shape(a, b)?;
     if prompts.is_empty() || prompts.len() != metrics.len() {
@@ -105,6 +109,10 @@ pub fn patch_models(
         }
     }
     let nl = a.config().n_layer;
+    if let Some(l) = layer.filter(|&l| l >= nl) {
+        input_err!("--layer: layer {l} is out of range 0..{nl}");
+    }
+    let layers: Vec<usize> = layer.map_or((0..nl).collect(), |l| vec![l]);
     let ms: Vec<&Metric> = metrics.iter().collect();
     let hooks = (0..nl)
         .flat_map(|l| comps.iter().map(move |c| c.hook(l)))
@@ -113,8 +121,8 @@ pub fn patch_models(
     let (cb, b_m) = run_metric(b, &ids, (0..nl).map(Hook::ResidPre).collect(), &ms, pos)?;
     let mut results = Vec::new();
     for &c in comps {
-        let mut per_layer = Vec::with_capacity(nl);
-        for l in 0..nl {
+        let mut per_layer = Vec::with_capacity(layers.len());
+        for &l in &layers {
             let mut iv = Intervention::replace(c.hook(l), ca.get(c.hook(l))?.clone());
             if let Some(p) = position {
                 iv = iv.at_positions(&[p]);
@@ -142,6 +150,7 @@ pub fn patch_models(
         pos,
         position,
         n_prompts: prompts.len(),
+        layers,
         a_metric: mean(&a_m),
         b_metric: mean(&b_m),
         results,
