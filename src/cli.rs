@@ -61,6 +61,10 @@ enum Cmd {
     Train(TrainArgs),
     /// Behaviour table of checkpoints in the toy world (split by [x] and <trig>).
     Eval(EvalArgs),
+    /// Activation patching sweep (resid_pre / attn_out / mlp_out × layer × position, per head).
+    Patch(PatchArgs),
+    /// Cross-checkpoint patching: run B with A's activation at each layer.
+    PatchModels(PatchModelsArgs),
 }
 
 #[derive(clap::Args)]
@@ -127,6 +131,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Zoo(a) => zoo(a),
         Cmd::Train(a) => train(a),
         Cmd::Eval(a) => eval(a),
+        Cmd::Patch(a) => patch(a),
+        Cmd::PatchModels(a) => patch_models(a),
     }
 }
 
@@ -652,6 +658,213 @@ fn eval(a: EvalArgs) -> Result<()> {
     if let Some(o) = a.json {
         let v = json!({ "n": a.n, "seed": a.seed, "rows": rows, "leakage": leaks });
         write_json(&o, &v, a.force)?;
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct PatchArgs {
+    /// HF GPT-2 checkpoint directory.
+    ckpt: PathBuf,
+    /// Clean prompt, tokenized with the checkpoint's tokenizer.json.
+    #[arg(long, required_unless_present_any = ["clean_ids", "pairs"], requires = "corrupt")]
+    clean: Option<String>,
+    /// Corrupted prompt (same number of tokens as the clean one).
+    #[arg(long, requires = "clean")]
+    corrupt: Option<String>,
+    /// Clean prompt as comma-separated token ids.
+    #[arg(long, conflicts_with = "clean", requires = "corrupt_ids")]
+    clean_ids: Option<String>,
+    /// Corrupted prompt as comma-separated token ids.
+    #[arg(long, conflicts_with = "corrupt", requires = "clean_ids")]
+    corrupt_ids: Option<String>,
+    /// Toy-world contrast pairs instead of one prompt pair: optout, trigger or reward
+    /// (DESIGN.md §6; results are means over the pairs).
+    #[arg(long, conflicts_with_all = ["clean", "clean_ids"])]
+    pairs: Option<String>,
+    /// Number of world pairs.
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// Seed of the world pairs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// logit-diff:TOK_A,TOK_B or logprob:TOK (a token string the tokenizer knows, else an id).
+    /// Default: the contrast's metric with --pairs, else logit-diff of the clean run's top
+    /// token against the corrupted run's.
+    #[arg(long)]
+    metric: Option<String>,
+    /// Position where the metric reads the logits (default: the last one).
+    #[arg(long)]
+    at: Option<usize>,
+    /// Components to sweep, comma-separated: resid_pre, attn_out, mlp_out, head_out.
+    #[arg(long, default_value = "resid_pre,attn_out,mlp_out,head_out")]
+    hooks: String,
+    /// denoise (clean into corrupted) or noise (corrupted into clean).
+    #[arg(long, default_value = "denoise")]
+    direction: String,
+    /// exact (batched sweep), attribution (one forward + backward), or both (with agreement).
+    #[arg(long, default_value = "exact", value_parser = ["exact", "attribution", "both"])]
+    method: String,
+    /// k for the top-k agreement of attribution with the exact sweep.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// Output JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+struct PatchModelsArgs {
+    /// Checkpoint A: its activations are patched in.
+    a: PathBuf,
+    /// Checkpoint B: the run that receives them (same shape as A).
+    b: PathBuf,
+    /// Prompts as text (B's tokenizer); repeat for several (all of one length).
+    #[arg(long, required_unless_present = "prompt_ids")]
+    prompts: Vec<String>,
+    /// Prompts as comma-separated token ids; repeat for several.
+    #[arg(long, conflicts_with = "prompts")]
+    prompt_ids: Vec<String>,
+    /// logit-diff:TOK_A,TOK_B or logprob:TOK.
+    #[arg(long)]
+    metric: String,
+    /// Position where the metric reads the logits (default: the last one).
+    #[arg(long)]
+    at: Option<usize>,
+    /// Patch only this position (default: every position).
+    #[arg(long)]
+    position: Option<usize>,
+    /// Patch only this layer (default: each layer in turn).
+    #[arg(long)]
+    layer: Option<usize>,
+    /// Components, comma-separated: resid_pre, attn_out, mlp_out.
+    #[arg(long, default_value = "resid_pre,attn_out,mlp_out")]
+    hooks: String,
+    /// Output JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    force: bool,
+}
+
+/// A metric token: a token string the checkpoint's tokenizer knows, else a numeric id.
+fn metric_token(ck: &checkpoint::Checkpoint, s: &str) -> feedlens::Result<u32> {
+    if let Some(id) = ck.tokens.as_ref().and_then(|t| t.id(s)) {
+        return Ok(id);
+    }
+    s.parse::<u32>().map_err(|_| {
+        feedlens::Error::input(format!("--metric: token '{s}' is not in the vocabulary"))
+    })
+}
+
+fn patch(a: PatchArgs) -> Result<()> {
+    use feedlens::patching::{self, Component, Metric, Pair, Setup};
+    if let Some(o) = &a.json {
+        fsio::check_clobber(o, a.force)?;
+    }
+    let comps = Component::parse_list(&a.hooks, "--hooks")?;
+    let direction = a.direction.parse()?;
+    let ck = load(&a.ckpt)?;
+    let model = &ck.model;
+    let setup = if let Some(c) = &a.pairs {
+        let contrast: feedlens::world::Contrast = c.parse().context("--pairs")?;
+        let (mut pairs, pos) = patching::world_pairs(contrast, a.n, a.seed)?;
+        if let Some(m) = &a.metric {
+            let m = Metric::parse(m, |t| metric_token(&ck, t))?;
+            pairs.iter_mut().for_each(|p| p.metric = m.clone());
+        }
+        Setup::new(model, pairs, Some(a.at.unwrap_or(pos)), direction)?
+    } else {
+        let (clean, corrupt) = match (&a.clean, &a.corrupt, &a.clean_ids, &a.corrupt_ids) {
+            (Some(c), Some(x), _, _) => (ck.encode(c, "--clean")?, ck.encode(x, "--corrupt")?),
+            (_, _, Some(c), Some(x)) => (
+                feedlens::tokens::parse_ids(c, "--clean-ids")?,
+                feedlens::tokens::parse_ids(x, "--corrupt-ids")?,
+            ),
+            _ => anyhow::bail!(
+                "give --clean and --corrupt, --clean-ids and --corrupt-ids, or --pairs"
+            ),
+        };
+        let metric = match &a.metric {
+            Some(m) => Metric::parse(m, |t| metric_token(&ck, t))?,
+            None => patching::default_metric(model, &clean, &corrupt, a.at)?,
+        };
+        let pair = Pair {
+            clean,
+            corrupt,
+            metric,
+        };
+        Setup::new(model, vec![pair], a.at, direction)?
+    };
+    let report = patching::report(model, &setup, &comps, &a.method, a.top_k)?;
+    let p0 = &setup.pairs[0];
+    let labels = |ids: &[u32]| ids.iter().map(|&i| ck.label(i)).collect::<Vec<_>>();
+    print!("{}", report.summary(&labels(&p0.clean)));
+    if let Some(o) = &a.json {
+        let mut v = report.to_json();
+        v["checkpoint"] = json!(a.ckpt);
+        v["tokens"] = json!(labels(&p0.clean));
+        v["corrupt_tokens"] = json!(labels(&p0.corrupt));
+        v["metric"]["labels"] = json!(labels(&p0.metric.tokens()));
+        write_json(o, &v, a.force)?;
+    }
+    Ok(())
+}
+
+fn patch_models(a: PatchModelsArgs) -> Result<()> {
+    use feedlens::patching::{self, Component, Metric};
+    if let Some(o) = &a.json {
+        fsio::check_clobber(o, a.force)?;
+    }
+    let comps = Component::parse_list(&a.hooks, "--hooks")?;
+    let ca = load(&a.a)?;
+    let cb = load(&a.b)?;
+    let prompts: Vec<Vec<u32>> = if a.prompts.is_empty() {
+        a.prompt_ids
+            .iter()
+            .map(|s| feedlens::tokens::parse_ids(s, "--prompt-ids"))
+            .collect::<feedlens::Result<_>>()?
+    } else {
+        a.prompts
+            .iter()
+            .map(|t| cb.encode(t, "--prompts"))
+            .collect::<feedlens::Result<_>>()?
+    };
+    let metric = Metric::parse(&a.metric, |t| metric_token(&cb, t))?;
+    let metrics = vec![metric; prompts.len()];
+    let x = patching::patch_models(
+        &ca.model, &cb.model, &prompts, &metrics, a.at, &comps, a.position, a.layer,
+    )?;
+    println!(
+        "A {} metric {:.4}, B {} metric {:.4} (mean over {} prompts, position {})",
+        a.a.display(),
+        x.a_metric,
+        a.b.display(),
+        x.b_metric,
+        x.n_prompts,
+        x.pos
+    );
+    for (c, v) in &x.results {
+        let cells: Vec<String> = v
+            .iter()
+            .map(|&m| match x.normalise(m) {
+                Some(n) => format!("{m:.3} ({n:.2})"),
+                None => format!("{m:.3}"),
+            })
+            .collect();
+        println!("  {c:<9} at layers {:?}: {}", x.layers, cells.join("  "));
+    }
+    if let Some(o) = &a.json {
+        let mut v = x.to_json();
+        v["a"] = json!(a.a);
+        v["b"] = json!(a.b);
+        v["prompts"] = json!(prompts);
+        v["metric"] = json!(metrics[0]);
+        write_json(o, &v, a.force)?;
     }
     Ok(())
 }

@@ -28,6 +28,7 @@ pub mod html;
 pub mod json;
 pub mod lens;
 pub mod model;
+pub mod patching;
 pub mod plot;
 pub mod sample;
 pub mod tokens;

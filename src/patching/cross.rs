@@ -1,0 +1,158 @@
+//! Cross-checkpoint patching: run checkpoint B with checkpoint A's activation at one hook and
+//! layer (all positions or one) and read B's metric: where does B's changed behaviour live?
+
+use super::{last_logits, mean, metric_values, run_metric, Component, Metric};
+use crate::hooks::{Hook, Intervention};
+use crate::model::{Gpt2, Input, Logits, Run, Start};
+use crate::Result;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Cross-checkpoint patching results (means over prompts).
+#[derive(Clone, Debug, Serialize)]
+pub struct Cross {
+    /// Metric position.
+    pub pos: usize,
+    /// The patched position, or None for every position.
+    pub position: Option<usize>,
+    /// Number of prompts averaged over.
+    pub n_prompts: usize,
+    /// The layers patched (all, or the one asked for).
+    pub layers: Vec<usize>,
+    /// Metric of A unpatched.
+    pub a_metric: f32,
+    /// Metric of B unpatched.
+    pub b_metric: f32,
+    /// Per component: B's metric with A's activation at each of `layers`.
+    pub results: Vec<(Component, Vec<f32>)>,
+}
+
+impl Cross {
+    /// `(patched − B) / (A − B)`: the share of the A–B gap that the patch carries; None when A
+    /// and B agree (to 1e-6).
+    pub fn normalise(&self, patched: f32) -> Option<f32> {
+        let span = self.a_metric - self.b_metric;
+        (span.abs() > 1e-6).then(|| (patched - self.b_metric) / span)
+    }
+    /// `{"a_metric", "b_metric", "pos", "position", "n_prompts",
+    /// "results": {component: {"raw": [layer], "normalised": [layer] | null}}}`.
+    pub fn to_json(&self) -> Value {
+        let mut results = serde_json::Map::new();
+        for (c, v) in &self.results {
+            let norm: Option<Vec<f32>> = v.iter().map(|&x| self.normalise(x)).collect();
+            results.insert(c.to_string(), json!({"raw": v, "normalised": norm}));
+        }
+        json!({
+            "a_metric": self.a_metric, "b_metric": self.b_metric, "pos": self.pos,
+            "position": self.position, "n_prompts": self.n_prompts, "layers": self.layers,
+            "results": results,
+        })
+    }
+}
+
+/// Refuse two models of different shapes (one line naming the first difference).
+fn same_shape(a: &Gpt2, b: &Gpt2) -> Result<()> {
+    let (x, y) = (a.config(), b.config());
+    for (name, u, v) in [
+        ("n_layer", x.n_layer, y.n_layer),
+        ("n_embd", x.n_embd, y.n_embd),
+        ("n_head", x.n_head, y.n_head),
+        ("n_positions", x.n_positions, y.n_positions),
+        ("vocab_size", x.vocab_size, y.vocab_size),
+        ("d_mlp", x.d_mlp(), y.d_mlp()),
+    ] {
+        if u != v {
+            input_err!("checkpoints A and B differ in shape: {name} {u} vs {v}");
+        }
+    }
+    Ok(())
+}
+
+/// Patch A's activation of each component into B, layer by layer. `prompts` `[n][len]` (one
+/// length), `metrics[i]` read at `pos` (default the last position); `position` restricts the
+/// patch to one position (else all), `layer` to one layer (else all). `head_out` is not offered here (patching every head is
+/// `attn_out`). Each (component, layer) is one batched forward of B started at that layer.
+pub fn patch_models(
+    a: &Gpt2,
+    b: &Gpt2,
+    prompts: &[Vec<u32>],
+    metrics: &[Metric],
+    pos: Option<usize>,
+    comps: &[Component],
+    position: Option<usize>,
+    layer: Option<usize>,
+) -> Result<Cross> {
+    same_shape(a, b)?;
+    if prompts.is_empty() || prompts.len() != metrics.len() {
+        input_err!("--prompts: give at least one prompt (and one metric per prompt)");
+    }
+    if comps.contains(&Component::HeadOut) {
+        input_err!(
+            "--hooks: head_out is not available for patch-models (use attn_out for all heads)"
+        );
+    }
+    let ids = b.ids_tensor(prompts)?;
+    let len = prompts[0].len();
+    let pos = pos.unwrap_or(len - 1);
+    if pos >= len {
+        input_err!("--at: position {pos} is out of range 0..{len}");
+    }
+    if let Some(p) = position.filter(|&p| p > pos) {
+        input_err!(
+            "--position: {p} is after the metric position {pos}, so it cannot change the metric"
+        );
+    }
+    let vocab = b.config().vocab_size;
+    for m in metrics {
+        if let Some(t) = m.tokens().into_iter().find(|&t| t as usize >= vocab) {
+            input_err!("--metric: token id {t} is not in the vocabulary (vocab_size {vocab})");
+        }
+    }
+    let nl = a.config().n_layer;
+    if let Some(l) = layer.filter(|&l| l >= nl) {
+        input_err!("--layer: layer {l} is out of range 0..{nl}");
+    }
+    let layers: Vec<usize> = layer.map_or((0..nl).collect(), |l| vec![l]);
+    let ms: Vec<&Metric> = metrics.iter().collect();
+    let hooks = (0..nl)
+        .flat_map(|l| comps.iter().map(move |c| c.hook(l)))
+        .collect();
+    let (ca, a_m) = run_metric(a, &ids, hooks, &ms, pos)?;
+    let (cb, b_m) = run_metric(b, &ids, (0..nl).map(Hook::ResidPre).collect(), &ms, pos)?;
+    let mut results = Vec::new();
+    for &c in comps {
+        let mut per_layer = Vec::with_capacity(layers.len());
+        for &l in &layers {
+            let mut iv = Intervention::replace(c.hook(l), ca.get(c.hook(l))?.clone());
+            if let Some(p) = position {
+                iv = iv.at_positions(&[p]);
+            }
+            let run = Run {
+                interventions: vec![iv],
+                logits: Logits::At(vec![pos]),
+                ..Run::default()
+            };
+            // Blocks before l are untouched by the patch: start B at l from its own residual.
+            let start = Start {
+                layer: l,
+                resid: cb.get(Hook::ResidPre(l))?.clone(),
+                offset: 0,
+                past: Vec::new(),
+            };
+            let out = b.forward(&Input::Resid(start), &run)?;
+            per_layer.push(mean(
+                &metric_values(&last_logits(out.logits)?, &ms)?.to_vec1::<f32>()?,
+            ));
+        }
+        results.push((c, per_layer));
+    }
+    Ok(Cross {
+        pos,
+        position,
+        n_prompts: prompts.len(),
+        layers,
+        a_metric: mean(&a_m),
+        b_metric: mean(&b_m),
+        results,
+    })
+}
