@@ -33,6 +33,48 @@ enum Cmd {
     },
     /// Run a forward pass; write logits and chosen hook values as JSON.
     Run(RunArgs),
+    /// Run a probe spec (`feedlens probe probes/NAME.toml`), or fit one logistic probe on your
+    /// own activations (`feedlens probe fit --data FILE.safetensors --train-rows 0..K`).
+    Probe(ProbeArgs),
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct ProbeArgs {
+    #[command(subcommand)]
+    sub: Option<ProbeCmd>,
+    /// Probe spec (probes/NAME.toml).
+    #[arg(required = true)]
+    spec: Option<PathBuf>,
+    /// Also write the result JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Subcommand)]
+enum ProbeCmd {
+    /// Fit one L2 logistic probe on X [n, d] f32 and y [n] i64 from a safetensors file; rows
+    /// outside --train-rows are the test set.
+    Fit {
+        /// safetensors file with `X` [n, d] f32 and `y` [n] i64.
+        #[arg(long)]
+        data: PathBuf,
+        /// Training rows, `A..B` (end exclusive); the other rows are the test set.
+        #[arg(long)]
+        train_rows: String,
+        /// Inverse L2 regularisation strength (scikit-learn's C).
+        #[arg(long, default_value_t = 1.0)]
+        c: f64,
+        /// Write coef, intercept, test_proba, test_accuracy, test_auroc here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Overwrite an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -60,6 +102,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Inspect { ckpt, json, force } => inspect(ckpt, json, force),
         Cmd::Run(a) => run(a),
+        Cmd::Probe(a) => probe(a),
     }
 }
 
@@ -170,4 +213,50 @@ fn run(a: RunArgs) -> Result<()> {
         "logits": json::tensor(&logits)?, "hooks": hv,
     });
     write_json(&a.json, &v, a.force)
+}
+
+fn probe(a: ProbeArgs) -> Result<()> {
+    match (a.sub, a.spec) {
+        (
+            Some(ProbeCmd::Fit {
+                data,
+                train_rows,
+                c,
+                json,
+                force,
+            }),
+            _,
+        ) => probe_fit(data, train_rows, c, json, force),
+        (None, Some(spec)) => probe_spec(spec, a.json, a.force),
+        (None, None) => anyhow::bail!("probe: give a spec file or `fit`"),
+    }
+}
+
+fn probe_fit(
+    data: PathBuf,
+    rows: String,
+    c: f64,
+    out: Option<PathBuf>,
+    force: bool,
+) -> Result<()> {
+    if let Some(o) = &out {
+        fsio::check_clobber(o, force)?;
+    }
+    let rep = feedlens::probes::fit_file(&data, &rows, c)?;
+    println!(
+        "test accuracy {:.4}  test AUROC {:.4}  ({} test rows, {} Newton steps, |grad| {:.1e})",
+        rep.test_accuracy,
+        rep.test_auroc,
+        rep.test_proba.len(),
+        rep.iterations,
+        rep.grad_norm
+    );
+    if let Some(o) = out {
+        write_json(&o, &serde_json::to_value(&rep)?, force)?;
+    }
+    Ok(())
+}
+
+fn probe_spec(_spec: PathBuf, _out: Option<PathBuf>, _force: bool) -> Result<()> {
+    anyhow::bail!("probe specs: not built yet")
 }

@@ -23,6 +23,8 @@ mod gelu;
 pub mod hooks;
 pub mod json;
 pub mod model;
+pub mod probe_math;
+pub mod probes;
 pub mod tokens;
 
 pub use error::{Error, Result};
