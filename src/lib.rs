@@ -26,6 +26,7 @@ pub mod model;
 pub mod probe_math;
 pub mod probes;
 pub mod tokens;
+pub mod world;
 
 pub use error::{Error, Result};
 pub use hooks::{Cache, Edit, Hook, Intervention};
