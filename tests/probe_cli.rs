@@ -104,7 +104,7 @@ fn bad_inputs_are_one_line_errors() {
         let e = fails(&["probe", "fit", "--data", g, "--train-rows", bad]);
         assert!(e.contains("--train-rows"), "{bad}: {e}");
     }
-    let e = fails(&["probe", "fit", "--data", g, "--train-rows", "0..5", "--c", "-1"]);
+    let e = fails(&["probe", "fit", "--data", g, "--train-rows", "0..5", "--c=-1"]);
     assert!(e.contains("--c"), "{e}");
 
     let one = p("one.safetensors");

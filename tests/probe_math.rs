@@ -42,35 +42,88 @@ fn reference() -> Reference {
     }
 }
 
+/// Objective 0.5·‖w‖² + C·Σ logloss on the training rows, binary.
+fn binary_objective(w: &[f64], b: f64, x: &Array2<f32>, y: &[i64], c: f64) -> f64 {
+    let mut loss = 0.0;
+    for (row, &yi) in x.rows().into_iter().zip(y) {
+        let z: f64 = row.iter().zip(w).map(|(&a, &wj)| a as f64 * wj).sum::<f64>() + b;
+        loss += z.max(0.0) + (-z.abs()).exp().ln_1p() - if yi == 1 { z } else { 0.0 };
+    }
+    0.5 * w.iter().map(|v| v * v).sum::<f64>() + c * loss
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
 #[test]
-fn matches_sklearn_binary() {
+fn matches_sklearn_lbfgs_reference() {
     let r = reference();
     let rep = probes::fit_file(Path::new(FIXTURE), "0..420", 1.0).unwrap();
     let w = &rep.coef[0];
-    assert_eq!(w.len(), 32);
-    let dot: f64 = w.iter().zip(&r.coef).map(|(a, &b)| a * b as f64).sum();
-    let na: f64 = w.iter().map(|a| a * a).sum::<f64>().sqrt();
-    let nb: f64 = r.coef.iter().map(|&b| (b as f64).powi(2)).sum::<f64>().sqrt();
-    let cos = dot / (na * nb);
+    let rc: Vec<f64> = r.coef.iter().map(|&v| v as f64).collect();
+    let cos = cosine(w, &rc);
     assert!(cos >= 0.9999, "coef cosine {cos}");
-    // The reference is stored in f32, so compare to its precision as well.
-    assert!((rep.intercept[0] - r.intercept as f64).abs() < 1e-4);
-    let flat: Vec<f64> = rep.test_proba.iter().flatten().copied().collect();
-    assert_eq!(flat.len(), r.test_proba.len());
-    let max_abs = flat
-        .iter()
-        .zip(&r.test_proba)
-        .map(|(a, &b)| (a - b as f64).abs())
-        .fold(0.0, f64::max);
-    assert!(max_abs <= 1e-4, "test_proba max abs diff {max_abs}");
     assert_eq!(rep.test_accuracy, r.accuracy);
-    assert!(
-        (rep.test_auroc - r.auroc).abs() < 1e-12,
-        "{} vs {}",
-        rep.test_auroc,
-        r.auroc
-    );
+    assert!((rep.test_auroc - r.auroc).abs() < 1e-12, "{} vs {}", rep.test_auroc, r.auroc);
+    // Probabilities: the lbfgs reference stopped short of the optimum (scipy's relative-decrease
+    // test fires first; its gradient max-norm is 1.2e-2, ours ~1e-7), and its test probabilities
+    // sit 2.6e-4 from the exact optimum, which `matches_sklearn_newton_exact` pins to 1e-6. So
+    // here: within 3e-4, and our objective is no higher than at the reference's parameters.
+    let flat: Vec<f64> = rep.test_proba.iter().flatten().copied().collect();
+    let rp: Vec<f64> = r.test_proba.iter().map(|&v| v as f64).collect();
+    let d = max_abs_diff(&flat, &rp);
+    assert!(d <= 3e-4, "test_proba max abs diff {d}");
+    let (x, y) = fixture_xy();
+    let xt = x.slice(s![..420, ..]).to_owned();
+    let ours = binary_objective(w, rep.intercept[0], &xt, &y[..420], 1.0);
+    let theirs = binary_objective(&rc, r.intercept as f64, &xt, &y[..420], 1.0);
+    assert!(ours <= theirs, "objective {ours} vs reference {theirs}");
     assert!(rep.grad_norm <= probe_math::GRAD_TOL * (1.0 + 420.0));
+}
+
+/// scikit-learn's Newton solver run to tol 1e-12 (tests/fixtures/probe-sklearn-exact/make.py).
+fn exact(kind: &str) -> (Vec<Vec<f64>>, Vec<f64>, Vec<f64>) {
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read("tests/fixtures/probe-sklearn-exact/reference.json").unwrap(),
+    )
+    .unwrap();
+    let m = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    };
+    let coef = v[kind]["coef"].as_array().unwrap().iter().map(m).collect();
+    let proba = v[kind]["test_proba"].as_array().unwrap().iter().flat_map(|r| m(r)).collect();
+    (coef, m(&v[kind]["intercept"]), proba)
+}
+
+#[test]
+fn matches_sklearn_newton_exact() {
+    let (x, y) = fixture_xy();
+    let (_, y3) = three_class();
+    for (kind, labels) in [("binary", y), ("multinomial", y3)] {
+        let (coef, intercept, proba) = exact(kind);
+        let xt = x.slice(s![..420, ..]);
+        let m = Logistic::fit(xt, &labels[..420], 1.0).unwrap();
+        assert_eq!(m.coef.nrows(), coef.len(), "{kind}");
+        for (k, rc) in coef.iter().enumerate() {
+            let cos = cosine(&m.coef.row(k).to_vec(), rc);
+            assert!(cos >= 0.9999, "{kind} class {k}: coef cosine {cos}");
+            let d = max_abs_diff(&m.coef.row(k).to_vec(), rc);
+            assert!(d < 1e-6, "{kind} class {k}: coef max abs diff {d}");
+        }
+        let di = max_abs_diff(&m.intercept.to_vec(), &intercept);
+        assert!(di < 1e-6, "{kind}: intercept diff {di}");
+        let p: Vec<f64> = m.predict_proba(x.slice(s![420.., ..])).iter().copied().collect();
+        let dp = max_abs_diff(&p, &proba);
+        assert!(dp <= 1e-6, "{kind}: test_proba max abs diff {dp}");
+    }
 }
 
 fn fixture_xy() -> (Array2<f32>, Vec<i64>) {
