@@ -565,12 +565,15 @@ fn rows_of(x: ArrayView2<f32>, rows: &[usize]) -> Array2<f32> {
 }
 
 /// k-fold held-out scores of a logistic probe (and, for binary labels, the mass-mean direction)
-/// trained on `x_train` and evaluated on the same rows of `x_eval` (pass the same matrix twice for
-/// ordinary CV; two checkpoints' activations of the same prompts for transfer).
+/// trained on `x_train` with labels `enc` and evaluated on the held-out rows of `x_eval` with
+/// class indices `y_eval` (pass the same matrix and labels twice for ordinary CV; two
+/// checkpoints' activations of the same prompts for transfer). Folds whose held-out rows lack a
+/// class have no AUROC and are left out of its mean.
 pub fn cross_validate(
     x_train: ArrayView2<f32>,
-    x_eval: ArrayView2<f32>,
     enc: &Encoded,
+    x_eval: ArrayView2<f32>,
+    y_eval: &[usize],
     fold: &[usize],
     c: f64,
 ) -> Result<CvScores> {
@@ -585,7 +588,7 @@ pub fn cross_validate(
                 classes: enc.classes.clone(),
                 idx: tr.iter().map(|&i| enc.idx[i]).collect(),
             };
-            let y_te: Vec<usize> = te.iter().map(|&i| enc.idx[i]).collect();
+            let y_te: Vec<usize> = te.iter().map(|&i| y_eval[i]).collect();
             let xtr = rows_of(x_train, &tr);
             let xte = rows_of(x_eval, &te);
             let model = Logistic::fit_encoded(&with_ones(xtr.view()), &sub, c, k > 2)?;
@@ -617,9 +620,16 @@ pub fn cross_validate(
         })
         .collect();
     let per_fold: Vec<(Scores, Option<Scores>)> = per_fold.into_iter().collect::<Result<_>>()?;
-    let mean = |v: Vec<Scores>| Scores {
-        accuracy: v.iter().map(|s| s.accuracy).sum::<f64>() / v.len() as f64,
-        auroc: v.iter().map(|s| s.auroc).sum::<f64>() / v.len() as f64,
+    let mean = |v: Vec<Scores>| {
+        let au: Vec<f64> = v.iter().map(|s| s.auroc).filter(|a| a.is_finite()).collect();
+        Scores {
+            accuracy: v.iter().map(|s| s.accuracy).sum::<f64>() / v.len() as f64,
+            auroc: if au.is_empty() {
+                f64::NAN
+            } else {
+                au.iter().sum::<f64>() / au.len() as f64
+            },
+        }
     };
     let logistic = mean(per_fold.iter().map(|p| p.0).collect());
     let mass_mean = per_fold
@@ -630,6 +640,73 @@ pub fn cross_validate(
     Ok(CvScores {
         logistic,
         mass_mean,
+    })
+}
+
+/// Settings of [`probe_layer`].
+#[derive(Clone, Debug)]
+pub struct LayerOptions {
+    /// Inverse L2 regularisation (scikit-learn's C).
+    pub c: f64,
+    /// Random unit directions for the null baseline (0: skip).
+    pub n_random: usize,
+    /// Seed of the random directions and of the control labels.
+    pub seed: u64,
+    /// Token identity per row for the control task (None: no control task).
+    pub control_keys: Option<Vec<u32>>,
+}
+
+/// Everything measured for one layer's activations.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LayerScores {
+    /// k-fold held-out logistic (and mass-mean) scores.
+    pub cv: CvScores,
+    /// The same probe on Hewitt & Liang control labels.
+    pub control: Option<Scores>,
+    /// Task accuracy − control accuracy.
+    pub selectivity: Option<f64>,
+    /// Best sign-free AUROC over the random directions (None when `n_random` is 0).
+    pub random_best_auroc: Option<f64>,
+    /// Sign-free AUROC of the top principal component.
+    pub top_pc_auroc: f64,
+}
+
+/// Probe one layer: `x` `[n, d]`, labels `enc`, fold of each row.
+pub fn probe_layer(
+    x: ArrayView2<f32>,
+    enc: &Encoded,
+    fold: &[usize],
+    opt: &LayerOptions,
+) -> Result<LayerScores> {
+    let cv = cross_validate(x, enc, x, &enc.idx, fold, opt.c)?;
+    let control = match &opt.control_keys {
+        Some(keys) => {
+            let ctl = control_labels(keys, enc, opt.seed);
+            let mut present = ctl.clone();
+            present.sort_unstable();
+            present.dedup();
+            // A control function may give every key the same class (few keys): no task to fit.
+            if present.len() < 2 {
+                None
+            } else {
+                let cenc = Encoded {
+                    classes: enc.classes.clone(),
+                    idx: ctl.clone(),
+                };
+                Some(cross_validate(x, &cenc, x, &ctl, fold, opt.c)?.logistic)
+            }
+        }
+        None => None,
+    };
+    let selectivity = control.map(|c| cv.logistic.accuracy - c.accuracy);
+    let random_best_auroc =
+        (opt.n_random > 0).then(|| random_direction_auroc(x, enc, opt.n_random, opt.seed));
+    Ok(LayerScores {
+        cv,
+        control,
+        selectivity,
+        random_best_auroc,
+        top_pc_auroc: top_pc_auroc(x, enc),
     })
 }
 

@@ -208,7 +208,7 @@ fn cross_validation_and_baselines() {
     let (x, y) = fixture_xy();
     let enc = probe_math::encode_labels(&y, "y").unwrap();
     let folds = probe_math::stratified_folds(&enc, 5, 0).unwrap();
-    let cv = probe_math::cross_validate(x.view(), x.view(), &enc, &folds, 1.0).unwrap();
+    let cv = probe_math::cross_validate(x.view(), &enc, x.view(), &enc.idx, &folds, 1.0).unwrap();
     // Held-out scores near the fixture's single split (0.66 / 0.76), far from chance.
     assert!(cv.logistic.accuracy > 0.6 && cv.logistic.auroc > 0.7, "{cv:?}");
     let mm = cv.mass_mean.unwrap();
@@ -221,11 +221,11 @@ fn cross_validation_and_baselines() {
     let pc = probe_math::top_pc_auroc(x.view(), &enc);
     assert!((0.5..=1.0).contains(&pc));
     // Transfer from a matrix to itself is ordinary CV.
-    let same = probe_math::cross_validate(x.view(), x.view(), &enc, &folds, 1.0).unwrap();
+    let same = probe_math::cross_validate(x.view(), &enc, x.view(), &enc.idx, &folds, 1.0).unwrap();
     assert_eq!(same, cv);
     // Transfer to a sign-flipped copy inverts the ranking.
     let neg = x.mapv(|v| -v);
-    let tr = probe_math::cross_validate(x.view(), neg.view(), &enc, &folds, 1.0).unwrap();
+    let tr = probe_math::cross_validate(x.view(), &enc, neg.view(), &enc.idx, &folds, 1.0).unwrap();
     assert!(tr.logistic.auroc < 0.5, "{tr:?}");
 }
 
