@@ -36,6 +36,19 @@ enum Cmd {
     /// Run a probe spec (`feedlens probe probes/NAME.toml`), or fit one logistic probe on your
     /// own activations (`feedlens probe fit --data FILE.safetensors --train-rows 0..K`).
     Probe(ProbeArgs),
+    /// Re-run every probe spec in a folder and compare with the stored results; non-zero exit on
+    /// any drift or stale checkpoint hash.
+    Check {
+        /// Folder of probe specs.
+        #[arg(default_value = "probes")]
+        dir: PathBuf,
+        /// Write the outcomes as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Overwrite an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -103,6 +116,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Inspect { ckpt, json, force } => inspect(ckpt, json, force),
         Cmd::Run(a) => run(a),
         Cmd::Probe(a) => probe(a),
+        Cmd::Check { dir, json, force } => check(dir, json, force),
     }
 }
 
@@ -257,6 +271,57 @@ fn probe_fit(
     Ok(())
 }
 
-fn probe_spec(_spec: PathBuf, _out: Option<PathBuf>, _force: bool) -> Result<()> {
-    anyhow::bail!("probe specs: not built yet")
+fn probe_spec(spec: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
+    use feedlens::probes;
+    let (json_path, st_path) = probes::result_paths(&spec);
+    for p in [Some(&json_path), Some(&st_path), out.as_ref()].into_iter().flatten() {
+        fsio::check_clobber(p, force)?;
+    }
+    let run = probes::run_spec(&spec)?;
+    let r = &run.result;
+    println!("{} (label {}, {} at position {})", r.name, r.spec.label, r.spec.hook, r.spec.position);
+    for ck in &r.checkpoints {
+        println!("  {} [sha256 {}…] class counts {:?}", ck.name, &ck.sha256[..12.min(ck.sha256.len())], ck.class_counts);
+        println!("    layer  logistic acc/AUROC  mass-mean AUROC  control acc  selectivity  random-best  top-PC");
+        for l in &ck.layers {
+            let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+            println!(
+                "    {:>5}  {:.3} / {:.3}        {:>6}           {:>6}       {:>6}       {:>6}       {:.3}",
+                l.layer, l.logistic.accuracy, l.logistic.auroc, opt(l.mass_mean.map(|m| m.auroc)),
+                opt(l.control.map(|c| c.accuracy)), opt(l.selectivity), opt(l.random_best_auroc), l.top_pc_auroc
+            );
+        }
+    }
+    for t in &r.transfer {
+        let au: Vec<String> = t.layers.iter().map(|s| format!("{:.3}", s.auroc)).collect();
+        println!("  transfer {} → {}: AUROC per layer {}", t.from, t.to, au.join(" "));
+    }
+    let (j, s) = probes::write_run(&spec, &run, force)?;
+    eprintln!("wrote {} and {}", j.display(), s.display());
+    if let Some(o) = out {
+        write_json(&o, &serde_json::to_value(r)?, force)?;
+    }
+    Ok(())
+}
+
+fn check(dir: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
+    if let Some(o) = &out {
+        fsio::check_clobber(o, force)?;
+    }
+    let outcomes = feedlens::probes::check_dir(&dir)?;
+    for o in &outcomes {
+        println!("{} {}", if o.pass { "pass" } else { "FAIL" }, o.spec.display());
+        for p in &o.problems {
+            println!("    {p}");
+        }
+    }
+    if let Some(o) = out {
+        write_json(&o, &serde_json::to_value(&outcomes)?, force)?;
+    }
+    let failed = outcomes.iter().filter(|o| !o.pass).count();
+    if failed > 0 {
+        anyhow::bail!("{dir}: {failed} of {} probe specs drifted or failed", outcomes.len(), dir = dir.display());
+    }
+    println!("{} probe specs pass", outcomes.len());
+    Ok(())
 }
