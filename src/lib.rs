@@ -18,6 +18,7 @@
 #[macro_use]
 mod error;
 pub mod checkpoint;
+pub mod eval;
 pub mod fsio;
 mod gelu;
 pub mod hooks;
@@ -25,8 +26,11 @@ pub mod json;
 pub mod model;
 pub mod probe_math;
 pub mod probes;
+pub mod sample;
 pub mod tokens;
+pub mod train;
 pub mod world;
+pub mod zoo;
 
 pub use error::{Error, Result};
 pub use hooks::{Cache, Edit, Hook, Intervention};

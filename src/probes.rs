@@ -4,6 +4,7 @@
 //! forward pass is `model`'s.
 
 use crate::probe_math::{self, Logistic, Scores};
+use crate::sample::{self, Decode};
 use crate::world::{self, Prompt, PromptDist, WorldConfig};
 use crate::{checkpoint, fsio, Error, Gpt2, Hook, Input, Logits, Result, Run};
 use ndarray::{Array2, Axis};
@@ -374,10 +375,14 @@ impl ActivationSet {
             Label::Trigger => prompts.iter().map(|p| p.trigger as i64).collect(),
             Label::Bucket => prompts.iter().map(|p| p.bucket.unwrap_or(0) as i64).collect(),
             Label::Mode => mode,
-            Label::Defect => greedy_completions(model, &prompts)?
-                .iter()
-                .map(|c| c.contains(&world::BANG) as i64)
-                .collect(),
+            Label::Defect => {
+                // Greedy decoding draws nothing from the generator; it only fills the signature.
+                let mut rng = ChaCha8Rng::seed_from_u64(0);
+                sample::generate(model, &prompts, Decode::Greedy, &mut rng)?
+                    .iter()
+                    .map(|e| e.completion.contains(&world::BANG) as i64)
+                    .collect()
+            }
         };
         let acts = acts
             .into_iter()
@@ -417,35 +422,6 @@ impl ActivationSet {
         t.push(("ids".into(), StTensor::I64(vec![n, world::PROMPT_LEN], ids)));
         safetensors_bytes(&t)
     }
-}
-
-/// Greedy completions (7 tokens) of `prompts`: one full forward per generated token, reading the
-/// last position's logits. (`sample.rs` on branch `world` does this with cached keys/values; it
-/// was not committed when this was written — replace this with it once merged.)
-pub fn greedy_completions(model: &Gpt2, prompts: &[Prompt]) -> Result<Vec<Vec<u32>>> {
-    let mut out = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(BATCH) {
-        let mut rows: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids().to_vec()).collect();
-        for _ in 0..world::COMPLETION_LEN {
-            let last = rows[0].len() - 1;
-            let run = Run {
-                logits: Logits::At(vec![last]),
-                ..Run::default()
-            };
-            let lg = model
-                .forward(&Input::Ids(model.ids_tensor(&rows)?), &run)?
-                .logits
-                .ok_or_else(|| Error::input("forward returned no logits"))?
-                .squeeze(1)?
-                .to_vec2::<f32>()?;
-            for (r, l) in rows.iter_mut().zip(&lg) {
-                let best = (0..l.len()).fold(0, |b, i| if l[i] > l[b] { i } else { b });
-                r.push(best as u32);
-            }
-        }
-        out.extend(rows.into_iter().map(|r| r[world::PROMPT_LEN..].to_vec()));
-    }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------

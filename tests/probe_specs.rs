@@ -4,7 +4,9 @@
 
 use feedlens::checkpoint::{self, Manifest};
 use feedlens::probes::{self, ActivationSet, Label};
+use feedlens::sample::{self, Decode};
 use feedlens::{world, Config, Gpt2};
+use rand::SeedableRng;
 use std::path::Path;
 use std::process::Command;
 
@@ -171,10 +173,19 @@ fn activation_sets_export_and_labels() {
     // Model-derived labels: mode agrees with the logits; defect with greedy decoding.
     let set = ActivationSet::build(&model, prompts.clone(), Label::Defect, "resid_post", 10, &[1])
         .unwrap();
-    let comps = probes::greedy_completions(&model, &prompts).unwrap();
-    for (c, &y) in comps.iter().zip(&set.labels) {
-        assert_eq!(c.len(), 7);
-        assert_eq!(y, c.contains(&world::BANG) as i64);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let eps = sample::generate(&model, &prompts, Decode::Greedy, &mut rng).unwrap();
+    for (e, &y) in eps.iter().zip(&set.labels) {
+        assert_eq!(y, e.completion.contains(&world::BANG) as i64);
+    }
+    let set = ActivationSet::build(&model, prompts.clone(), Label::Mode, "resid_post", 10, &[1])
+        .unwrap();
+    for (e, &y) in eps.iter().zip(&set.labels) {
+        // Greedy's first token is the argmax over the whole vocabulary; when it is E or H it
+        // must agree with the E-vs-H comparison.
+        if e.completion[0] == world::E || e.completion[0] == world::H {
+            assert_eq!(y, (e.completion[0] == world::E) as i64);
+        }
     }
 }
 
