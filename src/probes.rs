@@ -6,7 +6,8 @@
 use crate::probe_math::{self, Logistic, Scores};
 use crate::sample::{self, Decode};
 use crate::world::{self, Prompt, PromptDist, WorldConfig};
-use crate::{checkpoint, fsio, Error, Gpt2, Hook, Input, Logits, Result, Run};
+use crate::{checkpoint, fsio, Error, Gpt2, Hook, Input, Intervention, Logits, Result, Run};
+use candle_core::{Device, Tensor};
 use ndarray::{Array2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -503,6 +504,11 @@ pub struct Spec {
     /// Score the probe of each checkpoint on every other one (same prompts, k-fold).
     #[serde(default = "default_true")]
     pub transfer: bool,
+    /// Causal check: add ±α·u (u the unit logistic direction, α = this × the mean residual norm
+    /// at that layer and position) and project u out, at the probed hook and position, and
+    /// measure the mean `E` − `H` logit difference at the decision position. None: skip.
+    #[serde(default)]
+    pub causal_alpha: Option<f64>,
     /// Override P(S1 = `[x]`) of the prompts.
     #[serde(default)]
     pub p_optout: Option<f64>,
@@ -582,6 +588,24 @@ pub struct LayerResult {
     pub top_pc_auroc: f64,
 }
 
+/// Causal check of a probe direction at one layer: mean `E` − `H` logit difference at the
+/// decision position (10) over the spec's prompts, unedited and edited.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CausalResult {
+    /// Layer index.
+    pub layer: usize,
+    /// The added multiple of the unit direction (absolute, residual units).
+    pub alpha: f64,
+    /// Unedited metric.
+    pub base: f64,
+    /// Metric with +α·u added.
+    pub plus: f64,
+    /// Metric with −α·u added.
+    pub minus: f64,
+    /// Metric with u projected out.
+    pub ablated: f64,
+}
+
 /// Results for one checkpoint.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CheckpointResult {
@@ -597,6 +621,9 @@ pub struct CheckpointResult {
     pub labels_sha256: String,
     /// One entry per probed layer.
     pub layers: Vec<LayerResult>,
+    /// Causal check per layer (binary labels, when the spec sets `causal_alpha`).
+    #[serde(default)]
+    pub causal: Vec<CausalResult>,
 }
 
 /// A probe trained on one checkpoint's activations, scored on another's (k-fold, same prompts).
@@ -655,6 +682,7 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
     let base = path.parent().unwrap_or(Path::new("."));
     let prompts = sample_prompts(label, spec.n, spec.seed, spec.p_optout, spec.p_trigger);
     let mut loaded = Vec::new();
+    let mut models = Vec::new();
     for c in &spec.checkpoints {
         let ck = checkpoint::load(base.join(c))
             .map_err(|e| Error::file(path, format!("checkpoint '{c}': {e}")))?;
@@ -670,6 +698,7 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
         )
         .map_err(|e| Error::file(path, format!("checkpoint '{c}': {e}")))?;
         loaded.push((c.clone(), ck.name(), ck.sha256.clone(), set));
+        models.push(ck.model);
     }
     let layers = loaded[0].3.layers.clone();
     for (c, _, _, set) in &loaded {
@@ -695,7 +724,7 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
     let mut checkpoints = Vec::new();
     let mut weights = Vec::new();
     let mut encs = Vec::new();
-    for (c, name, sha, set) in &loaded {
+    for (ci, (c, name, sha, set)) in loaded.iter().enumerate() {
         let what = format!("{}: label '{}' on checkpoint '{c}'", path.display(), spec.label);
         let enc = probe_math::encode_labels(&set.labels, &what)?;
         let idx: Vec<usize> = set
@@ -716,6 +745,8 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
             control_keys: control_position.map(|p| set.tokens_at(p)),
         };
         let mut lr = Vec::new();
+        let mut causal = Vec::new();
+        let model = &models[ci];
         for (l, x) in set.layers.iter().zip(&set.acts) {
             let s = probe_math::probe_layer(x.view(), &enc, &fold, &opt)?;
             lr.push(LayerResult {
@@ -746,6 +777,11 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
                     full.intercept.iter().map(|&v| v as f32).collect(),
                 ),
             ));
+            if let (Some(a), 1) = (spec.causal_alpha, full.coef.nrows()) {
+                let hook = site_hook(&spec.hook, *l, model.config().n_layer)?;
+                let dir: Vec<f64> = full.coef.row(0).to_vec();
+                causal.push(causal_check(model, set, hook, &dir, x, a)?);
+            }
             if enc.classes.len() == 2 {
                 let mm = probe_math::mass_mean(x.view(), &enc.idx);
                 weights.push((
@@ -768,6 +804,7 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
                 .collect(),
             labels_sha256: checkpoint::sha256_hex(&bytes),
             layers: lr,
+            causal,
         });
         encs.push((enc, fold));
     }
@@ -823,6 +860,92 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
         },
         weights,
         sets,
+    })
+}
+
+/// Mean `E` − `H` logit difference at the decision position over `prompts`, optionally adding
+/// `(hook, position, value)`: value `[d]` (every row) or `[n, 1, d]` (one per prompt).
+fn mode_metric(model: &Gpt2, prompts: &[Prompt], add: Option<(Hook, usize, &Tensor)>) -> Result<f64> {
+    let mut sum = 0.0;
+    for (k, chunk) in prompts.chunks(BATCH).enumerate() {
+        let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids().to_vec()).collect();
+        let interventions = match add {
+            Some((hook, pos, v)) => {
+                let v = if v.rank() == 3 {
+                    v.narrow(0, k * BATCH, chunk.len())?
+                } else {
+                    v.clone()
+                };
+                vec![Intervention::add(hook, v).at_positions(&[pos])]
+            }
+            None => vec![],
+        };
+        let run = Run {
+            interventions,
+            logits: Logits::At(vec![world::POS_A]),
+            ..Run::default()
+        };
+        let lg = model
+            .forward(&Input::Ids(model.ids_tensor(&ids)?), &run)?
+            .logits
+            .ok_or_else(|| Error::input("forward returned no logits"))?
+            .squeeze(1)?
+            .to_vec2::<f32>()?;
+        sum += lg
+            .iter()
+            .map(|r| (r[world::E as usize] - r[world::H as usize]) as f64)
+            .sum::<f64>();
+    }
+    Ok(sum / prompts.len().max(1) as f64)
+}
+
+/// Causal check of direction `dir` `[d]` at `hook` and the set's position: add ±α·u with
+/// α = `alpha_scale` × the mean norm of `x` (the set's activations there, `[n, d]`), and project
+/// u out (per row, add −(x·u)·u), measuring [`mode_metric`].
+pub fn causal_check(
+    model: &Gpt2,
+    set: &ActivationSet,
+    hook: Hook,
+    dir: &[f64],
+    x: &Array2<f32>,
+    alpha_scale: f64,
+) -> Result<CausalResult> {
+    let norm = dir.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if norm == 0.0 {
+        input_err!("causal check at {hook}: the probe direction is zero");
+    }
+    let u: Vec<f32> = dir.iter().map(|v| (v / norm) as f32).collect();
+    let mean_norm = x
+        .rows()
+        .into_iter()
+        .map(|r| r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt())
+        .sum::<f64>()
+        / x.nrows().max(1) as f64;
+    let alpha = alpha_scale * mean_norm;
+    let pos = set.position;
+    let d = u.len();
+    let ut = Tensor::from_vec(u.clone(), d, &Device::Cpu)?;
+    let add = |a: f64| -> Result<f64> {
+        let v = (&ut * a)?;
+        mode_metric(model, &set.prompts, Some((hook, pos, &v)))
+    };
+    // Per row: −(x·u)·u, as [n, 1, d] so it broadcasts over positions (masked to `pos`).
+    let proj: Vec<f32> = x
+        .rows()
+        .into_iter()
+        .flat_map(|r| {
+            let c: f32 = r.iter().zip(&u).map(|(a, b)| a * b).sum();
+            u.iter().map(move |ui| -c * ui).collect::<Vec<_>>()
+        })
+        .collect();
+    let proj = Tensor::from_vec(proj, (x.nrows(), 1, d), &Device::Cpu)?;
+    Ok(CausalResult {
+        layer: hook.layer().unwrap_or(0),
+        alpha,
+        base: mode_metric(model, &set.prompts, None)?,
+        plus: add(alpha)?,
+        minus: add(-alpha)?,
+        ablated: mode_metric(model, &set.prompts, Some((hook, pos, &proj)))?,
     })
 }
 
@@ -919,6 +1042,20 @@ pub fn compare(stored: &SpecResult, now: &SpecResult) -> Vec<String> {
                 near(&mut p, w("random-direction AUROC"), x, y, tol);
             }
             near(&mut p, w("top-PC AUROC"), a.top_pc_auroc, b.top_pc_auroc, tol);
+        }
+        if s.causal.len() != n.causal.len() {
+            p.push(format!("{}: causal check present in only one of stored / now", n.name));
+        }
+        for (a, b) in s.causal.iter().zip(&n.causal) {
+            let w = |m: &str| format!("{} layer {} causal {m}", n.name, b.layer);
+            for (m, x, y) in [
+                ("base", a.base, b.base),
+                ("+α", a.plus, b.plus),
+                ("−α", a.minus, b.minus),
+                ("ablated", a.ablated, b.ablated),
+            ] {
+                near(&mut p, w(m), x, y, tol);
+            }
         }
     }
     if stored.transfer.len() != now.transfer.len() {

@@ -36,6 +36,7 @@ n = 120
 folds = 3
 seed = 3
 null_directions = 100
+causal_alpha = 0.5
 "#;
 
 fn feedlens(args: &[&str]) -> (bool, String, String) {
@@ -77,6 +78,8 @@ fn run_store_check_and_stale() {
         let rb = l.random_best_auroc.unwrap();
         assert!((0.5..=1.0).contains(&rb));
     }
+    assert_eq!(ck.causal.len(), 2, "a causal check per layer");
+    assert!(ck.causal.iter().all(|c| c.alpha > 0.0 && c.plus != c.base));
     // The weights file holds a coefficient row per layer and checkpoint, and the labels.
     let bytes = std::fs::read(&st).unwrap();
     let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -201,4 +204,23 @@ fn committed_probe_specs_match_their_stored_results() {
     let outcomes = probes::check_dir(&dir).unwrap();
     let failed: Vec<_> = outcomes.iter().filter(|o| !o.pass).collect();
     assert!(failed.is_empty(), "{failed:#?}");
+}
+
+#[test]
+fn causal_check_invariants() {
+    let cfg = Config::new(2, 32, 4, 24, 32);
+    let model = Gpt2::init(cfg, 11).unwrap();
+    let prompts = probes::sample_prompts(Label::Optout, 64, 2, None, None);
+    let set = ActivationSet::build(&model, prompts, Label::Optout, "resid_post", 10, &[0]).unwrap();
+    let x = &set.acts[0];
+    let m = feedlens::probe_math::Logistic::fit(x.view(), &set.labels, 1.0).unwrap();
+    let dir = m.coef.row(0).to_vec();
+    let hook = feedlens::Hook::ResidPost(0);
+    let zero = probes::causal_check(&model, &set, hook, &dir, x, 0.0).unwrap();
+    assert_eq!((zero.plus, zero.minus), (zero.base, zero.base), "α = 0 changes nothing");
+    // Small α: the change is first order, so +α and −α move the metric by opposite amounts.
+    let small = probes::causal_check(&model, &set, hook, &dir, x, 1e-3).unwrap();
+    let (up, down) = (small.plus - small.base, small.minus - small.base);
+    assert!(up != 0.0 && (up + down).abs() <= 0.1 * (up - down).abs(), "{small:?}");
+    assert_ne!(small.ablated, small.base);
 }
