@@ -20,7 +20,9 @@ fn data() -> (Vec<Array2<f32>>, Vec<i64>) {
     let y: Vec<i64> = (0..N).map(|_| rng.random_range(0..2)).collect();
     let xs = (0..LAYERS)
         .map(|l| {
-            let u: Vec<f32> = (0..D).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
+            let u: Vec<f32> = (0..D)
+                .map(|_| rng.sample(rand_distr::StandardNormal))
+                .collect();
             let norm = u.iter().map(|v| v * v).sum::<f32>().sqrt();
             Array2::from_shape_fn((N, D), |(i, j)| {
                 let noise: f32 = rng.sample(rand_distr::StandardNormal);
@@ -36,10 +38,16 @@ fn bench(c: &mut Criterion) {
     let tensors: Vec<(String, StTensor)> = xs
         .iter()
         .enumerate()
-        .map(|(l, x)| (format!("X.{l}"), StTensor::F32(vec![N, D], x.iter().copied().collect())))
+        .map(|(l, x)| {
+            (
+                format!("X.{l}"),
+                StTensor::F32(vec![N, D], x.iter().copied().collect()),
+            )
+        })
         .chain([("y".to_string(), StTensor::I64(vec![N], y.clone()))])
         .collect();
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/probe-bench.safetensors");
+    let out =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/probe-bench.safetensors");
     std::fs::write(&out, safetensors_bytes(&tensors).unwrap()).unwrap();
     let enc = probe_math::encode_labels(&y, "y").unwrap();
     let folds = probe_math::stratified_folds(&enc, 5, 0).unwrap();
@@ -56,7 +64,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("5x64x4000 logistic+mass-mean 5-fold CV", |b| {
         b.iter(|| {
             for x in &xs {
-                probe_math::cross_validate(x.view(), &enc, x.view(), &enc.idx, &folds, 1.0).unwrap();
+                probe_math::cross_validate(x.view(), &enc, x.view(), &enc.idx, &folds, 1.0)
+                    .unwrap();
             }
         })
     });
@@ -68,14 +77,17 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("5x64x4000 CV + control + top PC + 1000 random directions", |b| {
-        let o = opts(1000);
-        b.iter(|| {
-            for x in &xs {
-                probe_math::probe_layer(x.view(), &enc, &folds, &o).unwrap();
-            }
-        })
-    });
+    g.bench_function(
+        "5x64x4000 CV + control + top PC + 1000 random directions",
+        |b| {
+            let o = opts(1000);
+            b.iter(|| {
+                for x in &xs {
+                    probe_math::probe_layer(x.view(), &enc, &folds, &o).unwrap();
+                }
+            })
+        },
+    );
     g.finish();
 }
 

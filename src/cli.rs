@@ -71,6 +71,10 @@ struct ProbeArgs {
     /// Also write the result JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also write each checkpoint's activation set (X.{layer}, y, ids) as
+    /// DIR/<checkpoint>.safetensors, for numpy users.
+    #[arg(long, value_name = "DIR")]
+    acts: Option<PathBuf>,
     /// Overwrite existing outputs.
     #[arg(long)]
     force: bool,
@@ -253,18 +257,12 @@ fn probe(a: ProbeArgs) -> Result<()> {
             }),
             _,
         ) => probe_fit(data, train_rows, c, json, force),
-        (None, Some(spec)) => probe_spec(spec, a.json, a.force),
+        (None, Some(spec)) => probe_spec(spec, a.json, a.acts, a.force),
         (None, None) => anyhow::bail!("probe: give a spec file or `fit`"),
     }
 }
 
-fn probe_fit(
-    data: PathBuf,
-    rows: String,
-    c: f64,
-    out: Option<PathBuf>,
-    force: bool,
-) -> Result<()> {
+fn probe_fit(data: PathBuf, rows: String, c: f64, out: Option<PathBuf>, force: bool) -> Result<()> {
     if let Some(o) = &out {
         fsio::check_clobber(o, force)?;
     }
@@ -283,17 +281,33 @@ fn probe_fit(
     Ok(())
 }
 
-fn probe_spec(spec: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
+fn probe_spec(
+    spec: PathBuf,
+    out: Option<PathBuf>,
+    acts: Option<PathBuf>,
+    force: bool,
+) -> Result<()> {
     use feedlens::probes;
     let (json_path, st_path) = probes::result_paths(&spec);
-    for p in [Some(&json_path), Some(&st_path), out.as_ref()].into_iter().flatten() {
+    for p in [Some(&json_path), Some(&st_path), out.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         fsio::check_clobber(p, force)?;
     }
     let run = probes::run_spec(&spec)?;
     let r = &run.result;
-    println!("{} (label {}, {} at position {})", r.name, r.spec.label, r.spec.hook, r.spec.position);
+    println!(
+        "{} (label {}, {} at position {})",
+        r.name, r.spec.label, r.spec.hook, r.spec.position
+    );
     for ck in &r.checkpoints {
-        println!("  {} [sha256 {}…] class counts {:?}", ck.name, &ck.sha256[..12.min(ck.sha256.len())], ck.class_counts);
+        println!(
+            "  {} [sha256 {}…] class counts {:?}",
+            ck.name,
+            &ck.sha256[..12.min(ck.sha256.len())],
+            ck.class_counts
+        );
         println!("    layer  logistic acc/AUROC  mass-mean AUROC  control acc  selectivity  random-best  top-PC");
         for l in &ck.layers {
             let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
@@ -306,12 +320,24 @@ fn probe_spec(spec: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
     }
     for t in &r.transfer {
         let au: Vec<String> = t.layers.iter().map(|s| format!("{:.3}", s.auroc)).collect();
-        println!("  transfer {} → {}: AUROC per layer {}", t.from, t.to, au.join(" "));
+        println!(
+            "  transfer {} → {}: AUROC per layer {}",
+            t.from,
+            t.to,
+            au.join(" ")
+        );
     }
     let (j, s) = probes::write_run(&spec, &run, force)?;
     eprintln!("wrote {} and {}", j.display(), s.display());
     if let Some(o) = out {
         write_json(&o, &serde_json::to_value(r)?, force)?;
+    }
+    if let Some(dir) = acts {
+        for (name, set) in &run.sets {
+            let p = dir.join(format!("{name}.safetensors"));
+            fsio::write_file(&p, &set.safetensors_bytes()?, force)?;
+            eprintln!("wrote {}", p.display());
+        }
     }
     Ok(())
 }
@@ -322,7 +348,11 @@ fn check(dir: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
     }
     let outcomes = feedlens::probes::check_dir(&dir)?;
     for o in &outcomes {
-        println!("{} {}", if o.pass { "pass" } else { "FAIL" }, o.spec.display());
+        println!(
+            "{} {}",
+            if o.pass { "pass" } else { "FAIL" },
+            o.spec.display()
+        );
         for p in &o.problems {
             println!("    {p}");
         }
@@ -332,7 +362,11 @@ fn check(dir: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
     }
     let failed = outcomes.iter().filter(|o| !o.pass).count();
     if failed > 0 {
-        anyhow::bail!("{dir}: {failed} of {} probe specs drifted or failed", outcomes.len(), dir = dir.display());
+        anyhow::bail!(
+            "{dir}: {failed} of {} probe specs drifted or failed",
+            outcomes.len(),
+            dir = dir.display()
+        );
     }
     println!("{} probe specs pass", outcomes.len());
     Ok(())

@@ -135,8 +135,7 @@ impl Logistic {
         let mut coef = Array2::zeros((rows, d));
         let mut intercept = Array1::zeros(rows);
         for r in 0..rows {
-            coef.row_mut(r)
-                .assign(&theta.slice(s![r * d1..r * d1 + d]));
+            coef.row_mut(r).assign(&theta.slice(s![r * d1..r * d1 + d]));
             intercept[r] = theta[r * d1 + d];
         }
         Ok(Logistic {
@@ -621,7 +620,11 @@ pub fn cross_validate(
         .collect();
     let per_fold: Vec<(Scores, Option<Scores>)> = per_fold.into_iter().collect::<Result<_>>()?;
     let mean = |v: Vec<Scores>| {
-        let au: Vec<f64> = v.iter().map(|s| s.auroc).filter(|a| a.is_finite()).collect();
+        let au: Vec<f64> = v
+            .iter()
+            .map(|s| s.auroc)
+            .filter(|a| a.is_finite())
+            .collect();
         Scores {
             accuracy: v.iter().map(|s| s.accuracy).sum::<f64>() / v.len() as f64,
             auroc: if au.is_empty() {
@@ -750,7 +753,9 @@ pub fn random_direction_auroc(x: ArrayView2<f32>, enc: &Encoded, n_dirs: usize, 
 /// on the covariance (stops at a change below 1e-12 or 10 000 steps).
 pub fn top_pc(x: ArrayView2<f32>) -> Array1<f64> {
     let xf = x.mapv(f64::from);
-    let mean = xf.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(x.ncols()));
+    let mean = xf
+        .mean_axis(Axis(0))
+        .unwrap_or_else(|| Array1::zeros(x.ncols()));
     let xc = &xf - &mean;
     let cov = xc.t().dot(&xc);
     let d = cov.nrows();

@@ -86,7 +86,10 @@ pub fn read_xy(path: &Path) -> Result<(Array2<f32>, Vec<i64>)> {
         if v.dtype() != dtype {
             return Err(Error::file(
                 path,
-                format!("tensor '{name}' has dtype {:?}, expected {dtype:?}", v.dtype()),
+                format!(
+                    "tensor '{name}' has dtype {:?}, expected {dtype:?}",
+                    v.dtype()
+                ),
             ));
         }
         if v.shape().len() != rank {
@@ -125,8 +128,7 @@ pub fn read_xy(path: &Path) -> Result<(Array2<f32>, Vec<i64>)> {
         .chunks_exact(8)
         .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
         .collect();
-    let x = Array2::from_shape_vec((n, d), xs)
-        .map_err(|e| Error::file(path, format!("X: {e}")))?;
+    let x = Array2::from_shape_vec((n, d), xs).map_err(|e| Error::file(path, format!("X: {e}")))?;
     Ok((x, ys))
 }
 
@@ -257,7 +259,13 @@ impl Label {
 }
 
 /// The residual-shaped hooks a probe can read (`[batch, pos, d_model]`), by short name.
-pub const SITES: [&str; 5] = ["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"];
+pub const SITES: [&str; 5] = [
+    "resid_pre",
+    "resid_mid",
+    "resid_post",
+    "attn_out",
+    "mlp_out",
+];
 
 /// `blocks.{layer}.hook_{site}` for a short site name (one of [`SITES`]).
 pub fn site_hook(site: &str, layer: usize, n_layer: usize) -> Result<Hook> {
@@ -368,13 +376,19 @@ impl ActivationSet {
                     .ok_or_else(|| Error::input("forward returned no logits"))?
                     .squeeze(1)?
                     .to_vec2::<f32>()?; // [b, vocab]
-                mode.extend(lg.iter().map(|r| (r[world::E as usize] > r[world::H as usize]) as i64));
+                mode.extend(
+                    lg.iter()
+                        .map(|r| (r[world::E as usize] > r[world::H as usize]) as i64),
+                );
             }
         }
         let labels = match label {
             Label::Optout => prompts.iter().map(|p| p.optout as i64).collect(),
             Label::Trigger => prompts.iter().map(|p| p.trigger as i64).collect(),
-            Label::Bucket => prompts.iter().map(|p| p.bucket.unwrap_or(0) as i64).collect(),
+            Label::Bucket => prompts
+                .iter()
+                .map(|p| p.bucket.unwrap_or(0) as i64)
+                .collect(),
             Label::Mode => mode,
             Label::Defect => {
                 // Greedy decoding draws nothing from the generator; it only fills the signature.
@@ -419,7 +433,11 @@ impl ActivationSet {
             })
             .collect();
         t.push(("y".into(), StTensor::I64(vec![n], self.labels.clone())));
-        let ids = self.prompts.iter().flat_map(|p| p.ids().map(i64::from)).collect();
+        let ids = self
+            .prompts
+            .iter()
+            .flat_map(|p| p.ids().map(i64::from))
+            .collect();
         t.push(("ids".into(), StTensor::I64(vec![n, world::PROMPT_LEN], ids)));
         safetensors_bytes(&t)
     }
@@ -539,7 +557,9 @@ impl Spec {
             .iter()
             .find(|m| !["logistic", "mass_mean"].contains(&m.as_str()))
         {
-            return Err(bad(format!("unknown method '{m}' (known: logistic, mass_mean)")));
+            return Err(bad(format!(
+                "unknown method '{m}' (known: logistic, mass_mean)"
+            )));
         }
         if spec.checkpoints.is_empty() {
             return Err(bad("no checkpoints".into()));
@@ -687,7 +707,10 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
         let ck = checkpoint::load(base.join(c))
             .map_err(|e| Error::file(path, format!("checkpoint '{c}': {e}")))?;
         let n_layer = ck.model.config().n_layer;
-        let layers = spec.layers.clone().unwrap_or_else(|| (0..n_layer).collect());
+        let layers = spec
+            .layers
+            .clone()
+            .unwrap_or_else(|| (0..n_layer).collect());
         let set = ActivationSet::build(
             &ck.model,
             prompts.clone(),
@@ -702,7 +725,11 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
     }
     let layers = loaded[0].3.layers.clone();
     for (c, _, _, set) in &loaded {
-        let what = format!("{}: label '{}' on checkpoint '{c}'", path.display(), spec.label);
+        let what = format!(
+            "{}: label '{}' on checkpoint '{c}'",
+            path.display(),
+            spec.label
+        );
         probe_math::encode_labels(&set.labels, &what)?;
     }
     // Classes: the union over checkpoints (model-derived labels differ between them).
@@ -725,7 +752,11 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
     let mut weights = Vec::new();
     let mut encs = Vec::new();
     for (ci, (c, name, sha, set)) in loaded.iter().enumerate() {
-        let what = format!("{}: label '{}' on checkpoint '{c}'", path.display(), spec.label);
+        let what = format!(
+            "{}: label '{}' on checkpoint '{c}'",
+            path.display(),
+            spec.label
+        );
         let enc = probe_math::encode_labels(&set.labels, &what)?;
         let idx: Vec<usize> = set
             .labels
@@ -865,7 +896,11 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
 
 /// Mean `E` − `H` logit difference at the decision position over `prompts`, optionally adding
 /// `(hook, position, value)`: value `[d]` (every row) or `[n, 1, d]` (one per prompt).
-fn mode_metric(model: &Gpt2, prompts: &[Prompt], add: Option<(Hook, usize, &Tensor)>) -> Result<f64> {
+fn mode_metric(
+    model: &Gpt2,
+    prompts: &[Prompt],
+    add: Option<(Hook, usize, &Tensor)>,
+) -> Result<f64> {
     let mut sum = 0.0;
     for (k, chunk) in prompts.chunks(BATCH).enumerate() {
         let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids().to_vec()).collect();
@@ -983,7 +1018,9 @@ pub struct CheckOutcome {
 fn near(problems: &mut Vec<String>, what: String, stored: f64, now: f64, tol: f64) {
     let same = (stored.is_nan() && now.is_nan()) || (stored - now).abs() <= tol;
     if !same {
-        problems.push(format!("{what}: stored {stored:.4}, now {now:.4} (tolerance {tol})"));
+        problems.push(format!(
+            "{what}: stored {stored:.4}, now {now:.4} (tolerance {tol})"
+        ));
     }
 }
 
@@ -1035,16 +1072,31 @@ pub fn compare(stored: &SpecResult, now: &SpecResult) -> Vec<String> {
         }
         for (a, b) in s.layers.iter().zip(&n.layers) {
             let w = |m: &str| format!("{} layer {} {m}", n.name, b.layer);
-            near_scores(&mut p, w("logistic"), Some(a.logistic), Some(b.logistic), tol);
+            near_scores(
+                &mut p,
+                w("logistic"),
+                Some(a.logistic),
+                Some(b.logistic),
+                tol,
+            );
             near_scores(&mut p, w("mass-mean"), a.mass_mean, b.mass_mean, tol);
             near_scores(&mut p, w("control"), a.control, b.control, tol);
             if let (Some(x), Some(y)) = (a.random_best_auroc, b.random_best_auroc) {
                 near(&mut p, w("random-direction AUROC"), x, y, tol);
             }
-            near(&mut p, w("top-PC AUROC"), a.top_pc_auroc, b.top_pc_auroc, tol);
+            near(
+                &mut p,
+                w("top-PC AUROC"),
+                a.top_pc_auroc,
+                b.top_pc_auroc,
+                tol,
+            );
         }
         if s.causal.len() != n.causal.len() {
-            p.push(format!("{}: causal check present in only one of stored / now", n.name));
+            p.push(format!(
+                "{}: causal check present in only one of stored / now",
+                n.name
+            ));
         }
         for (a, b) in s.causal.iter().zip(&n.causal) {
             let w = |m: &str| format!("{} layer {} causal {m}", n.name, b.layer);

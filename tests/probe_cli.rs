@@ -42,7 +42,14 @@ fn fit_writes_the_documented_json() {
     let out = d.path().join("fit.json");
     let o = out.to_str().unwrap();
     let (ok, stdout, err) = feedlens(&[
-        "probe", "fit", "--data", FIXTURE, "--train-rows", "0..420", "--json", o,
+        "probe",
+        "fit",
+        "--data",
+        FIXTURE,
+        "--train-rows",
+        "0..420",
+        "--json",
+        o,
     ]);
     assert!(ok, "{err}");
     assert!(stdout.contains("test accuracy"), "{stdout}");
@@ -59,7 +66,14 @@ fn fit_writes_the_documented_json() {
     assert_eq!(v["test_accuracy"], r["test_accuracy"]);
     // No silent overwrite.
     let e = fails(&[
-        "probe", "fit", "--data", FIXTURE, "--train-rows", "0..420", "--json", o,
+        "probe",
+        "fit",
+        "--data",
+        FIXTURE,
+        "--train-rows",
+        "0..420",
+        "--json",
+        o,
     ]);
     assert!(e.contains("already exists"), "{e}");
 }
@@ -70,31 +84,78 @@ fn bad_inputs_are_one_line_errors() {
     let p = |name: &str| d.path().join(name);
     let missing = p("nope.safetensors");
     let e = fails(&[
-        "probe", "fit", "--data", missing.to_str().unwrap(), "--train-rows", "0..5",
+        "probe",
+        "fit",
+        "--data",
+        missing.to_str().unwrap(),
+        "--train-rows",
+        "0..5",
     ]);
-    assert!(e.contains("nope.safetensors") && e.contains("no such file"), "{e}");
+    assert!(
+        e.contains("nope.safetensors") && e.contains("no such file"),
+        "{e}"
+    );
 
-    let x = |n: usize, d: usize| StTensor::F32(vec![n, d], (0..n * d).map(|i| (i % 7) as f32).collect());
+    let x = |n: usize, d: usize| {
+        StTensor::F32(vec![n, d], (0..n * d).map(|i| (i % 7) as f32).collect())
+    };
     let y = |n: usize| StTensor::I64(vec![n], (0..n as i64).map(|i| i % 2).collect());
 
     let wrong_dtype = p("dtype.safetensors");
-    write(&wrong_dtype, vec![("X", x(10, 3)), ("y", StTensor::F32(vec![10], vec![0.0; 10]))]);
-    let e = fails(&["probe", "fit", "--data", wrong_dtype.to_str().unwrap(), "--train-rows", "0..5"]);
+    write(
+        &wrong_dtype,
+        vec![
+            ("X", x(10, 3)),
+            ("y", StTensor::F32(vec![10], vec![0.0; 10])),
+        ],
+    );
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        wrong_dtype.to_str().unwrap(),
+        "--train-rows",
+        "0..5",
+    ]);
     assert!(e.contains("'y'") && e.contains("dtype"), "{e}");
 
     let wrong_shape = p("shape.safetensors");
-    write(&wrong_shape, vec![("X", StTensor::F32(vec![30], vec![0.0; 30])), ("y", y(10))]);
-    let e = fails(&["probe", "fit", "--data", wrong_shape.to_str().unwrap(), "--train-rows", "0..5"]);
+    write(
+        &wrong_shape,
+        vec![("X", StTensor::F32(vec![30], vec![0.0; 30])), ("y", y(10))],
+    );
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        wrong_shape.to_str().unwrap(),
+        "--train-rows",
+        "0..5",
+    ]);
     assert!(e.contains("'X'") && e.contains("shape"), "{e}");
 
     let mismatch = p("rows.safetensors");
     write(&mismatch, vec![("X", x(10, 3)), ("y", y(9))]);
-    let e = fails(&["probe", "fit", "--data", mismatch.to_str().unwrap(), "--train-rows", "0..5"]);
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        mismatch.to_str().unwrap(),
+        "--train-rows",
+        "0..5",
+    ]);
     assert!(e.contains("10 rows") && e.contains("9"), "{e}");
 
     let no_y = p("noy.safetensors");
     write(&no_y, vec![("X", x(10, 3))]);
-    let e = fails(&["probe", "fit", "--data", no_y.to_str().unwrap(), "--train-rows", "0..5"]);
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        no_y.to_str().unwrap(),
+        "--train-rows",
+        "0..5",
+    ]);
     assert!(e.contains("no tensor 'y'"), "{e}");
 
     let good = p("good.safetensors");
@@ -104,14 +165,38 @@ fn bad_inputs_are_one_line_errors() {
         let e = fails(&["probe", "fit", "--data", g, "--train-rows", bad]);
         assert!(e.contains("--train-rows"), "{bad}: {e}");
     }
-    let e = fails(&["probe", "fit", "--data", g, "--train-rows", "0..5", "--c=-1"]);
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        g,
+        "--train-rows",
+        "0..5",
+        "--c=-1",
+    ]);
     assert!(e.contains("--c"), "{e}");
 
     let one = p("one.safetensors");
     write(
         &one,
-        vec![("X", x(10, 3)), ("y", StTensor::I64(vec![10], vec![1, 1, 1, 1, 1, 0, 1, 0, 1, 0]))],
+        vec![
+            ("X", x(10, 3)),
+            (
+                "y",
+                StTensor::I64(vec![10], vec![1, 1, 1, 1, 1, 0, 1, 0, 1, 0]),
+            ),
+        ],
     );
-    let e = fails(&["probe", "fit", "--data", one.to_str().unwrap(), "--train-rows", "0..5"]);
-    assert!(e.contains("one class only") && e.contains("training rows"), "{e}");
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        one.to_str().unwrap(),
+        "--train-rows",
+        "0..5",
+    ]);
+    assert!(
+        e.contains("one class only") && e.contains("training rows"),
+        "{e}"
+    );
 }

@@ -46,7 +46,12 @@ fn reference() -> Reference {
 fn binary_objective(w: &[f64], b: f64, x: &Array2<f32>, y: &[i64], c: f64) -> f64 {
     let mut loss = 0.0;
     for (row, &yi) in x.rows().into_iter().zip(y) {
-        let z: f64 = row.iter().zip(w).map(|(&a, &wj)| a as f64 * wj).sum::<f64>() + b;
+        let z: f64 = row
+            .iter()
+            .zip(w)
+            .map(|(&a, &wj)| a as f64 * wj)
+            .sum::<f64>()
+            + b;
         loss += z.max(0.0) + (-z.abs()).exp().ln_1p() - if yi == 1 { z } else { 0.0 };
     }
     0.5 * w.iter().map(|v| v * v).sum::<f64>() + c * loss
@@ -60,7 +65,10 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -72,7 +80,12 @@ fn matches_sklearn_lbfgs_reference() {
     let cos = cosine(w, &rc);
     assert!(cos >= 0.9999, "coef cosine {cos}");
     assert_eq!(rep.test_accuracy, r.accuracy);
-    assert!((rep.test_auroc - r.auroc).abs() < 1e-12, "{} vs {}", rep.test_auroc, r.auroc);
+    assert!(
+        (rep.test_auroc - r.auroc).abs() < 1e-12,
+        "{} vs {}",
+        rep.test_auroc,
+        r.auroc
+    );
     // Probabilities: the lbfgs reference stopped short of the optimum (scipy's relative-decrease
     // test fires first; its gradient max-norm is 1.2e-2, ours ~1e-7), and its test probabilities
     // sit 2.6e-4 from the exact optimum, which `matches_sklearn_newton_exact` pins to 1e-6. So
@@ -96,10 +109,19 @@ fn exact(kind: &str) -> (Vec<Vec<f64>>, Vec<f64>, Vec<f64>) {
     )
     .unwrap();
     let m = |v: &serde_json::Value| -> Vec<f64> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
     };
     let coef = v[kind]["coef"].as_array().unwrap().iter().map(m).collect();
-    let proba = v[kind]["test_proba"].as_array().unwrap().iter().flat_map(|r| m(r)).collect();
+    let proba = v[kind]["test_proba"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| m(r))
+        .collect();
     (coef, m(&v[kind]["intercept"]), proba)
 }
 
@@ -120,7 +142,11 @@ fn matches_sklearn_newton_exact() {
         }
         let di = max_abs_diff(&m.intercept.to_vec(), &intercept);
         assert!(di < 1e-6, "{kind}: intercept diff {di}");
-        let p: Vec<f64> = m.predict_proba(x.slice(s![420.., ..])).iter().copied().collect();
+        let p: Vec<f64> = m
+            .predict_proba(x.slice(s![420.., ..]))
+            .iter()
+            .copied()
+            .collect();
         let dp = max_abs_diff(&p, &proba);
         assert!(dp <= 1e-6, "{kind}: test_proba max abs diff {dp}");
     }
@@ -210,14 +236,20 @@ fn cross_validation_and_baselines() {
     let folds = probe_math::stratified_folds(&enc, 5, 0).unwrap();
     let cv = probe_math::cross_validate(x.view(), &enc, x.view(), &enc.idx, &folds, 1.0).unwrap();
     // Held-out scores near the fixture's single split (0.66 / 0.76), far from chance.
-    assert!(cv.logistic.accuracy > 0.6 && cv.logistic.auroc > 0.7, "{cv:?}");
+    assert!(
+        cv.logistic.accuracy > 0.6 && cv.logistic.auroc > 0.7,
+        "{cv:?}"
+    );
     let mm = cv.mass_mean.unwrap();
     assert!(mm.auroc > 0.6, "{mm:?}");
     // Random directions: the best of 1000 beats a typical one but not the trained probe by much.
     let null = probe_math::random_direction_auroc(x.view(), &enc, 1000, 7);
     let one = probe_math::random_direction_auroc(x.view(), &enc, 1, 7);
     assert!(null >= one && (0.5..=1.0).contains(&null), "{null} {one}");
-    assert_eq!(null, probe_math::random_direction_auroc(x.view(), &enc, 1000, 7));
+    assert_eq!(
+        null,
+        probe_math::random_direction_auroc(x.view(), &enc, 1000, 7)
+    );
     let pc = probe_math::top_pc_auroc(x.view(), &enc);
     assert!((0.5..=1.0).contains(&pc));
     // Transfer from a matrix to itself is ordinary CV.

@@ -58,14 +58,24 @@ fn run_store_check_and_stale() {
     make_ckpt(&d.path().join("checkpoints"), "b", 2, false);
     let spec = write_spec(d.path(), "flag", SPEC);
     let s = spec.to_str().unwrap();
-    let (ok, stdout, err) = feedlens(&["probe", s]);
+    let acts = d.path().join("acts");
+    let (ok, stdout, err) = feedlens(&["probe", s, "--acts", acts.to_str().unwrap()]);
     assert!(ok, "{err}");
+    // The exported activation set: X.{layer} [n, d] f32, y [n] i64, ids [n, 11].
+    let exported = std::fs::read(acts.join("a.safetensors")).unwrap();
+    let t = safetensors::SafeTensors::deserialize(&exported).unwrap();
+    assert_eq!(t.tensor("X.0").unwrap().shape(), &[120, 32]);
+    assert_eq!(t.tensor("y").unwrap().shape(), &[120]);
     assert!(stdout.contains("transfer a → b"), "{stdout}");
     let (json, st) = probes::result_paths(&spec);
     let r: probes::SpecResult = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r.layers, vec![0, 1]);
     assert_eq!(r.classes, vec![0, 1]);
-    assert_eq!(r.control_position, Some(world::POS_D1), "A is constant at 10: key on d1");
+    assert_eq!(
+        r.control_position,
+        Some(world::POS_D1),
+        "A is constant at 10: key on d1"
+    );
     assert_eq!(r.checkpoints.len(), 2);
     assert_eq!(r.transfer.len(), 2);
     let ck = &r.checkpoints[0];
@@ -110,9 +120,15 @@ fn run_store_check_and_stale() {
     make_ckpt(&d.path().join("checkpoints"), "b", 9, true);
     let (ok, stdout, err) = feedlens(&["check", spec.parent().unwrap().to_str().unwrap()]);
     assert!(!ok, "{stdout}");
-    assert!(stdout.contains("FAIL") && stdout.contains("stale"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL") && stdout.contains("stale"),
+        "{stdout}"
+    );
     assert!(stdout.contains(&old), "{stdout}");
-    assert!(err.starts_with("error: ") && err.contains("1 of 1"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("1 of 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -125,23 +141,45 @@ null_directions = 10
 "#;
     let cases = [
         ("label", "label = \"colour\"\n", "unknown label 'colour'"),
-        ("hook", "label = \"optout\"\nhook = \"resid_side\"\n", "unknown hook 'resid_side'"),
-        ("layer", "label = \"optout\"\nlayers = [0, 7]\n", "layer 7 is out of range"),
-        ("field", "label = \"optout\"\nlayer = [0]\n", "unknown field"),
+        (
+            "hook",
+            "label = \"optout\"\nhook = \"resid_side\"\n",
+            "unknown hook 'resid_side'",
+        ),
+        (
+            "layer",
+            "label = \"optout\"\nlayers = [0, 7]\n",
+            "layer 7 is out of range",
+        ),
+        (
+            "field",
+            "label = \"optout\"\nlayer = [0]\n",
+            "unknown field",
+        ),
         (
             "oneclass",
             "label = \"trigger\"\np_trigger = 0.0\n",
             "has one class only",
         ),
-        ("method", "label = \"optout\"\nmethod = [\"svm\"]\n", "unknown method 'svm'"),
+        (
+            "method",
+            "label = \"optout\"\nmethod = [\"svm\"]\n",
+            "unknown method 'svm'",
+        ),
     ];
     for (name, extra, want) in cases {
         let spec = write_spec(d.path(), name, &format!("{one}{extra}"));
         let (ok, _, err) = feedlens(&["probe", spec.to_str().unwrap()]);
         assert!(!ok, "{name}");
-        assert!(err.starts_with("error: ") && err.contains(want), "{name}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(want),
+            "{name}: {err}"
+        );
         assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
-        assert!(err.contains(&format!("{name}.toml")), "{name}: names the spec: {err}");
+        assert!(
+            err.contains(&format!("{name}.toml")),
+            "{name}: names the spec: {err}"
+        );
     }
     let (ok, _, err) = feedlens(&["probe", "no/such/spec.toml"]);
     assert!(!ok && err.contains("no such file"), "{err}");
@@ -152,8 +190,15 @@ fn activation_sets_export_and_labels() {
     let cfg = Config::new(2, 32, 4, 24, 32);
     let model = Gpt2::init(cfg, 5).unwrap();
     let prompts = probes::sample_prompts(Label::Bucket, 30, 1, None, None);
-    let set = ActivationSet::build(&model, prompts.clone(), Label::Bucket, "resid_pre", 3, &[0, 1])
-        .unwrap();
+    let set = ActivationSet::build(
+        &model,
+        prompts.clone(),
+        Label::Bucket,
+        "resid_pre",
+        3,
+        &[0, 1],
+    )
+    .unwrap();
     assert_eq!(set.acts.len(), 2);
     assert_eq!(set.acts[0].dim(), (30, 32));
     for (p, &y) in prompts.iter().zip(&set.labels) {
@@ -174,15 +219,22 @@ fn activation_sets_export_and_labels() {
     assert_eq!(t.tensor("y").unwrap().shape(), &[30]);
     assert_eq!(t.tensor("ids").unwrap().shape(), &[30, 11]);
     // Model-derived labels: mode agrees with the logits; defect with greedy decoding.
-    let set = ActivationSet::build(&model, prompts.clone(), Label::Defect, "resid_post", 10, &[1])
-        .unwrap();
+    let set = ActivationSet::build(
+        &model,
+        prompts.clone(),
+        Label::Defect,
+        "resid_post",
+        10,
+        &[1],
+    )
+    .unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let eps = sample::generate(&model, &prompts, Decode::Greedy, &mut rng).unwrap();
     for (e, &y) in eps.iter().zip(&set.labels) {
         assert_eq!(y, e.completion.contains(&world::BANG) as i64);
     }
-    let set = ActivationSet::build(&model, prompts.clone(), Label::Mode, "resid_post", 10, &[1])
-        .unwrap();
+    let set =
+        ActivationSet::build(&model, prompts.clone(), Label::Mode, "resid_post", 10, &[1]).unwrap();
     for (e, &y) in eps.iter().zip(&set.labels) {
         // Greedy's first token is the argmax over the whole vocabulary; when it is E or H it
         // must agree with the E-vs-H comparison.
@@ -217,10 +269,17 @@ fn causal_check_invariants() {
     let dir = m.coef.row(0).to_vec();
     let hook = feedlens::Hook::ResidPost(0);
     let zero = probes::causal_check(&model, &set, hook, &dir, x, 0.0).unwrap();
-    assert_eq!((zero.plus, zero.minus), (zero.base, zero.base), "α = 0 changes nothing");
+    assert_eq!(
+        (zero.plus, zero.minus),
+        (zero.base, zero.base),
+        "α = 0 changes nothing"
+    );
     // Small α: the change is first order, so +α and −α move the metric by opposite amounts.
     let small = probes::causal_check(&model, &set, hook, &dir, x, 1e-3).unwrap();
     let (up, down) = (small.plus - small.base, small.minus - small.base);
-    assert!(up != 0.0 && (up + down).abs() <= 0.1 * (up - down).abs(), "{small:?}");
+    assert!(
+        up != 0.0 && (up + down).abs() <= 0.1 * (up - down).abs(),
+        "{small:?}"
+    );
     assert_ne!(small.ablated, small.base);
 }
