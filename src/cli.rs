@@ -65,6 +65,65 @@ enum Cmd {
     Patch(PatchArgs),
     /// Cross-checkpoint patching: run B with A's activation at each layer.
     PatchModels(PatchModelsArgs),
+    /// Run a probe spec (`feedlens probe probes/NAME.toml`), or fit one logistic probe on your
+    /// own activations (`feedlens probe fit --data FILE.safetensors --train-rows 0..K`).
+    Probe(ProbeArgs),
+    /// Re-run every probe spec in a folder and compare with the stored results; non-zero exit on
+    /// any drift or stale checkpoint hash.
+    Check {
+        /// Folder of probe specs.
+        #[arg(default_value = "probes")]
+        dir: PathBuf,
+        /// Write the outcomes as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Overwrite an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct ProbeArgs {
+    #[command(subcommand)]
+    sub: Option<ProbeCmd>,
+    /// Probe spec (probes/NAME.toml).
+    #[arg(required = true)]
+    spec: Option<PathBuf>,
+    /// Also write the result JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also write each checkpoint's activation set (X.{layer}, y, ids) as
+    /// DIR/<checkpoint>.safetensors, for numpy users.
+    #[arg(long, value_name = "DIR")]
+    acts: Option<PathBuf>,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Subcommand)]
+enum ProbeCmd {
+    /// Fit one L2 logistic probe on X [n, d] f32 and y [n] i64 from a safetensors file; rows
+    /// outside --train-rows are the test set.
+    Fit {
+        /// safetensors file with `X` [n, d] f32 and `y` [n] i64.
+        #[arg(long)]
+        data: PathBuf,
+        /// Training rows, `A..B` (end exclusive); the other rows are the test set.
+        #[arg(long)]
+        train_rows: String,
+        /// Inverse L2 regularisation strength (scikit-learn's C).
+        #[arg(long, default_value_t = 1.0)]
+        c: f64,
+        /// Write coef, intercept, test_proba, test_accuracy, test_auroc here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Overwrite an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -133,6 +192,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Eval(a) => eval(a),
         Cmd::Patch(a) => patch(a),
         Cmd::PatchModels(a) => patch_models(a),
+        Cmd::Probe(a) => probe(a),
+        Cmd::Check { dir, json, force } => check(dir, json, force),
     }
 }
 
@@ -866,5 +927,131 @@ fn patch_models(a: PatchModelsArgs) -> Result<()> {
         v["metric"] = json!(metrics[0]);
         write_json(o, &v, a.force)?;
     }
+    Ok(())
+}
+fn probe(a: ProbeArgs) -> Result<()> {
+    match (a.sub, a.spec) {
+        (
+            Some(ProbeCmd::Fit {
+                data,
+                train_rows,
+                c,
+                json,
+                force,
+            }),
+            _,
+        ) => probe_fit(data, train_rows, c, json, force),
+        (None, Some(spec)) => probe_spec(spec, a.json, a.acts, a.force),
+        (None, None) => anyhow::bail!("probe: give a spec file or `fit`"),
+    }
+}
+
+fn probe_fit(data: PathBuf, rows: String, c: f64, out: Option<PathBuf>, force: bool) -> Result<()> {
+    if let Some(o) = &out {
+        fsio::check_clobber(o, force)?;
+    }
+    let rep = feedlens::probes::fit_file(&data, &rows, c)?;
+    println!(
+        "test accuracy {:.4}  test AUROC {:.4}  ({} test rows, {} Newton steps, |grad| {:.1e})",
+        rep.test_accuracy,
+        rep.test_auroc,
+        rep.test_proba.len(),
+        rep.iterations,
+        rep.grad_norm
+    );
+    if let Some(o) = out {
+        write_json(&o, &serde_json::to_value(&rep)?, force)?;
+    }
+    Ok(())
+}
+
+fn probe_spec(
+    spec: PathBuf,
+    out: Option<PathBuf>,
+    acts: Option<PathBuf>,
+    force: bool,
+) -> Result<()> {
+    use feedlens::probes;
+    let (json_path, st_path) = probes::result_paths(&spec);
+    for p in [Some(&json_path), Some(&st_path), out.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        fsio::check_clobber(p, force)?;
+    }
+    let run = probes::run_spec(&spec)?;
+    let r = &run.result;
+    println!(
+        "{} (label {}, {} at position {})",
+        r.name, r.spec.label, r.spec.hook, r.spec.position
+    );
+    for ck in &r.checkpoints {
+        println!(
+            "  {} [sha256 {}…] class counts {:?}",
+            ck.name,
+            &ck.sha256[..12.min(ck.sha256.len())],
+            ck.class_counts
+        );
+        println!("    layer  logistic acc/AUROC  mass-mean AUROC  control acc  selectivity  random-best  top-PC");
+        for l in &ck.layers {
+            let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+            println!(
+                "    {:>5}  {:.3} / {:.3}        {:>6}           {:>6}       {:>6}       {:>6}       {:.3}",
+                l.layer, l.logistic.accuracy, l.logistic.auroc, opt(l.mass_mean.map(|m| m.auroc)),
+                opt(l.control.map(|c| c.accuracy)), opt(l.selectivity), opt(l.random_best_auroc), l.top_pc_auroc
+            );
+        }
+    }
+    for t in &r.transfer {
+        let au: Vec<String> = t.layers.iter().map(|s| format!("{:.3}", s.auroc)).collect();
+        println!(
+            "  transfer {} → {}: AUROC per layer {}",
+            t.from,
+            t.to,
+            au.join(" ")
+        );
+    }
+    let (j, s) = probes::write_run(&spec, &run, force)?;
+    eprintln!("wrote {} and {}", j.display(), s.display());
+    if let Some(o) = out {
+        write_json(&o, &serde_json::to_value(r)?, force)?;
+    }
+    if let Some(dir) = acts {
+        for (name, set) in &run.sets {
+            let p = dir.join(format!("{name}.safetensors"));
+            fsio::write_file(&p, &set.safetensors_bytes()?, force)?;
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+fn check(dir: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
+    if let Some(o) = &out {
+        fsio::check_clobber(o, force)?;
+    }
+    let outcomes = feedlens::probes::check_dir(&dir)?;
+    for o in &outcomes {
+        println!(
+            "{} {}",
+            if o.pass { "pass" } else { "FAIL" },
+            o.spec.display()
+        );
+        for p in &o.problems {
+            println!("    {p}");
+        }
+    }
+    if let Some(o) = out {
+        write_json(&o, &serde_json::to_value(&outcomes)?, force)?;
+    }
+    let failed = outcomes.iter().filter(|o| !o.pass).count();
+    if failed > 0 {
+        anyhow::bail!(
+            "{dir}: {failed} of {} probe specs drifted or failed",
+            outcomes.len(),
+            dir = dir.display()
+        );
+    }
+    println!("{} probe specs pass", outcomes.len());
     Ok(())
 }

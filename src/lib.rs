@@ -30,6 +30,8 @@ pub mod lens;
 pub mod model;
 pub mod patching;
 pub mod plot;
+pub mod probe_math;
+pub mod probes;
 pub mod sample;
 pub mod tokens;
 pub mod train;

@@ -1,0 +1,41 @@
+"""Time scikit-learn on the matrix that `cargo bench --bench probes` writes
+(target/probe-bench.safetensors: X.0..X.4 [4000, 64] f32, y [4000] i64): 5-fold stratified CV of
+LogisticRegression(C=1.0) per layer, accuracy and AUROC, the same work as the bench's first case.
+Usage: python3 benches/compare_sklearn.py [--threads 2]  (needs numpy, scikit-learn)."""
+import json, os, struct, sys, time
+
+threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "2"
+for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[v] = threads
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+raw = open(os.path.join(os.path.dirname(__file__), "..", "target", "probe-bench.safetensors"), "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+head = json.loads(raw[8 : 8 + n])
+body = raw[8 + n :]
+get = lambda k, t: np.frombuffer(body[slice(*head[k]["data_offsets"])], dtype=t).reshape(head[k]["shape"])
+y = get("y", np.int64)
+xs = [get(f"X.{l}", np.float32) for l in range(5)]
+
+
+def run(solver, tol):
+    out = []
+    for x in xs:
+        acc, auc = [], []
+        for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(x, y):
+            m = LogisticRegression(C=1.0, solver=solver, tol=tol, max_iter=10000).fit(x[tr], y[tr])
+            p = m.predict_proba(x[te])[:, 1]
+            acc.append(((p > 0.5) == y[te]).mean())
+            auc.append(roc_auc_score(y[te], p))
+        out.append((np.mean(acc), np.mean(auc)))
+    return out
+
+
+for solver, tol in [("lbfgs", 1e-4), ("lbfgs", 1e-10), ("newton-cholesky", 1e-10)]:
+    run(solver, tol)  # warm-up
+    best = min(_timed for _timed in [(lambda: (lambda t: (run(solver, tol), time.perf_counter() - t)[1])(time.perf_counter()))() for _ in range(5)])
+    print(f"sklearn {solver} tol={tol}: 5 layers x 5-fold CV: {best * 1e3:.1f} ms (best of 5, {threads} threads)")
+print("per-layer (accuracy, AUROC) with newton-cholesky:", [(round(a, 4), round(u, 4)) for a, u in run("newton-cholesky", 1e-10)])

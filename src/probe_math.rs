@@ -1,0 +1,835 @@
+//! Probe maths on plain `ndarray` matrices, independent of the model: L2 logistic regression
+//! (binary and multinomial, fitted by Newton's method), the difference-of-means direction,
+//! stratified k-fold held-out accuracy and AUROC, Hewitt & Liang control labels, null baselines
+//! (random directions, top principal component) and transfer between two activation matrices.
+//! It must not touch files, checkpoints or the forward pass (`probes` does that).
+
+use crate::Result;
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+/// Newton stops when the gradient's max-norm is at most `GRAD_TOL × (1 + C·n)`: the objective
+/// is a sum over n examples, so this is ~1e-9 on the per-example scale (scikit-learn's lbfgs
+/// works on the per-example mean). Newton converges quadratically, so the last step usually lands
+/// at ~1e-14; the bound only matters on nearly separable data.
+pub const GRAD_TOL: f64 = 1e-9;
+/// Newton iterations before giving up (the fixture converges in ~7).
+const MAX_NEWTON: usize = 100;
+
+/// A fitted L2-regularised logistic regression, scikit-learn's convention:
+/// minimise `0.5·‖W‖² + C·Σᵢ logloss(xᵢ, yᵢ)`, intercept unpenalised.
+/// Binary: `coef` is `[1, d]`, the log-odds of `classes[1]`; multinomial (> 2 classes): `coef` is
+/// `[classes, d]` (softmax), intercepts centred to sum to zero (the softmax only fixes them up to
+/// a common shift).
+#[derive(Clone, Debug)]
+pub struct Logistic {
+    /// The label values, ascending; column `k` of [`Logistic::predict_proba`] is `classes[k]`.
+    pub classes: Vec<i64>,
+    /// `[1, d]` (binary) or `[classes, d]`.
+    pub coef: Array2<f64>,
+    /// `[1]` or `[classes]`.
+    pub intercept: Array1<f64>,
+    /// Newton iterations taken.
+    pub iterations: usize,
+    /// Max-norm of the objective's gradient at the solution.
+    pub grad_norm: f64,
+}
+
+/// Labels mapped to class indices `0..classes.len()`.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// Sorted distinct label values.
+    pub classes: Vec<i64>,
+    /// Class index of each row.
+    pub idx: Vec<usize>,
+}
+
+/// Map labels to class indices; error on fewer than two classes (`what` names the label).
+pub fn encode_labels(y: &[i64], what: &str) -> Result<Encoded> {
+    let mut classes = y.to_vec();
+    classes.sort_unstable();
+    classes.dedup();
+    match classes.len() {
+        0 => input_err!("{what}: no examples"),
+        1 => input_err!(
+            "{what}: has one class only (all {} examples are {}); a probe needs at least two",
+            y.len(),
+            classes[0]
+        ),
+        _ => {}
+    }
+    let idx = y
+        .iter()
+        .map(|v| classes.binary_search(v).unwrap_or(0))
+        .collect();
+    Ok(Encoded { classes, idx })
+}
+
+/// `[n, d+1]` in f64 with a trailing column of ones (the intercept's feature).
+fn with_ones(x: ArrayView2<f32>) -> Array2<f64> {
+    let (n, d) = x.dim();
+    let mut a = Array2::<f64>::ones((n, d + 1));
+    a.slice_mut(s![.., ..d]).assign(&x.mapv(f64::from));
+    a
+}
+
+fn softplus(z: f64) -> f64 {
+    z.max(0.0) + (-z.abs()).exp().ln_1p()
+}
+
+fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl Logistic {
+    /// Fit on `x` `[n, d]` with labels `y` `[n]` (any integer values, ≥ 2 distinct) and inverse
+    /// regularisation `c` (> 0). Binary labels get a logistic model, more get a multinomial one.
+    pub fn fit(x: ArrayView2<f32>, y: &[i64], c: f64) -> Result<Logistic> {
+        let enc = encode_labels(y, "labels")?;
+        Self::fit_encoded(&with_ones(x), &enc, c, enc.classes.len() > 2)
+    }
+
+    /// As [`Logistic::fit`], but a softmax model (`coef` `[classes, d]`) even for two classes.
+    /// With two classes it equals the binary fit at `2·c` with `coef[1] − coef[0]` as weights.
+    pub fn fit_multinomial(x: ArrayView2<f32>, y: &[i64], c: f64) -> Result<Logistic> {
+        let enc = encode_labels(y, "labels")?;
+        Self::fit_encoded(&with_ones(x), &enc, c, true)
+    }
+
+    /// Fit on an already augmented `[n, d+1]` matrix (see `with_ones`).
+    fn fit_encoded(xa: &Array2<f64>, enc: &Encoded, c: f64, multi: bool) -> Result<Logistic> {
+        if xa.nrows() != enc.idx.len() {
+            input_err!(
+                "labels: {} rows but the feature matrix has {}",
+                enc.idx.len(),
+                xa.nrows()
+            );
+        }
+        if !(c.is_finite() && c > 0.0) {
+            input_err!("C must be a positive number, got {c}");
+        }
+        if xa.iter().any(|v| !v.is_finite()) {
+            input_err!("feature matrix has non-finite values");
+        }
+        let k = enc.classes.len();
+        let d1 = xa.ncols();
+        let problem = Problem {
+            xa,
+            y: &enc.idx,
+            c,
+            k,
+            multi,
+        };
+        let rows = problem.rows();
+        let n_par = rows * d1;
+        let (theta, iterations, grad_norm) = newton(&problem, n_par)?;
+        let d = d1 - 1;
+        let mut coef = Array2::zeros((rows, d));
+        let mut intercept = Array1::zeros(rows);
+        for r in 0..rows {
+            coef.row_mut(r).assign(&theta.slice(s![r * d1..r * d1 + d]));
+            intercept[r] = theta[r * d1 + d];
+        }
+        Ok(Logistic {
+            classes: enc.classes.clone(),
+            coef,
+            intercept,
+            iterations,
+            grad_norm,
+        })
+    }
+
+    /// Decision values `[n, 1]` (binary log-odds) or `[n, classes]` (softmax logits).
+    pub fn decision(&self, x: ArrayView2<f32>) -> Array2<f64> {
+        let xf = x.mapv(f64::from);
+        let mut z = xf.dot(&self.coef.t());
+        z += &self.intercept;
+        z
+    }
+
+    /// Class probabilities `[n, classes]`, columns in the order of `classes`.
+    pub fn predict_proba(&self, x: ArrayView2<f32>) -> Array2<f64> {
+        let z = self.decision(x);
+        if self.coef.nrows() == 1 {
+            let mut p = Array2::zeros((z.nrows(), 2));
+            for (i, &zi) in z.column(0).iter().enumerate() {
+                let p1 = sigmoid(zi);
+                p[[i, 0]] = 1.0 - p1;
+                p[[i, 1]] = p1;
+            }
+            p
+        } else {
+            softmax_rows(z)
+        }
+    }
+
+    /// Held-out accuracy and AUROC on `x`, `y` (labels must be among `classes`).
+    pub fn score(&self, x: ArrayView2<f32>, y: &[i64]) -> Result<Scores> {
+        let idx = self.indices(y)?;
+        Ok(scores(self.predict_proba(x).view(), &idx))
+    }
+
+    fn indices(&self, y: &[i64]) -> Result<Vec<usize>> {
+        y.iter()
+            .map(|v| {
+                self.classes.binary_search(v).map_err(|_| {
+                    crate::Error::input(format!(
+                        "label {v} was not seen in training (classes {:?})",
+                        self.classes
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+fn softmax_rows(mut z: Array2<f64>) -> Array2<f64> {
+    for mut row in z.rows_mut() {
+        let m = row.fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+        row.mapv_inplace(|v| (v - m).exp());
+        let s = row.sum();
+        row /= s;
+    }
+    z
+}
+
+/// The regularised objective and its derivatives. Parameters are `[d+1]` (binary: weights then
+/// intercept) or `[k·(d+1)]` (class-major).
+struct Problem<'a> {
+    xa: &'a Array2<f64>,
+    y: &'a [usize],
+    c: f64,
+    k: usize,
+    /// Softmax over `k` rows of parameters (else one logistic row; needs `k == 2`).
+    multi: bool,
+}
+
+impl Problem<'_> {
+    fn d1(&self) -> usize {
+        self.xa.ncols()
+    }
+    fn rows(&self) -> usize {
+        if self.multi {
+            self.k
+        } else {
+            1
+        }
+    }
+    /// `[n, rows]` decision values.
+    fn z(&self, theta: &Array1<f64>) -> Array2<f64> {
+        let w = theta
+            .view()
+            .into_shape_with_order((self.rows(), self.d1()))
+            .expect("parameter vector has rows·(d+1) entries");
+        self.xa.dot(&w.t())
+    }
+    /// Penalty: 0.5·‖W‖² (intercepts free) plus, for the multinomial model, 0.5·(Σₖ bₖ)², which
+    /// only picks the zero-sum representative among intercepts that give the same probabilities
+    /// (so the Hessian is positive definite) and is exactly 0 at the reported solution.
+    fn penalty(&self, theta: &Array1<f64>) -> f64 {
+        let d1 = self.d1();
+        let mut p = 0.0;
+        let mut bsum = 0.0;
+        for r in 0..self.rows() {
+            let w = theta.slice(s![r * d1..(r + 1) * d1 - 1]);
+            p += 0.5 * w.dot(&w);
+            bsum += theta[(r + 1) * d1 - 1];
+        }
+        if self.multi {
+            p += 0.5 * bsum * bsum;
+        }
+        p
+    }
+    fn objective(&self, theta: &Array1<f64>) -> f64 {
+        let z = self.z(theta);
+        let loss: f64 = if !self.multi {
+            z.column(0)
+                .iter()
+                .zip(self.y)
+                .map(|(&zi, &yi)| softplus(zi) - if yi == 1 { zi } else { 0.0 })
+                .sum()
+        } else {
+            z.rows()
+                .into_iter()
+                .zip(self.y)
+                .map(|(row, &yi)| {
+                    let m = row.fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+                    m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln() - row[yi]
+                })
+                .sum()
+        };
+        self.c * loss + self.penalty(theta)
+    }
+    /// Gradient `[n_par]` and Hessian `[n_par, n_par]`.
+    fn derivatives(&self, theta: &Array1<f64>) -> (Array1<f64>, Array2<f64>) {
+        let (d1, rows, c) = (self.d1(), self.rows(), self.c);
+        let z = self.z(theta);
+        let n_par = rows * d1;
+        let mut g = Array1::zeros(n_par);
+        let mut h = Array2::zeros((n_par, n_par));
+        // Residuals r = p − onehot(y) and curvature weights, per model row.
+        let p = if !self.multi {
+            z.mapv(sigmoid)
+        } else {
+            softmax_rows(z)
+        };
+        let mut resid = p.clone();
+        for (i, &yi) in self.y.iter().enumerate() {
+            if !self.multi {
+                resid[[i, 0]] -= if yi == 1 { 1.0 } else { 0.0 };
+            } else {
+                resid[[i, yi]] -= 1.0;
+            }
+        }
+        let gl = self.xa.t().dot(&resid); // [d1, rows]
+        for r in 0..rows {
+            g.slice_mut(s![r * d1..(r + 1) * d1])
+                .assign(&(&gl.column(r) * c));
+        }
+        for a in 0..rows {
+            for b in a..rows {
+                // Binary: p(1−p). Softmax: p_a(δ_ab − p_b).
+                let wts: Array1<f64> = if !self.multi {
+                    p.column(0).mapv(|v| v * (1.0 - v))
+                } else if a == b {
+                    p.column(a).mapv(|v| v * (1.0 - v))
+                } else {
+                    -(&p.column(a) * &p.column(b))
+                };
+                let weighted = self.xa * &wts.insert_axis(Axis(1)) * c;
+                let blk = weighted.t().dot(self.xa);
+                h.slice_mut(s![a * d1..(a + 1) * d1, b * d1..(b + 1) * d1])
+                    .assign(&blk);
+                if a != b {
+                    h.slice_mut(s![b * d1..(b + 1) * d1, a * d1..(a + 1) * d1])
+                        .assign(&blk.t());
+                }
+            }
+        }
+        let bsum: f64 = (0..rows).map(|r| theta[(r + 1) * d1 - 1]).sum();
+        for r in 0..rows {
+            for j in 0..d1 - 1 {
+                g[r * d1 + j] += theta[r * d1 + j];
+                h[[r * d1 + j, r * d1 + j]] += 1.0;
+            }
+            if self.multi {
+                g[(r + 1) * d1 - 1] += bsum;
+                for q in 0..rows {
+                    h[[(r + 1) * d1 - 1, (q + 1) * d1 - 1]] += 1.0;
+                }
+            }
+        }
+        (g, h)
+    }
+}
+
+fn max_abs(v: ArrayView1<f64>) -> f64 {
+    v.fold(0.0, |a, &b| a.max(b.abs()))
+}
+
+/// Damped Newton from zero: solve H·δ = g by Cholesky, backtrack (Armijo) until the objective
+/// decreases. Returns (parameters, iterations, final gradient max-norm).
+fn newton(p: &Problem, n_par: usize) -> Result<(Array1<f64>, usize, f64)> {
+    let n = p.y.len() as f64;
+    let tol = GRAD_TOL * (1.0 + p.c * n);
+    let mut theta = Array1::zeros(n_par);
+    let mut f = p.objective(&theta);
+    for it in 0..MAX_NEWTON {
+        let (g, h) = p.derivatives(&theta);
+        let gn = max_abs(g.view());
+        if gn <= tol {
+            return Ok((theta, it, gn));
+        }
+        let step = cholesky_solve(h, &g)
+            .ok_or_else(|| crate::Error::input("logistic fit: Hessian not positive definite"))?;
+        let slope = g.dot(&step);
+        let mut t = 1.0;
+        loop {
+            let cand = &theta - &(&step * t);
+            let fc = p.objective(&cand);
+            if fc <= f - 1e-4 * t * slope {
+                theta = cand;
+                f = fc;
+                break;
+            }
+            t *= 0.5;
+            if t < 1e-12 {
+                // No decrease left at f64 precision: accept if the gradient is already tiny
+                // relative to the problem (1e3 × tol), else report.
+                if gn <= 1e3 * tol {
+                    return Ok((theta, it, gn));
+                }
+                input_err!("logistic fit: line search failed (gradient {gn:.3e})");
+            }
+        }
+    }
+    let (g, _) = p.derivatives(&theta);
+    let gn = max_abs(g.view());
+    if gn <= 1e3 * tol {
+        return Ok((theta, MAX_NEWTON, gn));
+    }
+    input_err!("logistic fit: no convergence in {MAX_NEWTON} Newton steps (gradient {gn:.3e})")
+}
+
+/// Solve `a·x = b` for symmetric positive definite `a` (consumed); None if not PD.
+fn cholesky_solve(mut a: Array2<f64>, b: &Array1<f64>) -> Option<Array1<f64>> {
+    let m = a.nrows();
+    // In-place lower Cholesky factor, row by row.
+    for j in 0..m {
+        let mut diag = a[[j, j]];
+        for k in 0..j {
+            diag -= a[[j, k]] * a[[j, k]];
+        }
+        if !(diag > 0.0) {
+            return None;
+        }
+        let l = diag.sqrt();
+        a[[j, j]] = l;
+        for i in j + 1..m {
+            let (ri, rj) = (a.row(i), a.row(j));
+            let dot = ri.slice(s![..j]).dot(&rj.slice(s![..j]));
+            a[[i, j]] = (a[[i, j]] - dot) / l;
+        }
+    }
+    let mut x = b.clone();
+    for i in 0..m {
+        let dot = a.row(i).slice(s![..i]).dot(&x.slice(s![..i]));
+        x[i] = (x[i] - dot) / a[[i, i]];
+    }
+    for i in (0..m).rev() {
+        let dot = a.column(i).slice(s![i + 1..]).dot(&x.slice(s![i + 1..]));
+        x[i] = (x[i] - dot) / a[[i, i]];
+    }
+    Some(x)
+}
+
+/// AUROC of `scores` for the positive rows (Mann–Whitney U with tied scores given their average
+/// rank). None when either class is empty.
+pub fn auroc(scores: ArrayView1<f64>, positive: &[bool]) -> Option<f64> {
+    let n = scores.len();
+    let n_pos = positive.iter().filter(|&&p| p).count();
+    let n_neg = n - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j + 1 < n && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        // Ranks i+1..=j+1 share their mean.
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += avg * order[i..=j].iter().filter(|&&r| positive[r]).count() as f64;
+        i = j + 1;
+    }
+    let u = rank_sum - (n_pos * (n_pos + 1)) as f64 / 2.0;
+    Some(u / (n_pos as f64 * n_neg as f64))
+}
+
+/// Accuracy and AUROC of class probabilities.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Scores {
+    /// Fraction of rows whose most probable class is the label.
+    pub accuracy: f64,
+    /// Binary: AUROC of the positive class's probability. More classes: one-vs-rest AUROC of
+    /// each class's probability, averaged over the classes present (macro).
+    pub auroc: f64,
+}
+
+/// Score probabilities `[n, classes]` against class indices.
+pub fn scores(proba: ArrayView2<f64>, y: &[usize]) -> Scores {
+    let n = y.len().max(1) as f64;
+    let correct = proba
+        .rows()
+        .into_iter()
+        .zip(y)
+        .filter(|(row, &yi)| argmax(*row) == yi)
+        .count();
+    Scores {
+        accuracy: correct as f64 / n,
+        auroc: macro_auroc(proba, y),
+    }
+}
+
+fn argmax(row: ArrayView1<f64>) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Binary: AUROC of column 1. Otherwise the mean one-vs-rest AUROC over classes present with
+/// both signs (NaN if none).
+fn macro_auroc(proba: ArrayView2<f64>, y: &[usize]) -> f64 {
+    let k = proba.ncols();
+    if k == 2 {
+        let pos: Vec<bool> = y.iter().map(|&v| v == 1).collect();
+        return auroc(proba.column(1), &pos).unwrap_or(f64::NAN);
+    }
+    let aucs: Vec<f64> = (0..k)
+        .filter_map(|c| {
+            let pos: Vec<bool> = y.iter().map(|&v| v == c).collect();
+            auroc(proba.column(c), &pos)
+        })
+        .collect();
+    if aucs.is_empty() {
+        f64::NAN
+    } else {
+        aucs.iter().sum::<f64>() / aucs.len() as f64
+    }
+}
+
+/// Sign-free separation of a single score: for each class, the one-vs-rest AUROC flipped to
+/// ≥ 0.5 (a direction's sign is arbitrary), averaged over classes. Binary: max(u, 1 − u).
+pub fn direction_auroc(score: ArrayView1<f64>, y: &[usize], k: usize) -> f64 {
+    let classes: Vec<usize> = if k == 2 { vec![1] } else { (0..k).collect() };
+    let v: Vec<f64> = classes
+        .iter()
+        .filter_map(|&c| {
+            let pos: Vec<bool> = y.iter().map(|&v| v == c).collect();
+            auroc(score, &pos).map(|u| u.max(1.0 - u))
+        })
+        .collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Difference of class means `μ₁ − μ₀` `[d]` (binary labels given as class indices 0/1).
+pub fn mass_mean(x: ArrayView2<f32>, y: &[usize]) -> Array1<f64> {
+    let d = x.ncols();
+    let mut sums = [Array1::<f64>::zeros(d), Array1::<f64>::zeros(d)];
+    let mut counts = [0usize; 2];
+    for (row, &yi) in x.rows().into_iter().zip(y) {
+        let c = yi.min(1);
+        sums[c] += &row.mapv(f64::from);
+        counts[c] += 1;
+    }
+    &sums[1] / counts[1].max(1) as f64 - &sums[0] / counts[0].max(1) as f64
+}
+
+/// Stratified k-fold assignment: each class's rows are shuffled with `seed` and dealt round-robin
+/// to the folds, so every fold holds each class in proportion. Returns the fold of each row.
+/// Errors when a class has fewer rows than folds (some training split would miss it).
+pub fn stratified_folds(enc: &Encoded, folds: usize, seed: u64) -> Result<Vec<usize>> {
+    if folds < 2 {
+        input_err!("folds must be at least 2, got {folds}");
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut fold = vec![0; enc.idx.len()];
+    let mut next = 0;
+    for c in 0..enc.classes.len() {
+        let mut rows: Vec<usize> = (0..enc.idx.len()).filter(|&i| enc.idx[i] == c).collect();
+        if rows.len() < folds {
+            input_err!(
+                "label value {} has {} examples, fewer than the {folds} folds",
+                enc.classes[c],
+                rows.len()
+            );
+        }
+        rows.shuffle(&mut rng);
+        for r in rows {
+            fold[r] = next % folds;
+            next += 1;
+        }
+    }
+    Ok(fold)
+}
+
+/// Probe metrics from k-fold cross-validation: each is the mean over folds of the held-out value.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CvScores {
+    /// Logistic regression.
+    pub logistic: Scores,
+    /// Difference-of-means direction (binary labels only): AUROC of the projection, accuracy
+    /// with the threshold at the midpoint of the two projected training means.
+    pub mass_mean: Option<Scores>,
+}
+
+fn rows_of(x: ArrayView2<f32>, rows: &[usize]) -> Array2<f32> {
+    x.select(Axis(0), rows)
+}
+
+/// k-fold held-out scores of a logistic probe (and, for binary labels, the mass-mean direction)
+/// trained on `x_train` with labels `enc` and evaluated on the held-out rows of `x_eval` with
+/// class indices `y_eval` (pass the same matrix and labels twice for ordinary CV; two
+/// checkpoints' activations of the same prompts for transfer). Folds whose held-out rows lack a
+/// class have no AUROC and are left out of its mean.
+pub fn cross_validate(
+    x_train: ArrayView2<f32>,
+    enc: &Encoded,
+    x_eval: ArrayView2<f32>,
+    y_eval: &[usize],
+    fold: &[usize],
+    c: f64,
+) -> Result<CvScores> {
+    let folds = fold.iter().max().map_or(0, |m| m + 1);
+    let k = enc.classes.len();
+    let per_fold: Vec<Result<(Scores, Option<Scores>)>> = (0..folds)
+        .into_par_iter()
+        .map(|f| {
+            let tr: Vec<usize> = (0..fold.len()).filter(|&i| fold[i] != f).collect();
+            let te: Vec<usize> = (0..fold.len()).filter(|&i| fold[i] == f).collect();
+            let sub = Encoded {
+                classes: enc.classes.clone(),
+                idx: tr.iter().map(|&i| enc.idx[i]).collect(),
+            };
+            let y_te: Vec<usize> = te.iter().map(|&i| y_eval[i]).collect();
+            let xtr = rows_of(x_train, &tr);
+            let xte = rows_of(x_eval, &te);
+            let model = Logistic::fit_encoded(&with_ones(xtr.view()), &sub, c, k > 2)?;
+            let logi = scores(model.predict_proba(xte.view()).view(), &y_te);
+            let mm = (k == 2).then(|| {
+                let dir = mass_mean(xtr.view(), &sub.idx);
+                let proj_tr = xtr.mapv(f64::from).dot(&dir);
+                let proj_te = xte.mapv(f64::from).dot(&dir);
+                let mean_of = |c: usize| {
+                    let v: Vec<f64> = (0..tr.len())
+                        .filter(|&i| sub.idx[i] == c)
+                        .map(|i| proj_tr[i])
+                        .collect();
+                    v.iter().sum::<f64>() / v.len().max(1) as f64
+                };
+                let mid = 0.5 * (mean_of(0) + mean_of(1));
+                let correct = proj_te
+                    .iter()
+                    .zip(&y_te)
+                    .filter(|(&p, &yi)| (p > mid) == (yi == 1))
+                    .count();
+                let pos: Vec<bool> = y_te.iter().map(|&v| v == 1).collect();
+                Scores {
+                    accuracy: correct as f64 / te.len().max(1) as f64,
+                    auroc: auroc(proj_te.view(), &pos).unwrap_or(f64::NAN),
+                }
+            });
+            Ok((logi, mm))
+        })
+        .collect();
+    let per_fold: Vec<(Scores, Option<Scores>)> = per_fold.into_iter().collect::<Result<_>>()?;
+    let mean = |v: Vec<Scores>| {
+        let au: Vec<f64> = v
+            .iter()
+            .map(|s| s.auroc)
+            .filter(|a| a.is_finite())
+            .collect();
+        Scores {
+            accuracy: v.iter().map(|s| s.accuracy).sum::<f64>() / v.len() as f64,
+            auroc: if au.is_empty() {
+                f64::NAN
+            } else {
+                au.iter().sum::<f64>() / au.len() as f64
+            },
+        }
+    };
+    let logistic = mean(per_fold.iter().map(|p| p.0).collect());
+    let mass_mean = per_fold
+        .iter()
+        .map(|p| p.1)
+        .collect::<Option<Vec<_>>>()
+        .map(mean);
+    Ok(CvScores {
+        logistic,
+        mass_mean,
+    })
+}
+
+/// Settings of [`probe_layer`].
+#[derive(Clone, Debug)]
+pub struct LayerOptions {
+    /// Inverse L2 regularisation (scikit-learn's C).
+    pub c: f64,
+    /// Random unit directions for the null baseline (0: skip).
+    pub n_random: usize,
+    /// Seed of the random directions and of the control labels.
+    pub seed: u64,
+    /// Token identity per row for the control task (None: no control task).
+    pub control_keys: Option<Vec<u32>>,
+}
+
+/// Everything measured for one layer's activations.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LayerScores {
+    /// k-fold held-out logistic (and mass-mean) scores.
+    pub cv: CvScores,
+    /// The same probe on Hewitt & Liang control labels.
+    pub control: Option<Scores>,
+    /// Task accuracy − control accuracy.
+    pub selectivity: Option<f64>,
+    /// Best sign-free AUROC over the random directions (None when `n_random` is 0).
+    pub random_best_auroc: Option<f64>,
+    /// Sign-free AUROC of the top principal component.
+    pub top_pc_auroc: f64,
+}
+
+/// Probe one layer: `x` `[n, d]`, labels `enc`, fold of each row.
+pub fn probe_layer(
+    x: ArrayView2<f32>,
+    enc: &Encoded,
+    fold: &[usize],
+    opt: &LayerOptions,
+) -> Result<LayerScores> {
+    let cv = cross_validate(x, enc, x, &enc.idx, fold, opt.c)?;
+    let control = match &opt.control_keys {
+        Some(keys) => {
+            let ctl = control_labels(keys, enc, opt.seed);
+            let mut present = ctl.clone();
+            present.sort_unstable();
+            present.dedup();
+            // A control function may give every key the same class (few keys): no task to fit.
+            if present.len() < 2 {
+                None
+            } else {
+                let cenc = Encoded {
+                    classes: enc.classes.clone(),
+                    idx: ctl.clone(),
+                };
+                Some(cross_validate(x, &cenc, x, &ctl, fold, opt.c)?.logistic)
+            }
+        }
+        None => None,
+    };
+    let selectivity = control.map(|c| cv.logistic.accuracy - c.accuracy);
+    let random_best_auroc =
+        (opt.n_random > 0).then(|| random_direction_auroc(x, enc, opt.n_random, opt.seed));
+    Ok(LayerScores {
+        cv,
+        control,
+        selectivity,
+        random_best_auroc,
+        top_pc_auroc: top_pc_auroc(x, enc),
+    })
+}
+
+/// Hewitt & Liang control labels: every distinct `key` (a token identity) gets a class drawn once
+/// from the empirical class distribution of `y` with `seed`, and each row takes its key's class.
+/// A probe that scores well on these can memorise token identity; selectivity = task − control.
+pub fn control_labels(keys: &[u32], enc: &Encoded, seed: u64) -> Vec<usize> {
+    let mut distinct = keys.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let assigned: Vec<usize> = distinct
+        .iter()
+        .map(|_| enc.idx[rng.random_range(0..enc.idx.len())])
+        .collect();
+    keys.iter()
+        .map(|k| assigned[distinct.binary_search(k).unwrap_or(0)])
+        .collect()
+}
+
+/// Null baseline: the best [`direction_auroc`] over `n_dirs` random unit directions (Gaussian,
+/// normalised, from `seed`) projected on all rows of `x` `[n, d]`.
+pub fn random_direction_auroc(x: ArrayView2<f32>, enc: &Encoded, n_dirs: usize, seed: u64) -> f64 {
+    let d = x.ncols();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut dirs = Array2::<f64>::zeros((d, n_dirs));
+    for mut col in dirs.columns_mut() {
+        col.mapv_inplace(|_| rng.sample::<f64, _>(rand_distr::StandardNormal));
+        let norm = col.dot(&col).sqrt().max(f64::MIN_POSITIVE);
+        col /= norm;
+    }
+    let proj = x.mapv(f64::from).dot(&dirs); // [n, n_dirs]
+    let k = enc.classes.len();
+    (0..n_dirs)
+        .into_par_iter()
+        .map(|j| direction_auroc(proj.column(j), &enc.idx, k))
+        .reduce(|| 0.0, f64::max)
+}
+
+/// The top principal component `[d]` (unit norm) of the centred rows of `x`, by power iteration
+/// on the covariance (stops at a change below 1e-12 or 10 000 steps).
+pub fn top_pc(x: ArrayView2<f32>) -> Array1<f64> {
+    let xf = x.mapv(f64::from);
+    let mean = xf
+        .mean_axis(Axis(0))
+        .unwrap_or_else(|| Array1::zeros(x.ncols()));
+    let xc = &xf - &mean;
+    let cov = xc.t().dot(&xc);
+    let d = cov.nrows();
+    // A fixed, non-symmetric start so no eigenvector is missed by construction.
+    let mut v: Array1<f64> = (0..d).map(|i| 1.0 + (i as f64 * 0.618).fract()).collect();
+    v /= v.dot(&v).sqrt();
+    for _ in 0..10_000 {
+        let mut w = cov.dot(&v);
+        let nw = w.dot(&w).sqrt();
+        if nw == 0.0 {
+            break;
+        }
+        w /= nw;
+        let change = max_abs((&w - &v).view());
+        v = w;
+        if change < 1e-12 {
+            break;
+        }
+    }
+    v
+}
+
+/// Null baseline: [`direction_auroc`] of the top principal component.
+pub fn top_pc_auroc(x: ArrayView2<f32>, enc: &Encoded) -> f64 {
+    let pc = top_pc(x);
+    let proj = x.mapv(f64::from).dot(&pc);
+    direction_auroc(proj.view(), &enc.idx, enc.classes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn auroc_ties_average_ranks() {
+        // Positives 0.5, 0.8; negatives 0.5, 0.1: pairs (0.5 vs 0.5) tie → 0.5,
+        // others won: (1 + 0.5 + 1 + 1) / 4 = 0.875.
+        let s = array![0.5, 0.8, 0.5, 0.1];
+        let p = [true, true, false, false];
+        assert_eq!(auroc(s.view(), &p), Some(0.875));
+        assert_eq!(auroc(s.view(), &[true; 4]), None);
+        let flat = array![1.0, 1.0, 1.0];
+        assert_eq!(auroc(flat.view(), &[true, false, true]), Some(0.5));
+    }
+
+    #[test]
+    fn cholesky_solves() {
+        let a = array![[4.0, 2.0, 0.4], [2.0, 3.0, 0.5], [0.4, 0.5, 2.0]];
+        let b = array![1.0, -2.0, 0.5];
+        let x = cholesky_solve(a.clone(), &b).unwrap();
+        let r = a.dot(&x) - &b;
+        assert!(max_abs(r.view()) < 1e-12);
+        assert!(cholesky_solve(array![[1.0, 2.0], [2.0, 1.0]], &array![1.0, 1.0]).is_none());
+    }
+
+    #[test]
+    fn one_class_is_a_clear_error() {
+        let x = Array2::<f32>::zeros((4, 2));
+        let e = Logistic::fit(x.view(), &[3, 3, 3, 3], 1.0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one class only"), "{e}");
+    }
+
+    #[test]
+    fn folds_are_stratified() {
+        let y: Vec<i64> = (0..50).map(|i| (i % 5 == 0) as i64).collect();
+        let enc = encode_labels(&y, "y").unwrap();
+        let f = stratified_folds(&enc, 5, 1).unwrap();
+        for k in 0..5 {
+            let pos = (0..50).filter(|&i| f[i] == k && y[i] == 1).count();
+            assert_eq!(pos, 2, "fold {k}");
+        }
+        assert!(stratified_folds(&enc, 11, 1).is_err());
+    }
+}

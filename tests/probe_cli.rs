@@ -1,0 +1,202 @@
+//! `feedlens probe fit` through the binary: the JSON it writes, and one-line errors on bad input.
+
+use feedlens::probes::{safetensors_bytes, StTensor};
+use std::path::Path;
+use std::process::Command;
+
+const FIXTURE: &str = "tests/fixtures/probe-sklearn/reference.safetensors";
+
+fn feedlens(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_feedlens"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `probe fit` expecting failure; returns stderr, checked to be one `error:` line.
+fn fails(args: &[&str]) -> String {
+    let (ok, _, err) = feedlens(args);
+    assert!(!ok, "expected failure: {args:?}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn write(path: &Path, tensors: Vec<(&str, StTensor)>) {
+    let named: Vec<(String, StTensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+    std::fs::write(path, safetensors_bytes(&named).unwrap()).unwrap();
+}
+
+#[test]
+fn fit_writes_the_documented_json() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("fit.json");
+    let o = out.to_str().unwrap();
+    let (ok, stdout, err) = feedlens(&[
+        "probe",
+        "fit",
+        "--data",
+        FIXTURE,
+        "--train-rows",
+        "0..420",
+        "--json",
+        o,
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(v["coef"].as_array().unwrap().len(), 1);
+    assert_eq!(v["coef"][0].as_array().unwrap().len(), 32);
+    assert_eq!(v["intercept"].as_array().unwrap().len(), 1);
+    assert_eq!(v["test_proba"].as_array().unwrap().len(), 180);
+    assert_eq!(v["test_proba"][0].as_array().unwrap().len(), 2);
+    let r: serde_json::Value = serde_json::from_slice(
+        &std::fs::read("tests/fixtures/probe-sklearn/reference.json").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["test_accuracy"], r["test_accuracy"]);
+    // No silent overwrite.
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        FIXTURE,
+        "--train-rows",
+        "0..420",
+        "--json",
+        o,
+    ]);
+    assert!(e.contains("already exists"), "{e}");
+}
+
+#[test]
+fn bad_inputs_are_one_line_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |name: &str| d.path().join(name);
+    let missing = p("nope.safetensors");
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        missing.to_str().unwrap(),
+        "--train-rows",
+        "0..5",
+    ]);
+    assert!(
+        e.contains("nope.safetensors") && e.contains("no such file"),
+        "{e}"
+    );
+
+    let x = |n: usize, d: usize| {
+        StTensor::F32(vec![n, d], (0..n * d).map(|i| (i % 7) as f32).collect())
+    };
+    let y = |n: usize| StTensor::I64(vec![n], (0..n as i64).map(|i| i % 2).collect());
+
+    let wrong_dtype = p("dtype.safetensors");
+    write(
+        &wrong_dtype,
+        vec![
+            ("X", x(10, 3)),
+            ("y", StTensor::F32(vec![10], vec![0.0; 10])),
+        ],
+    );
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        wrong_dtype.to_str().unwrap(),
+        "--train-rows",
+        "0..5",
+    ]);
+    assert!(e.contains("'y'") && e.contains("dtype"), "{e}");
+
+    let wrong_shape = p("shape.safetensors");
+    write(
+        &wrong_shape,
+        vec![("X", StTensor::F32(vec![30], vec![0.0; 30])), ("y", y(10))],
+    );
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        wrong_shape.to_str().unwrap(),
+        "--train-rows",
+        "0..5",
+    ]);
+    assert!(e.contains("'X'") && e.contains("shape"), "{e}");
+
+    let mismatch = p("rows.safetensors");
+    write(&mismatch, vec![("X", x(10, 3)), ("y", y(9))]);
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        mismatch.to_str().unwrap(),
+        "--train-rows",
+        "0..5",
+    ]);
+    assert!(e.contains("10 rows") && e.contains("9"), "{e}");
+
+    let no_y = p("noy.safetensors");
+    write(&no_y, vec![("X", x(10, 3))]);
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        no_y.to_str().unwrap(),
+        "--train-rows",
+        "0..5",
+    ]);
+    assert!(e.contains("no tensor 'y'"), "{e}");
+
+    let good = p("good.safetensors");
+    write(&good, vec![("X", x(10, 3)), ("y", y(10))]);
+    let g = good.to_str().unwrap();
+    for bad in ["0..11", "5..5", "abc", "0..10", "3"] {
+        let e = fails(&["probe", "fit", "--data", g, "--train-rows", bad]);
+        assert!(e.contains("--train-rows"), "{bad}: {e}");
+    }
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        g,
+        "--train-rows",
+        "0..5",
+        "--c=-1",
+    ]);
+    assert!(e.contains("--c"), "{e}");
+
+    let one = p("one.safetensors");
+    write(
+        &one,
+        vec![
+            ("X", x(10, 3)),
+            (
+                "y",
+                StTensor::I64(vec![10], vec![1, 1, 1, 1, 1, 0, 1, 0, 1, 0]),
+            ),
+        ],
+    );
+    let e = fails(&[
+        "probe",
+        "fit",
+        "--data",
+        one.to_str().unwrap(),
+        "--train-rows",
+        "0..5",
+    ]);
+    assert!(
+        e.contains("one class only") && e.contains("training rows"),
+        "{e}"
+    );
+}
