@@ -388,7 +388,8 @@ fn cholesky_solve(mut a: Array2<f64>, b: &Array1<f64>) -> Option<Array1<f64>> {
         for k in 0..j {
             diag -= a[[j, k]] * a[[j, k]];
         }
-        if !(diag > 0.0) {
+        // Also catches NaN (a non-finite Hessian).
+        if diag.is_nan() || diag <= 0.0 {
             return None;
         }
         let l = diag.sqrt();

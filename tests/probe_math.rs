@@ -120,7 +120,7 @@ fn exact(kind: &str) -> (Vec<Vec<f64>>, Vec<f64>, Vec<f64>) {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|r| m(r))
+        .flat_map(&m)
         .collect();
     (coef, m(&v[kind]["intercept"]), proba)
 }
