@@ -570,7 +570,8 @@ impl Spec {
                 spec.n, spec.folds
             )));
         }
-        if !(spec.c.is_finite() && spec.c > 0.0) || !(spec.tolerance >= 0.0) {
+        let c_ok = spec.c.is_finite() && spec.c > 0.0;
+        if !c_ok || spec.tolerance.is_nan() || spec.tolerance < 0.0 {
             return Err(bad("c must be > 0 and tolerance ≥ 0".into()));
         }
         for p in [spec.p_optout, spec.p_trigger].into_iter().flatten() {
