@@ -18,7 +18,7 @@ mod cross;
 mod sweep;
 
 pub use attribution::{attribution, compare, Agreement};
-pub use cross::{patch_models, Cross};
+pub use cross::{patch_models, Cross, CrossSpec};
 pub use sweep::{sanity, sweep, sweep_naive, sweep_with, Chunking, Sanity};
 
 use crate::hooks::Hook;

@@ -57,13 +57,9 @@ impl Chunking {
     /// cost nothing and start no forward.
     fn plan(&self, rows: &[usize], d_model: usize) -> Vec<(usize, usize)> {
         let t = rows.len();
-        let c = std::env::var("FEEDLENS_TUNE_OVERHEAD")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .or(self.overhead)
-            .unwrap_or_else(|| {
-                ((1u64 << 20) as f64 / (d_model * d_model) as f64).clamp(1.0, 4096.0)
-            });
+        let c = self.overhead.unwrap_or_else(|| {
+            ((1u64 << 20) as f64 / (d_model * d_model) as f64).clamp(1.0, 4096.0)
+        });
         // best[j] = cheapest cover of positions 0..j; from[j] = start of its last chunk.
         let mut best = vec![0f64; t + 1];
         let mut from = vec![0usize; t + 1];
