@@ -169,7 +169,7 @@ pub fn sweep_with(
         cells.sort_by_key(|c| c.pos);
         rows.push(cells);
     }
-    let readout = readout_rows(model, &metrics)?;
+    let readout = readout_tokens(&metrics);
     let eng = Engine {
         model,
         setup,
@@ -247,12 +247,11 @@ pub(super) fn baseline(
     }
 }
 
-/// `wte[a] − wte[b]` of each pair, `[n, d_model]`, when every metric is a logit difference
-/// (None otherwise). With the tied unembedding, `logits[a] − logits[b]` is then
-/// `ln_final(x) · (wte[a] − wte[b])`: two rows instead of the whole vocabulary, whose matmul
-/// (and the packing of its `[d_model, vocab]` operand on every call) dominated large-vocabulary
-/// sweeps.
-fn readout_rows(model: &Gpt2, metrics: &[&Metric]) -> Result<Option<Tensor>> {
+/// When every metric is a logit difference, the few tokens they read (sorted) and each
+/// metric rewritten as columns of that short list; the model then unembeds only those rows
+/// (`Logits::Tokens`) instead of the whole vocabulary, whose matmul (and the packing of its
+/// `[d_model, vocab]` operand on every call) dominated large-vocabulary sweeps.
+fn readout_tokens(metrics: &[&Metric]) -> Option<(Vec<u32>, Vec<Metric>)> {
     let pairs: Option<Vec<(u32, u32)>> = metrics
         .iter()
         .map(|m| match **m {
@@ -260,22 +259,19 @@ fn readout_rows(model: &Gpt2, metrics: &[&Metric]) -> Result<Option<Tensor>> {
             Metric::LogProb { .. } => None,
         })
         .collect();
-    let Some(pairs) = pairs else { return Ok(None) };
-    let wte = model
-        .tensors()
-        .into_iter()
-        .find(|(n, _)| n == "wte.weight")
-        .map(|(_, t)| t)
-        .ok_or_else(|| crate::Error::input("model has no wte.weight"))?;
-    let idx = |f: fn(&(u32, u32)) -> u32| {
-        Tensor::from_vec(
-            pairs.iter().map(f).collect::<Vec<_>>(),
-            pairs.len(),
-            &Device::Cpu,
-        )
-    };
-    let rows = (wte.index_select(&idx(|p| p.0)?, 0)? - wte.index_select(&idx(|p| p.1)?, 0)?)?;
-    Ok(Some(rows))
+    let pairs = pairs?;
+    let mut tokens: Vec<u32> = pairs.iter().flat_map(|&(a, b)| [a, b]).collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    let col = |t: u32| tokens.binary_search(&t).unwrap_or_default() as u32;
+    let cols = pairs
+        .iter()
+        .map(|&(a, b)| Metric::LogitDiff {
+            a: col(a),
+            b: col(b),
+        })
+        .collect();
+    Some((tokens, cols))
 }
 
 /// What the fast engine's forwards share: the model, the setup, both runs' caches, the metric.
@@ -288,8 +284,8 @@ struct Engine<'a> {
     /// The target run's `resid_pre`, `k`, `v` of every block, `[n, t, ...]`.
     tgt: Cache,
     metrics: Vec<&'a Metric>,
-    /// See [`readout_rows`].
-    readout: Option<Tensor>,
+    /// See [`readout_tokens`].
+    readout: Option<(Vec<u32>, Vec<Metric>)>,
 }
 
 impl Engine<'_> {
@@ -345,17 +341,13 @@ impl Engine<'_> {
         }
         let run = Run {
             interventions,
-            // With two unembedding rows the metric reads ln_final itself (over the window; the
-            // LayerNorm is cheap next to the blocks), else the logits at the metric position.
-            cache: if self.readout.is_some() {
-                vec![Hook::LnFinal]
-            } else {
-                vec![]
-            },
-            logits: if self.readout.is_some() {
-                Logits::Skip
-            } else {
-                Logits::At(vec![setup.pos])
+            // Logits at the metric position only; only the metric tokens' rows when possible.
+            logits: match &self.readout {
+                Some((tokens, _)) => Logits::Tokens {
+                    positions: vec![setup.pos],
+                    tokens: tokens.clone(),
+                },
+                None => Logits::At(vec![setup.pos]),
             },
             ..Run::default()
         };
@@ -366,16 +358,10 @@ impl Engine<'_> {
             past,
         };
         let out = model.forward(&Input::Resid(start), &run)?;
-        if let Some(diff) = &self.readout {
-            let h = out
-                .cache
-                .get(Hook::LnFinal)?
-                .narrow(1, setup.pos - a, 1)?
-                .squeeze(1)?; // [r, d]
-            let d = diff.index_select(&rows, 0)?; // [r, d]
-            return Ok((h * d)?.sum(1)?.to_vec1::<f32>()?);
-        }
-        let row_metrics: Vec<&Metric> = cells.iter().map(|c| self.metrics[c.pair]).collect();
+        let row_metrics: Vec<&Metric> = match &self.readout {
+            Some((_, cols)) => cells.iter().map(|c| &cols[c.pair]).collect(),
+            None => cells.iter().map(|c| self.metrics[c.pair]).collect(),
+        };
         Ok(metric_values(&last_logits(out.logits)?, &row_metrics)?.to_vec1::<f32>()?)
     }
 }
