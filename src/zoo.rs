@@ -208,6 +208,7 @@ fn cost(x: &Entry) -> usize {
 /// parent or teacher that is not rebuilt in this run is loaded from `out`. `progress(name, p)`
 /// is called after every step; `done(entry, seconds)` after each checkpoint is saved. The
 /// first error stops the build (entries already saved stay).
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     out: &Path,
     world: &WorldConfig,
