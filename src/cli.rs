@@ -18,6 +18,8 @@ pub struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process; boxing the large argument structs would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Show a checkpoint's config, parameter count, tensors and manifest.
@@ -312,7 +314,7 @@ fn bar(total: u64, name: &str) -> indicatif::ProgressBar {
 /// Feed train progress into a bar (loss, and return for rlhf).
 fn show(pb: &indicatif::ProgressBar, p: feedlens::train::Progress) {
     pb.set_position(p.step as u64);
-    if p.step % 10 == 0 || p.step == p.steps {
+    if p.step.is_multiple_of(10) || p.step == p.steps {
         let r = p.ret.map(|r| format!(" return {r:.2}")).unwrap_or_default();
         pb.set_message(format!("loss {:.4}{r}", p.loss));
     }
