@@ -68,6 +68,11 @@ enum Cmd {
     /// Run a probe spec (`feedlens probe probes/NAME.toml`), or fit one logistic probe on your
     /// own activations (`feedlens probe fit --data FILE.safetensors --train-rows 0..K`).
     Probe(ProbeArgs),
+    /// Run every analysis of the standard pairs (behaviour, weight diff, patching both ways,
+    /// cross-checkpoint patching, probes, logit lens) and write a self-contained HTML report
+    /// with its figures and data.json (default: every pair of checkpoints/pairs.toml into
+    /// reports/zoo).
+    Report(ReportArgs),
     /// Re-run every probe spec in a folder and compare with the stored results; non-zero exit on
     /// any drift or stale checkpoint hash.
     Check {
@@ -194,6 +199,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::PatchModels(a) => patch_models(a),
         Cmd::Probe(a) => probe(a),
         Cmd::Check { dir, json, force } => check(dir, json, force),
+        Cmd::Report(a) => report(a),
     }
 }
 
@@ -1053,5 +1059,80 @@ fn check(dir: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
         );
     }
     println!("{} probe specs pass", outcomes.len());
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Pairs file; checkpoint names are directories beside it.
+    #[arg(long, default_value = "checkpoints/pairs.toml")]
+    pairs: PathBuf,
+    /// Report only these pairs (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Output folder (default: reports/zoo, or reports/NAME with --only NAME).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace an existing report folder.
+    #[arg(long)]
+    force: bool,
+    /// Prompts per behaviour row; probes, cross-checkpoint patching and the lens use N/4,
+    /// within-checkpoint patching N/32 pairs (at least 16 each).
+    #[arg(long, default_value_t = feedlens::report::DEFAULT_N)]
+    n: usize,
+    /// Seed of every prompt set.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// indicatif bars, one per stage of the report.
+struct Bars(
+    indicatif::MultiProgress,
+    std::sync::Mutex<Option<indicatif::ProgressBar>>,
+);
+
+impl feedlens::report::Progress for Bars {
+    fn stage(&self, name: &str, total: usize) {
+        let pb = self.0.add(bar(total as u64, name));
+        *self.1.lock().unwrap_or_else(|e| e.into_inner()) = Some(pb);
+    }
+    fn step(&self, _: &str, item: &str) {
+        if let Some(pb) = &*self.1.lock().unwrap_or_else(|e| e.into_inner()) {
+            pb.set_message(item.to_string());
+            pb.inc(1);
+        }
+    }
+    fn done(&self, _: &str) {
+        if let Some(pb) = self.1.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            pb.finish_with_message("");
+        }
+    }
+}
+
+fn report(a: ReportArgs) -> Result<()> {
+    use feedlens::report::{self, Pairs, Settings};
+    let out = a.out.clone().unwrap_or_else(|| match a.only.as_slice() {
+        [] => PathBuf::from("reports/zoo"),
+        names => PathBuf::from("reports").join(feedlens::html::slug(&names.join("+"))),
+    });
+    report::check_output(&out, a.force)?;
+    let pairs = Pairs::load(&a.pairs)?.only(&a.only)?;
+    pairs.check()?;
+    let settings = Settings {
+        seed: a.seed,
+        ..Settings::with_n(a.n)
+    };
+    let t0 = std::time::Instant::now();
+    let bars = Bars(indicatif::MultiProgress::new(), Default::default());
+    let data = report::analyse(&pairs, &settings, &bars)?;
+    let files = report::render(&data, &bars)?;
+    report::write(&out, &files, a.force)?;
+    println!(
+        "wrote {} ({} pairs, {} files) in {:.1} s",
+        out.join("index.html").display(),
+        data.pairs.len(),
+        files.len(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
