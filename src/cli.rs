@@ -1085,26 +1085,36 @@ struct ReportArgs {
     seed: u64,
 }
 
-/// indicatif bars, one per stage of the report.
-struct Bars(
-    indicatif::MultiProgress,
-    std::sync::Mutex<Option<indicatif::ProgressBar>>,
-);
+/// indicatif bars, one per stage of the report, and each stage's wall time.
+#[derive(Default)]
+struct Stages {
+    multi: indicatif::MultiProgress,
+    current: std::sync::Mutex<Option<(indicatif::ProgressBar, std::time::Instant)>>,
+    times: std::sync::Mutex<Vec<(String, f64)>>,
+}
 
-impl feedlens::report::Progress for Bars {
+impl feedlens::report::Progress for Stages {
     fn stage(&self, name: &str, total: usize) {
-        let pb = self.0.add(bar(total as u64, name));
-        *self.1.lock().unwrap_or_else(|e| e.into_inner()) = Some(pb);
+        let pb = self.multi.add(bar(total as u64, name));
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((pb, std::time::Instant::now()));
     }
     fn step(&self, _: &str, item: &str) {
-        if let Some(pb) = &*self.1.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some((pb, _)) = &*self.current.lock().unwrap_or_else(|e| e.into_inner()) {
             pb.set_message(item.to_string());
             pb.inc(1);
         }
     }
-    fn done(&self, _: &str) {
-        if let Some(pb) = self.1.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    fn done(&self, name: &str) {
+        if let Some((pb, t)) = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             pb.finish_with_message("");
+            let mut times = self.times.lock().unwrap_or_else(|e| e.into_inner());
+            times.push((name.to_string(), t.elapsed().as_secs_f64()));
         }
     }
 }
@@ -1123,16 +1133,19 @@ fn report(a: ReportArgs) -> Result<()> {
         ..Settings::with_n(a.n)
     };
     let t0 = std::time::Instant::now();
-    let bars = Bars(indicatif::MultiProgress::new(), Default::default());
-    let data = report::analyse(&pairs, &settings, &bars)?;
-    let files = report::render(&data, &bars)?;
+    let stages = Stages::default();
+    let data = report::analyse(&pairs, &settings, &stages)?;
+    let files = report::render(&data, &stages)?;
     report::write(&out, &files, a.force)?;
+    let times = stages.times.lock().unwrap_or_else(|e| e.into_inner());
+    let times: Vec<String> = times.iter().map(|(n, t)| format!("{n} {t:.1}")).collect();
     println!(
-        "wrote {} ({} pairs, {} files) in {:.1} s",
+        "wrote {} ({} pairs, {} files) in {:.1} s (stages, s: {})",
         out.join("index.html").display(),
         data.pairs.len(),
         files.len(),
-        t0.elapsed().as_secs_f64()
+        t0.elapsed().as_secs_f64(),
+        times.join(", ")
     );
     Ok(())
 }

@@ -1391,7 +1391,10 @@ fn probe_sentences(
             continue;
         };
         if p.skipped.is_some() {
-            parts.push(format!("in {} there is no probe (one class only)", c.name));
+            parts.push(format!(
+                "{} not probed (the label has one class only)",
+                c.name
+            ));
             continue;
         }
         let k = format!("probes.{who}");
@@ -1405,7 +1408,7 @@ fn probe_sentences(
                     )
                 });
                 parts.push(format!(
-                    "in {} from layer {} on (accuracy {}{})",
+                    "{} decodable from layer {} on (accuracy {}{})",
                     c.name,
                     sm.idx(&format!("{k}.first.layer"), l.layer),
                     sm.num(&format!("{k}.first.accuracy"), l.logistic.accuracy, 2),
@@ -1419,7 +1422,7 @@ fn probe_sentences(
                     .max_by(|x, y| x.logistic.accuracy.total_cmp(&y.logistic.accuracy))
                 {
                     parts.push(format!(
-                        "in {} at no layer (best: accuracy {} at layer {})",
+                        "{} decodable at no layer (best: accuracy {} at layer {})",
                         c.name,
                         sm.num(&format!("{k}.best.accuracy"), l.logistic.accuracy, 2),
                         sm.idx(&format!("{k}.best.layer"), l.layer)
@@ -1437,7 +1440,7 @@ fn probe_sentences(
         .map_or(world::POS_A, |p| p.position);
     let pos = sm.idx("probes.position", pos);
     sm.say(format!(
-        "Probes (logistic, resid_post at position {pos}): {about} is linearly decodable (held-out accuracy at least {thr}) {}.",
+        "Probes for {about} (logistic, resid_post at position {pos}; decodable = held-out accuracy at least {thr}): {}.",
         parts.join("; ")
     ));
     // Transfer at the last layer: does B read the label the way A does?
@@ -1642,13 +1645,29 @@ fn pair_section(
         ..Default::default()
     });
 
-    // Within-checkpoint patching.
+    // Within-checkpoint patching: the residual-stream denoising maps of both checkpoints open,
+    // every map (attention, MLP, heads, noising) folded per checkpoint.
     if let Some(c) = &p.contrast {
+        let mut main = html::Group {
+            title: format!(
+                "Activation patching over the {c} contrast: residual stream, denoising ({})",
+                p.metric_about
+            ),
+            ..Default::default()
+        };
+        let mut folded = Vec::new();
         for ck in [ca, cb] {
             if let Some(pd) = ck.patching.get(c) {
-                groups.push(patch_group(ck, pd, &ck_stem[&ck.name], figs));
+                let mut all = patch_group(ck, pd, &ck_stem[&ck.name], data.settings.min_gap, figs);
+                if let Some(f) = all.figures.first() {
+                    main.figures.push(f.clone());
+                }
+                all.figures.remove(0);
+                folded.push(all);
             }
         }
+        groups.push(main);
+        groups.extend(folded);
     }
 
     // Cross-checkpoint patching.
@@ -1747,6 +1766,9 @@ fn pair_section(
     }
 }
 
+/// One statistic of a behaviour row.
+type StatOf = fn(&world::Stats) -> f64;
+
 fn behaviour_group(
     p: &PairData,
     ca: &CheckpointData,
@@ -1762,8 +1784,8 @@ fn behaviour_group(
     let mut rows = Vec::new();
     let mut bars_ck = Vec::new();
     let mut bars_vals: Vec<Vec<Option<f64>>> = Vec::new();
-    let metrics: Vec<(String, Split, fn(&world::Stats) -> f64)> = {
-        let mut m: Vec<(String, Split, fn(&world::Stats) -> f64)> = Vec::new();
+    let metrics: Vec<(String, Split, StatOf)> = {
+        let mut m: Vec<(String, Split, StatOf)> = Vec::new();
         for &sp in &splits {
             let suffix = if sp == Split::All {
                 String::new()
@@ -1778,8 +1800,12 @@ fn behaviour_group(
         }
         m
     };
+    // S3 rows other than `_` only where S3 matters: the reward contrast, or a dt checkpoint.
+    let shown = |c: &CheckpointData, r: &Row| {
+        r.s3 == "_" || p.contrast.as_deref() == Some("reward") || c.recipe.as_deref() == Some("dt")
+    };
     for c in [ca, cb] {
-        for r in &c.behaviour {
+        for r in c.behaviour.iter().filter(|r| shown(c, r)) {
             for &sp in &splits {
                 let st = r.get(sp);
                 rows.push(vec![
@@ -1870,17 +1896,29 @@ fn behaviour_group(
     g
 }
 
-fn patch_group(ck: &CheckpointData, pd: &PatchData, ck_stem: &str, figs: &mut Figs) -> html::Group {
+/// Every patching map of one checkpoint (resid_pre denoising first), folded.
+fn patch_group(
+    ck: &CheckpointData,
+    pd: &PatchData,
+    ck_stem: &str,
+    min_gap: f64,
+    figs: &mut Figs,
+) -> html::Group {
     let mut g = html::Group {
         title: format!(
-            "Activation patching in {} over the {} contrast ({} pairs; {})",
-            ck.name, pd.contrast, pd.denoise.n_pairs, pd.metric
+            "All patching maps of {} over the {} contrast ({} pairs, clean {:.3}, corrupt {:.3})",
+            ck.name,
+            pd.contrast,
+            pd.denoise.n_pairs,
+            pd.denoise.clean_metric,
+            pd.denoise.corrupt_metric
         ),
-        collapsed: false,
+        collapsed: true,
         ..Default::default()
     };
+    // Below `min_gap` a normalised value is mostly noise: plot the raw change instead.
     let gap = (pd.denoise.clean_metric - pd.denoise.corrupt_metric).abs() as f64;
-    let normalised = gap > 1e-6;
+    let normalised = gap >= min_gap;
     let contrast = pd
         .tokens
         .get(pd.contrast_position())
