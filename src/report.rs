@@ -30,7 +30,6 @@ use crate::world::{self, Contrast, PromptDist, Split, WorldConfig};
 use crate::{fsio, html, Error, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -250,6 +249,9 @@ pub struct Settings {
     /// Smallest metric gap (logits) worth normalising by: below it the normalised values are
     /// mostly noise.
     pub min_gap: f64,
+    /// Worker threads (not part of the results, so not in data.json).
+    #[serde(skip)]
+    pub jobs: usize,
 }
 
 impl Default for Settings {
@@ -263,15 +265,16 @@ impl Default for Settings {
 pub const DEFAULT_N: usize = 2000;
 
 impl Settings {
-    /// Settings scaled from `n` prompts: `n` for behaviour, `n / 4` for probes and for
-    /// cross-checkpoint patching and the lens, `n / 32` patching pairs (a sweep runs
-    /// 11 positions × (3 + heads) cells per pair per layer), each at least 16 (probes: at least
-    /// 4 per fold and class).
+    /// Settings scaled from `n` prompts: `n` for behaviour (P(E) needs ~2000 to be stable,
+    /// DESIGN.md §4), `n / 4` for probes, `n / 8` for cross-checkpoint patching and the lens,
+    /// `n / 128` patching pairs (a sweep runs 11 positions × (3 + heads) cells per pair per
+    /// layer, in both directions; the pairs differ only in their digits, so a few suffice);
+    /// each at least 8 (probes: 40, so that every fold holds each class).
     pub fn with_n(n: usize) -> Settings {
         Settings {
             n_eval: n.max(1),
-            n_patch: (n / 32).max(16),
-            n_cross: (n / 4).max(16),
+            n_patch: (n / 128).max(8),
+            n_cross: (n / 8).max(8),
             n_probe: (n / 4).max(40),
             seed: 0,
             c: 1.0,
@@ -281,6 +284,7 @@ impl Settings {
             decodable: 0.9,
             carries: 0.5,
             min_gap: 0.1,
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -843,7 +847,7 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
         .flat_map(|(n, bs)| bs.iter().map(move |b| (n.clone(), *b)))
         .collect();
     progress.stage("behaviour", eval_jobs.len());
-    let rows = par_map(&eval_jobs, |(n, b)| {
+    let rows = par_map(s.jobs, &eval_jobs, |(n, b)| {
         let ck = &cks[n];
         let o = EvalOpts {
             n: s.n_eval,
@@ -866,7 +870,7 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     // Within-checkpoint patching, both directions.
     let jobs: Vec<_> = patch_jobs.into_iter().collect();
     progress.stage("patching", jobs.len());
-    let done = par_map(&jobs, |(n, c)| {
+    let done = par_map(s.jobs, &jobs, |(n, c)| {
         let contrast: Contrast = c.parse()?;
         let r = patch_data(&cks[n], contrast, s)?;
         progress.step("patching", &format!("{n} {c}"));
@@ -882,7 +886,7 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     // Probes: one activation set per (checkpoint, label).
     let jobs: Vec<_> = probe_jobs.into_iter().collect();
     progress.stage("probes", jobs.len());
-    let runs = par_map(&jobs, |(n, l)| {
+    let runs = par_map(s.jobs, &jobs, |(n, l)| {
         let r = run_probe(&cks[n], Label::parse(l)?, s)?;
         progress.step("probes", &format!("{n} {l}"));
         Ok(r)
@@ -898,7 +902,7 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     // Logit lens per (checkpoint, prompt set).
     let jobs: Vec<_> = lens_jobs.into_iter().collect();
     progress.stage("logit lens", jobs.len());
-    let lensed = par_map(&jobs, |((n, _), set)| {
+    let lensed = par_map(s.jobs, &jobs, |((n, _), set)| {
         let r = lens::logit_lens(&cks[n].model, &set.ids, Some(set.pos), &lens_tokens(set))?;
         progress.step("logit lens", n);
         Ok(r)
@@ -913,7 +917,7 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     // Per pair: weight diff, cross-checkpoint patching, probe transfer, leakage, summary.
     progress.stage("pairs", pairs.pairs.len());
     let items: Vec<(&PairSpec, &PromptSet)> = pairs.pairs.iter().zip(&sets).collect();
-    let out = par_map(&items, |(p, set)| {
+    let out = par_map(s.jobs, &items, |(p, set)| {
         pair_data(p, set, &cks, &data, &probe_runs, pairs, has_base, s)
             .map_err(|e| Error::file(&pairs.path, format!("pair '{}': {e}", p.name)))
             .inspect(|_| progress.step("pairs", &p.name))
@@ -998,12 +1002,41 @@ fn pair_data(
     }
 }
 
-/// `f` over `items` on rayon's pool, results in order; the first error wins.
+/// `f` over `items` on `jobs` worker threads, results in item order; after an error the
+/// workers stop taking items and the first error (in item order) is returned. Jobs run in
+/// parallel rather than candle's kernels: at this model size one thread per forward is faster
+/// than two (CANDLE-NOTES.md), so the CLI runs candle single-threaded.
 fn par_map<T: Sync, R: Send>(
+    jobs: usize,
     items: &[T],
-    f: impl Fn(&T) -> Result<R> + Sync + Send,
+    f: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    items.par_iter().map(f).collect()
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let slots: Mutex<Vec<Option<Result<R>>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|sc| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            sc.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                if r.is_err() {
+                    next.store(items.len(), Ordering::SeqCst);
+                }
+                slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for r in slots.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        match r {
+            Some(r) => out.push(r?),
+            // Only items after a failed one are left undone.
+            None => input_err!("internal: a report job was skipped without an error"),
+        }
+    }
+    Ok(out)
 }
 
 /// Tokens the lens reads: `E`, `H` for the mode metric; `!` and the ten digits for defect.
@@ -1582,7 +1615,7 @@ pub fn render(data: &ReportData, progress: &dyn Progress) -> Result<Vec<(String,
         sections.push(pair_section(data, p, &stem, &ck_stem, &mut figs));
     }
     progress.stage("figures", figs.jobs.len());
-    let rendered: Vec<plot::Rendered> = par_map(&figs.jobs, |(stem, f)| {
+    let rendered: Vec<plot::Rendered> = par_map(data.settings.jobs, &figs.jobs, |(stem, f)| {
         let r = f.render()?;
         progress.step("figures", stem);
         Ok(r)
