@@ -267,13 +267,13 @@ pub const DEFAULT_N: usize = 2000;
 impl Settings {
     /// Settings scaled from `n` prompts: `n` for behaviour (P(E) needs ~2000 to be stable,
     /// DESIGN.md §4), `n / 4` for probes, `n / 8` for cross-checkpoint patching and the lens,
-    /// `n / 128` patching pairs (a sweep runs 11 positions × (3 + heads) cells per pair per
+    /// `n / 128` (rounded up) patching pairs (a sweep runs 11 positions × (3 + heads) cells per pair per
     /// layer, in both directions; the pairs differ only in their digits, so a few suffice);
     /// each at least 8 (probes: 40, so that every fold holds each class).
     pub fn with_n(n: usize) -> Settings {
         Settings {
             n_eval: n.max(1),
-            n_patch: (n / 128).max(8),
+            n_patch: n.div_ceil(128).max(8),
             n_cross: (n / 8).max(8),
             n_probe: (n / 4).max(40),
             seed: 0,
@@ -852,7 +852,7 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
         let o = EvalOpts {
             n: s.n_eval,
             // eval's own default seed (1), so the report's rows match `feedlens eval`'s.
-            seed: s.seed + 1,
+            seed: s.seed.wrapping_add(1),
             decodes: vec![Decode::T1],
             buckets: vec![*b],
         };
