@@ -1295,11 +1295,13 @@ fn patch_sentences(
     match last_slot {
         Some(l) => {
             let share = resid_at(sw, l, fp, s.min_gap).unwrap_or(0.0);
-            line += &format!(
-                " at the slot (position {}) restores {} of it up to layer {}",
+            let (p, l) = (
                 sm.idx(&format!("{k}.slot_position"), fp),
-                sm.pct(&format!("{k}.slot_last_share"), share),
-                sm.idx(&format!("{k}.slot_last_layer"), l)
+                sm.idx(&format!("{k}.slot_last_layer"), l),
+            );
+            line += &format!(
+                " at the slot (position {p}) restores at least {half} of it up to layer {l} ({} at layer {l})",
+                sm.pct(&format!("{k}.slot_last_share"), share)
             );
         }
         None => line += &format!(" at the slot restores less than {half} at every layer"),
@@ -1307,11 +1309,13 @@ fn patch_sentences(
     match first_pos {
         Some(l) => {
             let share = resid_at(sw, l, pos, s.min_gap).unwrap_or(0.0);
-            line += &format!(
-                ", and at the metric position {} it restores {} from layer {} on.",
+            let (p, l) = (
                 sm.idx(&format!("{k}.pos"), pos),
-                sm.pct(&format!("{k}.pos_first_share"), share),
-                sm.idx(&format!("{k}.pos_first_layer"), l)
+                sm.idx(&format!("{k}.pos_first_layer"), l),
+            );
+            line += &format!(
+                ", and at the metric position {p} from layer {l} on ({} at layer {l}).",
+                sm.pct(&format!("{k}.pos_first_share"), share)
             );
         }
         None => {
@@ -1354,9 +1358,7 @@ fn patch_sentences(
         ));
     }
     if !parts.is_empty() {
-        let mut t = parts.join("; ");
-        t[..1].make_ascii_uppercase();
-        sm.say(format!("In {name}: {t}."));
+        sm.say(format!("In {name}, {}.", parts.join("; ")));
     }
 }
 
