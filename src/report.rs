@@ -948,16 +948,17 @@ fn pair_data(
     {
         let (a, b) = (&cks[&p.a], &cks[&p.b]);
         let weight_diff = diff::weight_diff(&a.model, &p.a, &b.model, &p.b)?;
-        let comps = [Component::ResidPre, Component::AttnOut, Component::MlpOut];
         let cross = patching::patch_models(
             &a.model,
             &b.model,
             &set.ids,
             &set.metrics,
-            Some(set.pos),
-            &comps,
-            None,
-            None,
+            &patching::CrossSpec {
+                comps: vec![Component::ResidPre, Component::AttnOut, Component::MlpOut],
+                pos: Some(set.pos),
+                position: None,
+                layer: None,
+            },
         )?;
         let label = label_name(probe_label(p));
         let ra = &probe_runs[&(p.a.clone(), label.clone())];
