@@ -42,6 +42,23 @@ pub struct Section {
     pub figures: Vec<Figure>,
     /// Notes shown after the figures (plain text).
     pub notes: Vec<String>,
+    /// Sub-sections after the notes, each under its own heading.
+    pub groups: Vec<Group>,
+}
+
+/// A sub-section of a [`Section`]: a heading, then tables, figures and notes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Group {
+    /// Heading (an `h3`, or the `summary` line when `collapsed`).
+    pub title: String,
+    /// Tables.
+    pub tables: Vec<Table>,
+    /// Figures.
+    pub figures: Vec<Figure>,
+    /// Notes shown after the figures (plain text).
+    pub notes: Vec<String>,
+    /// Shown folded (`<details>`) until the reader opens it.
+    pub collapsed: bool,
 }
 
 /// Escape text for HTML element content and quoted attribute values.
@@ -78,7 +95,8 @@ h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #aaa}\
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #bbb;padding:3px 8px;text-align:right}\
 th{background:#eee}td:first-child,th:first-child{text-align:left}caption{text-align:left;font-weight:bold;padding:4px 0}\
 figure{display:inline-block;margin:0.5em;vertical-align:top}figure img{max-width:520px;border:1px solid #ddd}\
-figcaption{font-size:0.85em;max-width:520px}.summary li{margin:0.3em 0}nav a{margin-right:1em}.note{color:#555;font-size:0.9em}";
+figcaption{font-size:0.85em;max-width:520px}.summary li{margin:0.3em 0}nav a{margin-right:1em}.note{color:#555;font-size:0.9em}\
+h3{margin:1.2em 0 0.3em}details{margin:0.8em 0}summary{cursor:pointer;font-weight:bold;margin:0.4em 0}";
 
 /// The whole page. Every piece of text is escaped here.
 pub fn page(title: &str, intro: &[String], sections: &[Section]) -> String {
@@ -116,41 +134,57 @@ pub fn page(title: &str, intro: &[String], sections: &[Section]) -> String {
             }
             h.push_str("</ul>\n");
         }
-        for t in &s.tables {
-            let _ = write!(
-                h,
-                "<table>\n<caption>{}</caption>\n<tr>",
-                escape(&t.caption)
-            );
-            for c in &t.headers {
-                let _ = write!(h, "<th>{}</th>", escape(c));
+        body(&mut h, &s.tables, &s.figures, &s.notes);
+        for g in &s.groups {
+            if g.collapsed {
+                let _ = writeln!(h, "<details>\n<summary>{}</summary>", escape(&g.title));
+            } else {
+                let _ = writeln!(h, "<h3>{}</h3>", escape(&g.title));
+            }
+            body(&mut h, &g.tables, &g.figures, &g.notes);
+            if g.collapsed {
+                h.push_str("</details>\n");
+            }
+        }
+        h.push_str("</section>\n");
+    }
+    h.push_str("</body>\n</html>\n");
+    h
+}
+
+/// Tables, figures and notes, in that order.
+fn body(h: &mut String, tables: &[Table], figures: &[Figure], notes: &[String]) {
+    for t in tables {
+        let _ = write!(
+            h,
+            "<table>\n<caption>{}</caption>\n<tr>",
+            escape(&t.caption)
+        );
+        for c in &t.headers {
+            let _ = write!(h, "<th>{}</th>", escape(c));
+        }
+        h.push_str("</tr>\n");
+        for r in &t.rows {
+            h.push_str("<tr>");
+            for c in r {
+                let _ = write!(h, "<td>{}</td>", escape(c));
             }
             h.push_str("</tr>\n");
-            for r in &t.rows {
-                h.push_str("<tr>");
-                for c in r {
-                    let _ = write!(h, "<td>{}</td>", escape(c));
-                }
-                h.push_str("</tr>\n");
-            }
-            h.push_str("</table>\n");
         }
-        for f in &s.figures {
-            let _ = writeln!(
+        h.push_str("</table>\n");
+    }
+    for f in figures {
+        let _ = writeln!(
                 h,
                 "<figure><a href=\"{svg}\"><img src=\"{png}\" alt=\"{cap}\"/></a><figcaption>{cap} (<a href=\"{svg}\">SVG</a>)</figcaption></figure>",
                 svg = escape(&f.svg),
                 png = escape(&f.png),
                 cap = escape(&f.caption)
             );
-        }
-        for n in &s.notes {
-            let _ = writeln!(h, "<p class=\"note\">{}</p>", escape(n));
-        }
-        h.push_str("</section>\n");
     }
-    h.push_str("</body>\n</html>\n");
-    h
+    for n in notes {
+        let _ = writeln!(h, "<p class=\"note\">{}</p>", escape(n));
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +209,12 @@ mod tests {
                 caption: evil.into(),
             }],
             notes: vec![evil.into()],
+            groups: vec![Group {
+                title: evil.into(),
+                notes: vec![evil.into()],
+                collapsed: true,
+                ..Group::default()
+            }],
         };
         let h = page(evil, &[evil.into()], &[s]);
         assert!(!h.contains("<script>"), "{h}");

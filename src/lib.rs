@@ -32,6 +32,7 @@ pub mod patching;
 pub mod plot;
 pub mod probe_math;
 pub mod probes;
+pub mod report;
 pub mod sample;
 pub mod tokens;
 pub mod train;

@@ -1,0 +1,326 @@
+//! `feedlens report` on a small quick zoo (base, rlhf, rlhf-optout; built once): the page is
+//! well-formed XHTML, every referenced image exists and decodes, every number in the generated
+//! summaries is a number of data.json, names are escaped, and bad input (existing report
+//! without --force, a missing checkpoint, an unwritable output folder) is refused in one line
+//! with nothing left behind.
+
+mod common;
+
+use common::feedlens;
+use quick_xml::events::Event;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A pair name that would run script if it were not escaped.
+const EVIL: &str = "optout<script>alert('x')</script>";
+
+/// The quick zoo subset and a pairs file beside it, built once for every test here.
+fn zoo() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        let o = feedlens(&[
+            "zoo",
+            "--quick",
+            "--only",
+            "base,rlhf,rlhf-optout",
+            "--out",
+            d.path().to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let pairs = format!(
+            "[[pair]]\nname = \"{}\"\na = \"rlhf\"\nb = \"rlhf-optout\"\ncontrast = \"optout\"\nmetric = \"mode\"\n",
+            EVIL.replace('"', "\\\"")
+        );
+        std::fs::write(d.path().join("pairs.toml"), pairs).unwrap();
+        std::fs::write(
+            d.path().join("missing.toml"),
+            "[[pair]]\nname = \"gone\"\na = \"rlhf\"\nb = \"nope\"\nmetric = \"mode\"\n",
+        )
+        .unwrap();
+        d
+    })
+    .path()
+}
+
+/// Run `feedlens report` on `pairs` (a file in the zoo folder) into `out` with a small n.
+fn report(pairs: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let p = zoo().join(pairs);
+    let mut args = vec![
+        "report",
+        "--pairs",
+        p.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--n",
+        "64",
+    ];
+    args.extend_from_slice(extra);
+    feedlens(&args)
+}
+
+fn one_line_error(o: &std::process::Output) -> String {
+    assert!(!o.status.success(), "expected failure");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    lines[0].to_string()
+}
+
+/// Parse `html` as XML; returns the text of every `<li>` of the summary lists and every local
+/// `src` / `href` target. Panics on malformed markup or unbalanced tags.
+fn parse_page(html: &str) -> (Vec<String>, Vec<String>) {
+    let mut r = quick_xml::Reader::from_str(html);
+    r.config_mut().check_end_names = true;
+    let mut stack: Vec<String> = Vec::new();
+    let mut in_summary = false;
+    let mut items = Vec::new();
+    let mut links = Vec::new();
+    let mut attrs_of = |e: &quick_xml::events::BytesStart| {
+        for a in e.attributes() {
+            let a = a.expect("well-formed attribute");
+            let key = a.key.as_ref().to_string();
+            let v = a
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .expect("attribute entities")
+                .to_string();
+            if (key == "src" || key == "href") && !v.starts_with('#') {
+                links.push(v);
+            }
+        }
+    };
+    loop {
+        match r.read_event().unwrap_or_else(|e| {
+            panic!(
+                "index.html is not well-formed at byte {}: {e}",
+                r.buffer_position()
+            )
+        }) {
+            Event::Start(e) => {
+                let name = e.name().as_ref().to_string();
+                attrs_of(&e);
+                if name == "ul"
+                    && e.attributes()
+                        .flatten()
+                        .any(|a| a.key.as_ref() == "class" && &*a.value == "summary")
+                {
+                    in_summary = true;
+                }
+                if name == "li" && in_summary {
+                    items.push(String::new());
+                }
+                stack.push(name);
+            }
+            Event::Empty(e) => attrs_of(&e),
+            Event::End(e) => {
+                let name = e.name().as_ref().to_string();
+                assert_eq!(
+                    stack.pop().as_deref(),
+                    Some(name.as_str()),
+                    "unbalanced tags"
+                );
+                if name == "ul" {
+                    in_summary = false;
+                }
+            }
+            Event::Text(t) => {
+                let s = t.xml10_content().to_string();
+                if in_summary && stack.last().map(String::as_str) == Some("li") {
+                    items.last_mut().unwrap().push_str(&s);
+                }
+            }
+            Event::GeneralRef(g) => {
+                // An entity inside text (`&lt;`): resolve it for the summary text.
+                let s = quick_xml::escape::unescape(&format!("&{};", &*g))
+                    .expect("known entity")
+                    .to_string();
+                if in_summary && stack.last().map(String::as_str) == Some("li") {
+                    items.last_mut().unwrap().push_str(&s);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert!(stack.is_empty(), "unclosed tags: {stack:?}");
+    (items, links)
+}
+
+/// Numbers written in `text`: an optional `-` then digits with an optional fraction, not glued
+/// to a letter (so `<r4>` or `d1` are names, not numbers). Returned as written.
+fn numbers(text: &str) -> Vec<String> {
+    let c: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < c.len() {
+        let glued = i > 0 && (c[i - 1].is_alphanumeric() || c[i - 1] == '_' || c[i - 1] == '.');
+        if c[i].is_ascii_digit() && !glued {
+            let neg = i > 0 && c[i - 1] == '-' && (i == 1 || !c[i - 2].is_alphanumeric());
+            let start = i;
+            while i < c.len() && c[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i + 1 < c.len() && c[i] == '.' && c[i + 1].is_ascii_digit() {
+                i += 1;
+                while i < c.len() && c[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+            let s: String = c[start..i].iter().collect();
+            out.push(if neg { format!("-{s}") } else { s });
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn all_numbers(v: &serde_json::Value, out: &mut Vec<f64>) {
+    match v {
+        serde_json::Value::Number(n) => out.extend(n.as_f64()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| all_numbers(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| all_numbers(x, out)),
+        _ => {}
+    }
+}
+
+/// `shown` (as written, d decimals) is `v` rounded to d decimals.
+fn shows(shown: &str, v: f64) -> bool {
+    let d = shown.split_once('.').map_or(0, |(_, f)| f.len());
+    let r = format!("{v:.d$}");
+    r == shown
+        || (shown.trim_start_matches('-') == r.trim_start_matches('-')
+            && shown.trim_start_matches(['-', '0', '.']).is_empty())
+}
+
+#[test]
+fn report_for_one_pair_is_complete_and_consistent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("rep");
+    let o = report("pairs.toml", &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+
+    // Escaping: the pair name's markup is text, never a tag.
+    assert!(!html.contains("<script"), "unescaped pair name");
+    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+
+    // Well-formed, and every local reference exists; PNGs decode, SVGs parse.
+    let (summary, links) = parse_page(&html);
+    let mut pngs = 0;
+    for l in &links {
+        assert!(!l.contains("://"), "no network references: {l}");
+        let p: PathBuf = out.join(l);
+        assert!(p.is_file(), "missing {l}");
+        if l.ends_with(".png") {
+            let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
+            let mut rd = dec.read_info().unwrap_or_else(|e| panic!("{l}: {e}"));
+            let mut buf = vec![0; rd.output_buffer_size()];
+            let info = rd
+                .next_frame(&mut buf)
+                .unwrap_or_else(|e| panic!("{l}: {e}"));
+            assert!(info.width > 100 && info.height > 100, "{l}: {info:?}");
+            pngs += 1;
+        } else if l.ends_with(".svg") {
+            let svg = std::fs::read_to_string(&p).unwrap();
+            let mut r = quick_xml::Reader::from_str(&svg);
+            loop {
+                match r.read_event() {
+                    Ok(Event::Eof) => break,
+                    Ok(_) => {}
+                    Err(e) => panic!("{l}: {e}"),
+                }
+            }
+        }
+    }
+    // Behaviour, weight diff, 2 checkpoints × 2 directions × 4 patching maps, cross, probes, lens.
+    assert!(pngs >= 16, "only {pngs} figures");
+
+    // Every number in the summary is a number of data.json (rounded as shown).
+    let data: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("data.json")).unwrap()).unwrap();
+    let mut nums = Vec::new();
+    all_numbers(&data, &mut nums);
+    assert!(summary.len() >= 5, "summary: {summary:?}");
+    let pair = &data["pairs"][0];
+    assert_eq!(pair["name"], EVIL);
+    let sentences: Vec<String> = pair["summary"]["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(summary, sentences, "the page shows data.json's summary");
+    let mut checked = 0;
+    for s in &summary {
+        for n in numbers(s) {
+            assert!(
+                nums.iter().any(|&v| shows(&n, v)),
+                "{n} in \"{s}\" is not in data.json"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} numbers in the summary");
+    // And every fact the summary records is stored finite.
+    for (k, v) in pair["summary"]["facts"].as_object().unwrap() {
+        assert!(v.as_f64().is_some_and(f64::is_finite), "fact {k} = {v}");
+    }
+
+    // No overwrite without --force; the report stays as it was.
+    let before = std::fs::read(out.join("index.html")).unwrap();
+    let e = one_line_error(&report("pairs.toml", &out, &[]));
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(std::fs::read(out.join("index.html")).unwrap(), before);
+    // With --force it is replaced whole, and no temp folder is left beside it. This run uses
+    // one worker instead of one per core: the report is the same, byte for byte.
+    let json_before = std::fs::read(out.join("data.json")).unwrap();
+    let o = report("pairs.toml", &out, &["--force", "--jobs", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(out.join("data.json")).unwrap(), json_before);
+    assert_eq!(std::fs::read(out.join("index.html")).unwrap(), before);
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("rep")]);
+}
+
+#[test]
+fn bad_input_fails_in_one_line_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A pairs file naming a missing checkpoint.
+    let out = tmp.path().join("rep");
+    let e = one_line_error(&report("missing.toml", &out, &[]));
+    assert!(e.contains("missing.toml") && e.contains("'nope'"), "{e}");
+    assert!(!out.exists());
+    // An output folder that cannot be created (its parent is a file).
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let e = one_line_error(&report("pairs.toml", &file.join("rep"), &[]));
+    assert!(e.contains("not a directory"), "{e}");
+    // An unknown --only name.
+    let e = one_line_error(&report("pairs.toml", &out, &["--only", "nosuch"]));
+    assert!(e.contains("nosuch"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("file")],
+        "nothing written"
+    );
+}
+
+#[test]
+fn number_parser_reads_numbers_not_names() {
+    assert_eq!(
+        numbers("P(E) 0.25 with <r4>, layer 3 head 1, d1, -1.50 and 85 %"),
+        vec!["0.25", "3", "1", "-1.50", "85"]
+    );
+    assert!(shows("0.25", 0.2499));
+    assert!(shows("-0.00", 0.001));
+    assert!(!shows("0.25", 0.26));
+}
