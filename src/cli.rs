@@ -259,9 +259,15 @@ fn inspect(dir: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Prompts from `--ids` (comma-separated ids) or `--text` (tokenized), one row each.
+/// Check token rows against the model (ids in range, lengths fit), naming the argument.
+fn check_rows(model: &feedlens::Gpt2, rows: &[Vec<u32>], arg: &str) -> Result<()> {
+    model.check_ids(rows).with_context(|| arg.to_string())
+}
+
+/// Prompts from `--ids` (comma-separated ids) or `--text` (tokenized), one row each, checked
+/// against the model.
 fn prompts(ck: &checkpoint::Checkpoint, ids: &[String], text: &[String]) -> Result<Vec<Vec<u32>>> {
-    Ok(if text.is_empty() {
+    let rows = if text.is_empty() {
         ids.iter()
             .map(|s| feedlens::tokens::parse_ids(s, "--ids"))
             .collect::<feedlens::Result<_>>()?
@@ -269,7 +275,9 @@ fn prompts(ck: &checkpoint::Checkpoint, ids: &[String], text: &[String]) -> Resu
         text.iter()
             .map(|t| ck.encode(t, "--text"))
             .collect::<feedlens::Result<_>>()?
-    })
+    };
+    check_rows(&ck.model, &rows, if text.is_empty() { "--ids" } else { "--text" })?;
+    Ok(rows)
 }
 
 fn run(a: RunArgs) -> Result<()> {
@@ -850,6 +858,10 @@ fn patch(a: PatchArgs) -> Result<()> {
                 "give --clean and --corrupt, --clean-ids and --corrupt-ids, or --pairs"
             ),
         };
+        let arg = if a.clean.is_some() { "--clean" } else { "--clean-ids" };
+        check_rows(model, std::slice::from_ref(&clean), arg)?;
+        let arg = if a.corrupt.is_some() { "--corrupt" } else { "--corrupt-ids" };
+        check_rows(model, std::slice::from_ref(&corrupt), arg)?;
         let metric = match &a.metric {
             Some(m) => Metric::parse(m, |t| metric_token(&ck, t))?,
             None => patching::default_metric(model, &clean, &corrupt, a.at)?,
@@ -895,6 +907,8 @@ fn patch_models(a: PatchModelsArgs) -> Result<()> {
             .map(|t| cb.encode(t, "--prompts"))
             .collect::<feedlens::Result<_>>()?
     };
+    let arg = if a.prompts.is_empty() { "--prompt-ids" } else { "--prompts" };
+    check_rows(&cb.model, &prompts, arg)?;
     let metric = Metric::parse(&a.metric, |t| metric_token(&cb, t))?;
     let metrics = vec![metric; prompts.len()];
     let x = patching::patch_models(

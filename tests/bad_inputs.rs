@@ -3,7 +3,6 @@
 //! exit non-zero with exactly one `error:` line that names the file (or argument) and the
 //! problem, never panic, and write no output.
 
-mod common;
 #[path = "bad_inputs/corpus.rs"]
 mod corpus;
 

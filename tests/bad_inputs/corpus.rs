@@ -1,4 +1,5 @@
 //! The malformed-input corpus (issue 7): built from the tiny fixture into a folder at test
+#![allow(dead_code)]
 //! time, so every case is a few bytes away from a valid input and the corpus never goes stale
 //! when the fixture changes. Each case names the path the error line must mention and a word
 //! of the problem it must state.
@@ -88,6 +89,9 @@ pub fn build(root: &Path) -> Vec<Case> {
 
     // --- checkpoint directories: (name, file named, problem, what to change) ---
     type Edit = Box<dyn Fn(&Path)>;
+    fn edit(f: impl Fn(&Path) + 'static) -> Edit {
+        Box::new(f)
+    }
     let st = |bytes: Vec<u8>| -> Edit {
         Box::new(move |d: &Path| fs::write(d.join("model.safetensors"), &bytes).unwrap())
     };
@@ -266,7 +270,7 @@ pub fn build(root: &Path) -> Vec<Case> {
             "config-is-a-directory",
             cj,
             "is a directory",
-            Box::new(|d: &Path| {
+            edit(|d: &Path| {
                 fs::remove_file(d.join("config.json")).unwrap();
                 fs::create_dir(d.join("config.json")).unwrap();
             }),
@@ -275,7 +279,7 @@ pub fn build(root: &Path) -> Vec<Case> {
             "weights-is-a-directory",
             ms,
             "is a directory",
-            Box::new(|d: &Path| {
+            edit(|d: &Path| {
                 fs::remove_file(d.join(ms)).unwrap();
                 fs::create_dir(d.join(ms)).unwrap();
             }),
@@ -284,19 +288,19 @@ pub fn build(root: &Path) -> Vec<Case> {
             "config-missing",
             cj,
             "no such file",
-            Box::new(|d: &Path| fs::remove_file(d.join("config.json")).unwrap()),
+            edit(|d: &Path| fs::remove_file(d.join("config.json")).unwrap()),
         ),
         (
             "weights-missing",
             ms,
             "no such file",
-            Box::new(|d: &Path| fs::remove_file(d.join(ms)).unwrap()),
+            edit(|d: &Path| fs::remove_file(d.join(ms)).unwrap()),
         ),
         (
             "config-symlink-loop",
             cj,
             "cannot read",
-            Box::new(|d: &Path| {
+            edit(|d: &Path| {
                 fs::remove_file(d.join("config.json")).unwrap();
                 std::os::unix::fs::symlink("config.json", d.join("config.json")).unwrap();
             }),
