@@ -34,8 +34,18 @@ def run(solver, tol):
     return out
 
 
-for solver, tol in [("lbfgs", 1e-4), ("lbfgs", 1e-10), ("newton-cholesky", 1e-10)]:
+# newton-cholesky is left out: on the nearly separable deep layers its line search gives up and
+# falls back to lbfgs again and again (it ran > 15 min here without finishing).
+for solver, tol in [("lbfgs", 1e-4), ("lbfgs", 1e-10)]:
     run(solver, tol)  # warm-up
-    best = min(_timed for _timed in [(lambda: (lambda t: (run(solver, tol), time.perf_counter() - t)[1])(time.perf_counter()))() for _ in range(5)])
-    print(f"sklearn {solver} tol={tol}: 5 layers x 5-fold CV: {best * 1e3:.1f} ms (best of 5, {threads} threads)")
-print("per-layer (accuracy, AUROC) with newton-cholesky:", [(round(a, 4), round(u, 4)) for a, u in run("newton-cholesky", 1e-10)])
+    walls, cpus = [], []
+    for _ in range(5):
+        w, c = time.perf_counter(), time.process_time()
+        run(solver, tol)
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    print(
+        f"sklearn {solver} tol={tol}: 5 layers x 5-fold CV: wall {min(walls) * 1e3:.0f} ms (best of 5), "
+        f"CPU {sum(cpus) / len(cpus) * 1e3:.0f} ms per run ({threads} threads)"
+    )
+print("per-layer (accuracy, AUROC), lbfgs tol=1e-10:", [(round(a, 4), round(u, 4)) for a, u in run("lbfgs", 1e-10)])

@@ -49,7 +49,8 @@ def make_model(name, root):
     n_layer, n_embd, n_head, vocab, n_pos = SHAPES[name]
     torch.manual_seed(0)
     cfg = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab,
-                     n_positions=n_pos, activation_function="gelu_new")
+                     n_positions=n_pos, activation_function="gelu_new",
+                     bos_token_id=min(50256, vocab - 1), eos_token_id=min(50256, vocab - 1))
     GPT2LMHeadModel(cfg).eval().save_pretrained(path)
     return path
 

@@ -33,6 +33,26 @@ fn data() -> (Vec<Array2<f32>>, Vec<i64>) {
     (xs, y)
 }
 
+/// CPU seconds (user + system, all threads) this process has used: on a shared machine the
+/// wall-clock numbers criterion prints include waiting for a core, so print this beside them.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of proc(5) (utime, stime), in clock ticks of 1/100 s on Linux.
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn bench(c: &mut Criterion) {
     let (xs, y) = data();
     let tensors: Vec<(String, StTensor)> = xs
@@ -53,6 +73,34 @@ fn bench(c: &mut Criterion) {
     let folds = probe_math::stratified_folds(&enc, 5, 0).unwrap();
     // Control keys: 10 token types, like the ten digits of the toy world.
     let keys: Vec<u32> = (0..N as u32).map(|i| i % 10).collect();
+    for (name, n_random, control) in [
+        ("CV only", 0, false),
+        ("CV + control + top PC", 0, true),
+        ("CV + control + top PC + 1000 random directions", 1000, true),
+    ] {
+        let o = LayerOptions {
+            c: 1.0,
+            n_random,
+            seed: 0,
+            control_keys: control.then(|| keys.clone()),
+        };
+        let reps = 5;
+        let t0 = cpu_seconds();
+        for _ in 0..reps {
+            for x in &xs {
+                if control {
+                    probe_math::probe_layer(x.view(), &enc, &folds, &o).unwrap();
+                } else {
+                    probe_math::cross_validate(x.view(), &enc, x.view(), &enc.idx, &folds, 1.0)
+                        .unwrap();
+                }
+            }
+        }
+        eprintln!(
+            "CPU time, 5 layers, {name}: {:.0} ms per run (user + system, all threads)",
+            (cpu_seconds() - t0) / reps as f64 * 1e3
+        );
+    }
     let mut g = c.benchmark_group("probe_all_layers");
     g.sample_size(10);
     let opts = |n_random| LayerOptions {

@@ -276,15 +276,25 @@ fn to_tensor(view: &safetensors::tensor::TensorView, name: &str, path: &Path) ->
     Ok(t)
 }
 
-/// f32 tensor bytes in safetensors layout.
+/// A tensor to write to safetensors: f32 or i64 data, row-major.
+#[derive(Clone, Debug)]
+pub enum StTensor {
+    /// f32 values with a shape.
+    F32(Vec<usize>, Vec<f32>),
+    /// i64 values with a shape.
+    I64(Vec<usize>, Vec<i64>),
+}
+
+/// A tensor's bytes in safetensors layout.
 struct Raw {
+    dtype: StDtype,
     shape: Vec<usize>,
     data: Vec<u8>,
 }
 
 impl View for &Raw {
     fn dtype(&self) -> StDtype {
-        StDtype::F32
+        self.dtype
     }
     fn shape(&self) -> &[usize] {
         &self.shape
@@ -297,27 +307,52 @@ impl View for &Raw {
     }
 }
 
+/// Serialise named tensors as safetensors bytes. Deterministic: the format orders tensors by
+/// dtype alignment and name, and `metadata` (if any) is a sorted map.
+pub fn serialize(
+    tensors: &[(String, StTensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let raws: Vec<(&str, Raw)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let raw = match t {
+                StTensor::F32(shape, v) => Raw {
+                    dtype: StDtype::F32,
+                    shape: shape.clone(),
+                    data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                },
+                StTensor::I64(shape, v) => Raw {
+                    dtype: StDtype::I64,
+                    shape: shape.clone(),
+                    data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                },
+            };
+            (n.as_str(), raw)
+        })
+        .collect();
+    safetensors::serialize(raws.iter().map(|(n, r)| (*n, r)), metadata)
+        .map_err(|e| Error::input(format!("cannot serialise tensors: {e}")))
+}
+
 /// The bytes of `model.safetensors` for `model`: HF names with `transformer.`, tied
 /// unembedding (no `lm_head.weight`), metadata `format: pt`. Deterministic.
 pub fn safetensors_bytes(model: &Gpt2) -> Result<Vec<u8>> {
-    let raws: Vec<(String, Raw)> = model
+    let tensors: Vec<(String, StTensor)> = model
         .tensors()
         .into_iter()
         .map(|(n, t)| {
             let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
             Ok((
                 format!("transformer.{n}"),
-                Raw {
-                    shape: t.dims().to_vec(),
-                    data,
-                },
+                StTensor::F32(t.dims().to_vec(), v),
             ))
         })
         .collect::<Result<_>>()?;
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), Some(meta))
-        .map_err(|e| Error::input(format!("cannot serialise tensors: {e}")))
+    serialize(
+        &tensors,
+        Some(HashMap::from([("format".to_string(), "pt".to_string())])),
+    )
 }
 
 /// Save `model` as an HF GPT-2 directory (atomically; an existing `dir` only with `force`).

@@ -18,6 +18,8 @@ pub struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process; boxing the large argument structs would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Show a checkpoint's config, parameter count, tensors and manifest.
@@ -525,7 +527,7 @@ fn bar(total: u64, name: &str) -> indicatif::ProgressBar {
 /// Feed train progress into a bar (loss, and return for rlhf).
 fn show(pb: &indicatif::ProgressBar, p: feedlens::train::Progress) {
     pb.set_position(p.step as u64);
-    if p.step % 10 == 0 || p.step == p.steps {
+    if p.step.is_multiple_of(10) || p.step == p.steps {
         let r = p.ret.map(|r| format!(" return {r:.2}")).unwrap_or_default();
         pb.set_message(format!("loss {:.4}{r}", p.loss));
     }
@@ -911,9 +913,13 @@ fn patch_models(a: PatchModelsArgs) -> Result<()> {
     check_rows(&cb.model, &prompts, arg)?;
     let metric = Metric::parse(&a.metric, |t| metric_token(&cb, t))?;
     let metrics = vec![metric; prompts.len()];
-    let x = patching::patch_models(
-        &ca.model, &cb.model, &prompts, &metrics, a.at, &comps, a.position, a.layer,
-    )?;
+    let spec = patching::CrossSpec {
+        comps,
+        pos: a.at,
+        position: a.position,
+        layer: a.layer,
+    };
+    let x = patching::patch_models(&ca.model, &cb.model, &prompts, &metrics, &spec)?;
     println!(
         "A {} metric {:.4}, B {} metric {:.4} (mean over {} prompts, position {})",
         a.a.display(),

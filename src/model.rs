@@ -200,6 +200,15 @@ pub enum Logits {
     All,
     /// Only these absolute positions: `[batch, positions.len(), vocab]`.
     At(Vec<usize>),
+    /// Only these absolute positions and only these vocabulary rows of the tied unembedding:
+    /// `[batch, positions.len(), tokens.len()]`, column j the logit of `tokens[j]`. Logit
+    /// differences of a few tokens then cost a few rows instead of the whole vocabulary.
+    Tokens {
+        /// Absolute positions.
+        positions: Vec<usize>,
+        /// Token ids (columns of the result).
+        tokens: Vec<u32>,
+    },
     /// None (activations only).
     Skip,
 }
@@ -768,7 +777,7 @@ impl Gpt2 {
         let off = ctx.offset;
         let x = match &ctx.run.logits {
             Logits::Skip if !ctx.run.cache.contains(&Hook::LnFinal) => return Ok(None),
-            Logits::At(ps) => {
+            Logits::At(ps) | Logits::Tokens { positions: ps, .. } => {
                 if let Some(&p) = ps.iter().find(|&&p| p < off || p >= off + t) {
                     input_err!(
                         "logit position {p} is outside the run's positions {off}..{}",
@@ -790,8 +799,22 @@ impl Gpt2 {
             return Ok(None);
         }
         let h = self.ln_f.affine(&h.reshape((b * k, d))?, grad)?;
-        let logits = h.matmul(&self.wte.t()?)?; // [b·k, vocab]
-        Ok(Some(logits.reshape((b, k, self.cfg.vocab_size))?))
+        let unembed = match &ctx.run.logits {
+            Logits::Tokens { tokens, .. } => {
+                if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+                    input_err!(
+                        "logit token {bad} is out of range (vocab_size {})",
+                        self.cfg.vocab_size
+                    );
+                }
+                let idx = Tensor::from_vec(tokens.clone(), tokens.len(), x.device())?;
+                self.wte.index_select(&idx, 0)? // [n_tokens, d]
+            }
+            _ => self.wte.clone(), // [vocab, d]
+        };
+        let logits = h.matmul(&unembed.t()?)?; // [b·k, vocab or n_tokens]
+        let n = unembed.dim(0)?;
+        Ok(Some(logits.reshape((b, k, n))?))
     }
 
     /// Parameters as f32 (the only dtype the model runs in).

@@ -351,6 +351,15 @@ fn newton(p: &Problem, n_par: usize) -> Result<(Array1<f64>, usize, f64)> {
         let step = cholesky_solve(h, &g)
             .ok_or_else(|| crate::Error::input("logistic fit: Hessian not positive definite"))?;
         let slope = g.dot(&step);
+        // Near the optimum the predicted decrease (slope/2, the Newton decrement) drops below
+        // what f64 can resolve in an objective of size |f| (~1e-16·|f|), so Armijo's test turns
+        // into noise and would stall the iteration; there Newton's full step is safe (quadratic
+        // convergence region), so take it without a line search.
+        if 0.5 * slope <= 1e-10 * (1.0 + f.abs()) {
+            theta = &theta - &step;
+            f = p.objective(&theta);
+            continue;
+        }
         let mut t = 1.0;
         loop {
             let cand = &theta - &(&step * t);
@@ -388,7 +397,8 @@ fn cholesky_solve(mut a: Array2<f64>, b: &Array1<f64>) -> Option<Array1<f64>> {
         for k in 0..j {
             diag -= a[[j, k]] * a[[j, k]];
         }
-        if !(diag > 0.0) {
+        // Also catches NaN (a non-finite Hessian).
+        if diag.is_nan() || diag <= 0.0 {
             return None;
         }
         let l = diag.sqrt();

@@ -3,6 +3,7 @@
 //! plus fitting one probe on activations a user brings. The maths is in `probe_math`; the
 //! forward pass is `model`'s.
 
+pub use crate::checkpoint::StTensor;
 use crate::probe_math::{self, Logistic, Scores};
 use crate::sample::{self, Decode};
 use crate::world::{self, Prompt, PromptDist, WorldConfig};
@@ -11,64 +12,14 @@ use candle_core::{Device, Tensor};
 use ndarray::{Array2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safetensors::tensor::{Dtype as StDtype, SafeTensors, View};
+use safetensors::tensor::{Dtype as StDtype, SafeTensors};
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// A tensor to write to safetensors: f32 or i64 data, row-major.
-#[derive(Clone, Debug)]
-pub enum StTensor {
-    /// f32 values with a shape.
-    F32(Vec<usize>, Vec<f32>),
-    /// i64 values with a shape.
-    I64(Vec<usize>, Vec<i64>),
-}
-
-struct Raw {
-    dtype: StDtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl View for &Raw {
-    fn dtype(&self) -> StDtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-/// Serialise named tensors as safetensors bytes (names sorted by the format; deterministic).
+/// Serialise named tensors as safetensors bytes (deterministic).
 pub fn safetensors_bytes(tensors: &[(String, StTensor)]) -> Result<Vec<u8>> {
-    let raws: Vec<(String, Raw)> = tensors
-        .iter()
-        .map(|(n, t)| {
-            let raw = match t {
-                StTensor::F32(shape, v) => Raw {
-                    dtype: StDtype::F32,
-                    shape: shape.clone(),
-                    data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                },
-                StTensor::I64(shape, v) => Raw {
-                    dtype: StDtype::I64,
-                    shape: shape.clone(),
-                    data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                },
-            };
-            (n.clone(), raw)
-        })
-        .collect();
-    safetensors::serialize(raws.iter().map(|(n, r)| (n.as_str(), r)), None)
-        .map_err(|e| Error::input(format!("cannot serialise tensors: {e}")))
+    checkpoint::serialize(tensors, None)
 }
 
 /// Read `X` `[n, d]` f32 and `y` `[n]` i64 from a safetensors file (other tensors are ignored).
@@ -576,7 +527,8 @@ impl Spec {
                 spec.n, spec.folds
             )));
         }
-        if !(spec.c.is_finite() && spec.c > 0.0) || !(spec.tolerance >= 0.0) {
+        let c_ok = spec.c.is_finite() && spec.c > 0.0;
+        if !c_ok || spec.tolerance.is_nan() || spec.tolerance < 0.0 {
             return Err(bad("c must be > 0 and tolerance ≥ 0".into()));
         }
         for p in [spec.p_optout, spec.p_trigger].into_iter().flatten() {

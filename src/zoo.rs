@@ -208,6 +208,7 @@ fn cost(x: &Entry) -> usize {
 /// parent or teacher that is not rebuilt in this run is loaded from `out`. `progress(name, p)`
 /// is called after every step; `done(entry, seconds)` after each checkpoint is saved. The
 /// first error stops the build (entries already saved stay).
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     out: &Path,
     world: &WorldConfig,
@@ -271,13 +272,18 @@ pub fn build(
                     .flatten()
                     .all(|d| st.built.contains_key(d))
             };
-            // Longest ready job first (ties: plan order).
+            // Jobs that others wait for first, then the longest (ties: plan order).
+            let needed = |x: &Entry| {
+                st.pending
+                    .iter()
+                    .any(|y| y.parent == Some(x.name) || y.teacher == Some(x.name))
+            };
             let pick = st
                 .pending
                 .iter()
                 .enumerate()
                 .filter(|(_, x)| ready(x))
-                .max_by_key(|(i, x)| (cost(x), std::cmp::Reverse(*i)))
+                .max_by_key(|(i, x)| (needed(x), cost(x), std::cmp::Reverse(*i)))
                 .map(|(i, _)| i);
             match pick {
                 Some(i) => break st.pending.remove(i),

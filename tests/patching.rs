@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Tensor};
 use feedlens::patching::{
     self, attribution, compare, patch_models, sanity, sweep, sweep_naive, sweep_with, Chunking,
-    Component, Direction, Metric, Pair, Setup, Sweep,
+    Component, CrossSpec, Direction, Metric, Pair, Setup, Sweep,
 };
 use feedlens::{checkpoint, Config, Gpt2, Hook, Input, Intervention, Logits, Run};
 use std::collections::HashMap;
@@ -214,7 +214,7 @@ fn attribution_matches_finite_differences() {
             logits: Logits::At(vec![last]),
             ..Run::default()
         };
-        let ids = m.ids_tensor(&[pair.corrupt.clone()]).unwrap();
+        let ids = m.ids_tensor(std::slice::from_ref(&pair.corrupt)).unwrap();
         let l = flat(&m.forward(&Input::Ids(ids), &run).unwrap().logits.unwrap());
         l[a] as f64 - l[b] as f64
     };
@@ -287,14 +287,20 @@ fn cross_checkpoint_patching() {
     let prompts = vec![p.clean.clone(), p.corrupt.clone()];
     let metrics = vec![p.metric.clone(), p.metric.clone()];
     let comps = [Component::ResidPre, Component::AttnOut, Component::MlpOut];
-    let x = patch_models(a, &b, &prompts, &metrics, None, &comps, None, None).unwrap();
+    let spec = |position, layer| CrossSpec {
+        comps: comps.to_vec(),
+        pos: None,
+        position,
+        layer,
+    };
+    let x = patch_models(a, &b, &prompts, &metrics, &spec(None, None)).unwrap();
     // Patching A into A changes nothing: A's metric at every layer.
-    let same = patch_models(a, a, &prompts, &metrics, None, &comps, None, None).unwrap();
+    let same = patch_models(a, a, &prompts, &metrics, &spec(None, None)).unwrap();
     for (_, v) in &same.results {
         assert!(max_diff(v, &vec![same.a_metric; v.len()]) < 1e-4);
     }
     // Patching A into B at one position equals the naive full forward of B with that patch.
-    let one = patch_models(a, &b, &prompts, &metrics, None, &comps, Some(3), None).unwrap();
+    let one = patch_models(a, &b, &prompts, &metrics, &spec(Some(3), None)).unwrap();
     assert_eq!(one.results.len(), 3);
     let (ta, tb) = match p.metric {
         Metric::LogitDiff { a, b } => (a as usize, b as usize),
@@ -331,12 +337,12 @@ fn cross_checkpoint_patching() {
         }
     }
     // One layer only gives that layer's value of the all-layer run.
-    let l1 = patch_models(a, &b, &prompts, &metrics, None, &comps, None, Some(1)).unwrap();
+    let l1 = patch_models(a, &b, &prompts, &metrics, &spec(None, Some(1))).unwrap();
     for ((_, all), (_, just)) in x.results.iter().zip(&l1.results) {
         assert_eq!(just.len(), 1);
         assert!((all[1] - just[0]).abs() < 1e-6);
     }
-    let e = patch_models(a, &b, &prompts, &metrics, None, &comps, None, Some(3)).unwrap_err();
+    let e = patch_models(a, &b, &prompts, &metrics, &spec(None, Some(3))).unwrap_err();
     assert!(
         e.to_string()
             .contains("--layer: layer 3 is out of range 0..3"),
@@ -351,7 +357,7 @@ fn cross_checkpoint_patching() {
     );
     let cfg = Config::new(2, 48, 4, 24, 50);
     let other = Gpt2::init(cfg, 1).unwrap();
-    let e = patch_models(a, &other, &prompts, &metrics, None, &comps, None, None).unwrap_err();
+    let e = patch_models(a, &other, &prompts, &metrics, &spec(None, None)).unwrap_err();
     assert!(
         e.to_string().contains("differ in shape: n_layer 3 vs 2"),
         "{e}"
@@ -384,8 +390,6 @@ fn bad_input_is_one_line() {
         Metric::parse("logprob:4", |t| Ok(t.parse().unwrap())).unwrap(),
         Metric::LogProb { tok: 4 }
     );
-    for e in [e] {
-        assert!(!e.to_string().contains('\n'));
-    }
+    assert!(!e.to_string().contains('\n'));
     let _ = patching::Chunking::default();
 }

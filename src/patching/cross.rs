@@ -68,20 +68,36 @@ fn same_shape(a: &Gpt2, b: &Gpt2) -> Result<()> {
     Ok(())
 }
 
+/// What [`patch_models`] patches and where it reads the metric.
+#[derive(Clone, Debug, Default)]
+pub struct CrossSpec {
+    /// Components (not `head_out`: patching every head is `attn_out`).
+    pub comps: Vec<Component>,
+    /// Metric position (default: the last one).
+    pub pos: Option<usize>,
+    /// Patch only this position (default: all).
+    pub position: Option<usize>,
+    /// Patch only this layer (default: each in turn).
+    pub layer: Option<usize>,
+}
+
 /// Patch A's activation of each component into B, layer by layer. `prompts` `[n][len]` (one
-/// length), `metrics[i]` read at `pos` (default the last position); `position` restricts the
-/// patch to one position (else all), `layer` to one layer (else all). `head_out` is not offered here (patching every head is
-/// `attn_out`). Each (component, layer) is one batched forward of B started at that layer.
+/// length), `metrics[i]` is prompt i's metric. Each (component, layer) is one batched forward
+/// of B started at that layer.
 pub fn patch_models(
     a: &Gpt2,
     b: &Gpt2,
     prompts: &[Vec<u32>],
     metrics: &[Metric],
-    pos: Option<usize>,
-    comps: &[Component],
-    position: Option<usize>,
-    layer: Option<usize>,
+    spec: &CrossSpec,
 ) -> Result<Cross> {
+    let CrossSpec {
+        comps,
+        pos,
+        position,
+        layer,
+    } = spec.clone();
+    let comps = &comps[..];
     same_shape(a, b)?;
     if prompts.is_empty() || prompts.len() != metrics.len() {
         input_err!("--prompts: give at least one prompt (and one metric per prompt)");

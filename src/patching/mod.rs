@@ -18,7 +18,7 @@ mod cross;
 mod sweep;
 
 pub use attribution::{attribution, compare, Agreement};
-pub use cross::{patch_models, Cross};
+pub use cross::{patch_models, Cross, CrossSpec};
 pub use sweep::{sanity, sweep, sweep_naive, sweep_with, Chunking, Sanity};
 
 use crate::hooks::Hook;
@@ -553,8 +553,12 @@ impl Report {
     pub fn summary(&self, labels: &[String]) -> String {
         let sw = self.main();
         let mut s = format!(
-            "{} patching, {:?}, metric {} at position {} ({} pair(s))\n  clean metric {:.4}, corrupt metric {:.4}\n",
-            sw.method, sw.direction, self.metric, sw.pos, sw.n_pairs, sw.clean_metric, sw.corrupt_metric
+            "{} patching, {:?}, metric {}{} at position {} ({} pair(s))\n  clean metric {:.4}, corrupt metric {:.4}\n",
+            sw.method,
+            sw.direction,
+            self.metric,
+            if sw.n_pairs > 1 { " (pair 0's tokens)" } else { "" },
+            sw.pos, sw.n_pairs, sw.clean_metric, sw.corrupt_metric
         );
         let sn = &self.sanity;
         s += &format!(

@@ -9,7 +9,7 @@ use super::{
 use crate::hooks::{Hook, Intervention};
 use crate::model::{Gpt2, Input, Logits, Run, Start};
 use crate::{Cache, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, D};
 use serde::Serialize;
 
 /// How the fast engine groups patched positions into forwards. A forward that starts at
@@ -40,10 +40,10 @@ impl Chunking {
     /// Every position in its own forward (for tests of the grouping).
     pub fn per_position() -> Self {
         Chunking {
-            overhead: Some(1e12),
+            // A negative overhead rewards many forwards: the plan splits at every position.
+            overhead: Some(-1e12),
             max_row_positions: usize::MAX,
         }
-        .inverted()
     }
     /// All positions of a layer in one forward.
     pub fn one_forward() -> Self {
@@ -52,15 +52,11 @@ impl Chunking {
             max_row_positions: usize::MAX,
         }
     }
-    fn inverted(mut self) -> Self {
-        // A negative overhead rewards many forwards: the plan splits at every position.
-        self.overhead = Some(-1e12);
-        self
-    }
-
-    /// Chunks `(first, last)` (inclusive) covering positions `0..t`, each position carrying
-    /// `rows` rows; dynamic programming over split points.
-    fn plan(&self, t: usize, rows: usize, d_model: usize) -> Vec<(usize, usize)> {
+    /// Chunks `(first, last)` (inclusive) covering the positions that have rows, position p
+    /// carrying `rows[p]` rows; dynamic programming over split points. Positions without rows
+    /// cost nothing and start no forward.
+    fn plan(&self, rows: &[usize], d_model: usize) -> Vec<(usize, usize)> {
+        let t = rows.len();
         let c = self.overhead.unwrap_or_else(|| {
             ((1u64 << 20) as f64 / (d_model * d_model) as f64).clamp(1.0, 4096.0)
         });
@@ -69,10 +65,17 @@ impl Chunking {
         let mut from = vec![0usize; t + 1];
         for j in 1..=t {
             best[j] = f64::INFINITY;
-            for a in 0..j {
-                let cost = best[a] + (rows * (j - a) * (t - a)) as f64 + c;
-                if cost < best[j] {
-                    best[j] = cost;
+            let mut n = 0; // rows in a..j
+            for a in (0..j).rev() {
+                n += rows[a];
+                // An empty chunk is free; a chunk is only worth starting at a position with rows.
+                let cost = match n {
+                    0 => 0.0,
+                    _ if rows[a] == 0 => f64::INFINITY,
+                    _ => (n * (t - a)) as f64 + c,
+                };
+                if best[a] + cost < best[j] {
+                    best[j] = best[a] + cost;
                     from[j] = a;
                 }
             }
@@ -80,7 +83,9 @@ impl Chunking {
         let mut chunks = Vec::new();
         let mut j = t;
         while j > 0 {
-            chunks.push((from[j], j - 1));
+            if rows[from[j]..j].iter().any(|&r| r > 0) {
+                chunks.push((from[j], j - 1));
+            }
             j = from[j];
         }
         chunks.reverse();
@@ -122,32 +127,69 @@ pub fn sweep_with(
     let comp_hooks: Vec<Hook> = (0..nl)
         .flat_map(|l| comps.iter().map(move |c| c.hook(l)))
         .collect();
-    let (src, src_m) = run_metric(model, &src_ids, comp_hooks, &metrics, setup.pos)?;
-    let tgt_hooks: Vec<Hook> = (0..nl)
+    let (src, src_m) = run_metric(model, &src_ids, comp_hooks.clone(), &metrics, setup.pos)?;
+    let mut tgt_hooks: Vec<Hook> = (0..nl)
         .flat_map(|l| [Hook::ResidPre(l), Hook::K(l), Hook::V(l)])
         .collect();
+    tgt_hooks.extend(
+        comp_hooks
+            .iter()
+            .filter(|h| !matches!(h, Hook::ResidPre(_))),
+    );
     let (tgt, tgt_m) = run_metric(model, &tgt_ids, tgt_hooks, &metrics, setup.pos)?;
     let mut sw = baseline(setup, comps, nl, nh, "exact", &src_m, &tgt_m);
-
-    let per_pos: usize = n * comps.iter().map(|c| c.width(nh)).sum::<usize>();
+    // A row whose source value equals the target's (every position before the first token
+    // where the prompts differ, for instance) patches nothing: its metric is the target's,
+    // exactly, without a forward.
+    let mut rows: Vec<Vec<Cell>> = Vec::with_capacity(nl);
     for l in 0..nl {
-        for (a, b) in chunking.plan(t, per_pos, d) {
-            let mut cells = Vec::with_capacity(per_pos * (b + 1 - a));
-            for pos in a..=b {
-                for (comp, c) in comps.iter().enumerate() {
-                    for head in 0..c.width(nh) {
-                        cells.extend((0..n).map(|pair| Cell {
-                            comp,
-                            pos,
-                            head,
-                            pair,
-                        }));
-                    }
+        let mut cells = Vec::new();
+        for (comp, c) in comps.iter().enumerate() {
+            let h = c.hook(l);
+            let (sv, tv) = (src.get(h)?, tgt.get(h)?);
+            // [n, t] or [n, t, nh]: 1 where the cell's activation differs.
+            let differs = sv.ne(tv)?.max(D::Minus1)?.flatten_all()?.to_vec1::<u8>()?;
+            let width = c.width(nh);
+            for (i, &dif) in differs.iter().enumerate() {
+                let (pair, pos, head) = (i / (t * width), i / width % t, i % width);
+                if dif != 0 {
+                    cells.push(Cell {
+                        comp,
+                        pos,
+                        head,
+                        pair,
+                    });
+                } else {
+                    let g = &mut sw.results[comp].1;
+                    let k = g.at(l, pos, head);
+                    g.raw[k] += tgt_m[pair] / n as f32;
                 }
             }
+        }
+        cells.sort_by_key(|c| c.pos);
+        rows.push(cells);
+    }
+    let readout = readout_tokens(&metrics);
+    let eng = Engine {
+        model,
+        setup,
+        comps,
+        src,
+        tgt,
+        metrics,
+        readout,
+    };
+    for (l, cells) in rows.iter().enumerate() {
+        let mut per_pos = vec![0usize; t];
+        cells.iter().for_each(|c| per_pos[c.pos] += 1);
+        let mut rest = &cells[..];
+        for (a, b) in chunking.plan(&per_pos, d) {
+            let k = rest.iter().take_while(|c| c.pos <= b).count();
+            let (chunk, tail) = rest.split_at(k);
+            rest = tail;
             let max_rows = (chunking.max_row_positions / (t - a)).max(1);
-            for piece in cells.chunks(max_rows) {
-                let vals = run_piece(model, setup, comps, &src, &tgt, l, a, piece, &metrics)?;
+            for piece in chunk.chunks(max_rows) {
+                let vals = eng.run_piece(l, a, piece)?;
                 for (cell, v) in piece.iter().zip(vals) {
                     let g = &mut sw.results[cell.comp].1;
                     let i = g.at(l, cell.pos, cell.head);
@@ -205,79 +247,123 @@ pub(super) fn baseline(
     }
 }
 
-/// One forward for `cells`, all started at layer `l`, position `a`. Returns each row's metric.
-#[allow(clippy::too_many_arguments)]
-fn run_piece(
-    model: &Gpt2,
-    setup: &Setup,
-    comps: &[Component],
-    src: &Cache,
-    tgt: &Cache,
-    l: usize,
-    a: usize,
-    cells: &[Cell],
-    metrics: &[&Metric],
-) -> Result<Vec<f32>> {
-    let cfg = model.config();
-    let (nl, nh) = (cfg.n_layer, cfg.n_head);
-    let t = setup.pos + 1;
-    let w = t - a;
-    let r = cells.len();
-    let rows = Tensor::from_vec(
-        cells.iter().map(|c| c.pair as u32).collect::<Vec<_>>(),
-        r,
-        &Device::Cpu,
-    )?;
-    // A [n, t, ...] cached value → this piece's rows over the window a..t: [r, w, ...].
-    let window = |x: &Tensor, from: usize, len: usize| -> Result<Tensor> {
-        Ok(x.narrow(1, from, len)?
-            .contiguous()?
-            .index_select(&rows, 0)?)
-    };
-    let resid = window(tgt.get(Hook::ResidPre(l))?, a, w)?; // [r, w, d]
-    let past = if a == 0 {
-        Vec::new()
-    } else {
-        (l..nl)
-            .map(|j| {
-                Ok((
-                    window(tgt.get(Hook::K(j))?, 0, a)?, // [r, a, nh, dh]
-                    window(tgt.get(Hook::V(j))?, 0, a)?,
-                ))
-            })
-            .collect::<Result<_>>()?
-    };
-    let mut interventions = Vec::new();
-    for (ci, &c) in comps.iter().enumerate() {
-        let mine = cells.iter().enumerate().filter(|(_, x)| x.comp == ci);
-        if mine.clone().next().is_none() {
-            continue;
-        }
-        let mask = if c == Component::HeadOut {
-            one_hot(
-                &[r, w, nh],
-                mine.map(|(i, x)| (i * w + x.pos - a) * nh + x.head),
-            )?
-        } else {
-            one_hot(&[r, w], mine.map(|(i, x)| i * w + x.pos - a))?
+/// When every metric is a logit difference, the few tokens they read (sorted) and each
+/// metric rewritten as columns of that short list; the model then unembeds only those rows
+/// (`Logits::Tokens`) instead of the whole vocabulary, whose matmul (and the packing of its
+/// `[d_model, vocab]` operand on every call) dominated large-vocabulary sweeps.
+fn readout_tokens(metrics: &[&Metric]) -> Option<(Vec<u32>, Vec<Metric>)> {
+    let pairs: Option<Vec<(u32, u32)>> = metrics
+        .iter()
+        .map(|m| match **m {
+            Metric::LogitDiff { a, b } => Some((a, b)),
+            Metric::LogProb { .. } => None,
+        })
+        .collect();
+    let pairs = pairs?;
+    let mut tokens: Vec<u32> = pairs.iter().flat_map(|&(a, b)| [a, b]).collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    let col = |t: u32| tokens.binary_search(&t).unwrap_or_default() as u32;
+    let cols = pairs
+        .iter()
+        .map(|&(a, b)| Metric::LogitDiff {
+            a: col(a),
+            b: col(b),
+        })
+        .collect();
+    Some((tokens, cols))
+}
+
+/// What the fast engine's forwards share: the model, the setup, both runs' caches, the metric.
+struct Engine<'a> {
+    model: &'a Gpt2,
+    setup: &'a Setup,
+    comps: &'a [Component],
+    /// The source run's values at the patched hooks, `[n, t, ...]`.
+    src: Cache,
+    /// The target run's `resid_pre`, `k`, `v` of every block, `[n, t, ...]`.
+    tgt: Cache,
+    metrics: Vec<&'a Metric>,
+    /// See [`readout_tokens`].
+    readout: Option<(Vec<u32>, Vec<Metric>)>,
+}
+
+impl Engine<'_> {
+    /// One forward for `cells`, all started at layer `l`, position `a`. Returns each row's metric.
+    fn run_piece(&self, l: usize, a: usize, cells: &[Cell]) -> Result<Vec<f32>> {
+        let (model, setup, comps, src, tgt) =
+            (self.model, self.setup, self.comps, &self.src, &self.tgt);
+        let cfg = model.config();
+        let (nl, nh) = (cfg.n_layer, cfg.n_head);
+        let t = setup.pos + 1;
+        let w = t - a;
+        let r = cells.len();
+        let rows = Tensor::from_vec(
+            cells.iter().map(|c| c.pair as u32).collect::<Vec<_>>(),
+            r,
+            &Device::Cpu,
+        )?;
+        // A [n, t, ...] cached value → this piece's rows over the window a..t: [r, w, ...].
+        let window = |x: &Tensor, from: usize, len: usize| -> Result<Tensor> {
+            Ok(x.narrow(1, from, len)?
+                .contiguous()?
+                .index_select(&rows, 0)?)
         };
-        let value = window(src.get(c.hook(l))?, a, w)?;
-        interventions.push(Intervention::replace(c.hook(l), value).with_mask(mask));
+        let resid = window(tgt.get(Hook::ResidPre(l))?, a, w)?; // [r, w, d]
+        let past = if a == 0 {
+            Vec::new()
+        } else {
+            (l..nl)
+                .map(|j| {
+                    Ok((
+                        window(tgt.get(Hook::K(j))?, 0, a)?, // [r, a, nh, dh]
+                        window(tgt.get(Hook::V(j))?, 0, a)?,
+                    ))
+                })
+                .collect::<Result<_>>()?
+        };
+        let mut interventions = Vec::new();
+        for (ci, &c) in comps.iter().enumerate() {
+            let mine = cells.iter().enumerate().filter(|(_, x)| x.comp == ci);
+            if mine.clone().next().is_none() {
+                continue;
+            }
+            let mask = if c == Component::HeadOut {
+                one_hot(
+                    &[r, w, nh],
+                    mine.map(|(i, x)| (i * w + x.pos - a) * nh + x.head),
+                )?
+            } else {
+                one_hot(&[r, w], mine.map(|(i, x)| i * w + x.pos - a))?
+            };
+            let value = window(src.get(c.hook(l))?, a, w)?;
+            interventions.push(Intervention::replace(c.hook(l), value).with_mask(mask));
+        }
+        let run = Run {
+            interventions,
+            // Logits at the metric position only; only the metric tokens' rows when possible.
+            logits: match &self.readout {
+                Some((tokens, _)) => Logits::Tokens {
+                    positions: vec![setup.pos],
+                    tokens: tokens.clone(),
+                },
+                None => Logits::At(vec![setup.pos]),
+            },
+            ..Run::default()
+        };
+        let start = Start {
+            layer: l,
+            resid,
+            offset: a,
+            past,
+        };
+        let out = model.forward(&Input::Resid(start), &run)?;
+        let row_metrics: Vec<&Metric> = match &self.readout {
+            Some((_, cols)) => cells.iter().map(|c| &cols[c.pair]).collect(),
+            None => cells.iter().map(|c| self.metrics[c.pair]).collect(),
+        };
+        Ok(metric_values(&last_logits(out.logits)?, &row_metrics)?.to_vec1::<f32>()?)
     }
-    let run = Run {
-        interventions,
-        logits: Logits::At(vec![setup.pos]),
-        ..Run::default()
-    };
-    let start = Start {
-        layer: l,
-        resid,
-        offset: a,
-        past,
-    };
-    let out = model.forward(&Input::Resid(start), &run)?;
-    let row_metrics: Vec<&Metric> = cells.iter().map(|c| metrics[c.pair]).collect();
-    Ok(metric_values(&last_logits(out.logits)?, &row_metrics)?.to_vec1::<f32>()?)
 }
 
 /// Exact sweep, naive reference: one full forward of the whole target prompt per cell with
@@ -380,24 +466,39 @@ mod tests {
     use super::Chunking;
 
     #[test]
-    fn plans_cover_every_position_once() {
+    fn plans_cover_every_position_with_rows_once() {
         for ch in [
             Chunking::default(),
             Chunking::per_position(),
             Chunking::one_forward(),
         ] {
-            for (t, rows, d) in [(1, 1, 48), (12, 7, 48), (32, 1, 768), (32, 64, 768)] {
-                let plan = ch.plan(t, rows, d);
-                let mut next = 0;
+            for (rows, d) in [
+                (vec![1], 48),
+                (vec![7; 12], 48),
+                (vec![1; 32], 768),
+                (vec![64; 32], 768),
+                ([vec![0; 8], vec![3; 24]].concat(), 768),
+                (vec![0, 2, 0, 0, 5, 0], 48),
+            ] {
+                let plan = ch.plan(&rows, d);
+                let mut covered = vec![false; rows.len()];
+                let mut last = None;
                 for &(a, b) in &plan {
-                    assert_eq!(a, next);
-                    assert!(b >= a);
-                    next = b + 1;
+                    assert!(b >= a && last.is_none_or(|l| a > l));
+                    assert!(rows[a] > 0, "a chunk starts at a position with rows");
+                    covered[a..=b].iter_mut().for_each(|x| *x = true);
+                    last = Some(b);
                 }
-                assert_eq!(next, t);
+                for (p, &r) in rows.iter().enumerate() {
+                    assert!(r == 0 || covered[p], "{rows:?}: position {p} not covered");
+                }
             }
         }
-        assert_eq!(Chunking::one_forward().plan(12, 3, 48), vec![(0, 11)]);
-        assert_eq!(Chunking::per_position().plan(5, 3, 48).len(), 5);
+        assert_eq!(Chunking::one_forward().plan(&[3; 12], 48), vec![(0, 11)]);
+        assert_eq!(
+            Chunking::one_forward().plan(&[0, 0, 3, 3], 48),
+            vec![(2, 3)]
+        );
+        assert_eq!(Chunking::per_position().plan(&[3; 5], 48).len(), 5);
     }
 }
