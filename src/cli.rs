@@ -269,7 +269,7 @@ fn check_rows(model: &feedlens::Gpt2, rows: &[Vec<u32>], arg: &str) -> Result<()
 /// Prompts from `--ids` (comma-separated ids) or `--text` (tokenized), one row each, checked
 /// against the model.
 fn prompts(ck: &checkpoint::Checkpoint, ids: &[String], text: &[String]) -> Result<Vec<Vec<u32>>> {
-    let rows = if text.is_empty() {
+    let rows: Vec<Vec<u32>> = if text.is_empty() {
         ids.iter()
             .map(|s| feedlens::tokens::parse_ids(s, "--ids"))
             .collect::<feedlens::Result<_>>()?
@@ -1066,8 +1066,14 @@ fn check(dir: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
     }
     let failed = outcomes.iter().filter(|o| !o.pass).count();
     if failed > 0 {
+        // The first failure's first problem goes on the error line itself, so the one line
+        // names the file at fault and what is wrong with it.
+        let first = outcomes.iter().find(|o| !o.pass);
+        let why = first
+            .and_then(|o| o.problems.first().map(|p| format!(" (first: {}: {p})", o.spec.display())))
+            .unwrap_or_default();
         anyhow::bail!(
-            "{dir}: {failed} of {} probe specs drifted or failed",
+            "{dir}: {failed} of {} probe specs drifted or failed{why}",
             outcomes.len(),
             dir = dir.display()
         );

@@ -44,7 +44,13 @@ fn argv(v: &[&str]) -> Vec<String> {
 
 /// Every command that loads a checkpoint, with `ck` in the checkpoint's place. Returns
 /// (argv, the path the error must name in place of `ck`).
-fn checkpoint_commands(ck: &Path, good: &Path, tmp: &Path, i: usize) -> Vec<(Vec<String>, PathBuf)> {
+fn checkpoint_commands(
+    ck: &Path,
+    good: &Path,
+    stored: &[u8],
+    tmp: &Path,
+    i: usize,
+) -> Vec<(Vec<String>, PathBuf)> {
     let out = |what: &str| s(&tmp.join(format!("out-{i}-{what}")));
     let (c, g) = (s(ck), s(good));
     let mut v: Vec<(Vec<String>, PathBuf)> = [
@@ -79,7 +85,9 @@ fn checkpoint_commands(ck: &Path, good: &Path, tmp: &Path, i: usize) -> Vec<(Vec
         format!("checkpoints = [{c:?}]\nlabel = \"optout\"\nn = 40\nfolds = 2\n"),
     )
     .unwrap();
-    v.push((argv(&["probe", &s(&spec)]), ck.to_path_buf()));
+    v.push((argv(&["probe", &s(&spec), "--force"]), ck.to_path_buf()));
+    // `check` reads the stored result first: give it a valid one, so it gets to the checkpoint.
+    std::fs::write(spec_dir.join("s.result.json"), stored).unwrap();
     v.push((argv(&["check", &s(&spec_dir)]), ck.to_path_buf()));
     v
 }
@@ -94,6 +102,18 @@ fn every_command_refuses_every_bad_input_with_one_line() {
     let cases: Vec<Case> = corpus::build(&root);
     assert!(cases.len() >= 30, "corpus has {} cases", cases.len());
     let good = root.join("good-checkpoint");
+    // A stored probe result (on the good checkpoint) for `check` to compare against.
+    let proto = d.path().join("proto");
+    std::fs::create_dir(&proto).unwrap();
+    let spec = proto.join("s.toml");
+    std::fs::write(
+        &spec,
+        format!("checkpoints = [{:?}]\nlabel = \"optout\"\nn = 40\nfolds = 2\nnull_directions = 0\n", s(&good)),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_feedlens")).args(["probe", &s(&spec)]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stored = std::fs::read(proto.join("s.result.json")).unwrap();
     let mut failures = Vec::new();
     let mut runs = 0;
     for (i, c) in cases.iter().enumerate() {
@@ -104,7 +124,7 @@ fn every_command_refuses_every_bad_input_with_one_line() {
         };
         match c.kind {
             Kind::Checkpoint => {
-                for (args, at) in checkpoint_commands(&c.input, &good, &tmp, i) {
+                for (args, at) in checkpoint_commands(&c.input, &good, &stored, &tmp, i) {
                     let rest = c.names.strip_prefix(&c.input).unwrap_or(Path::new(""));
                     let names = if rest.as_os_str().is_empty() {
                         at
@@ -127,7 +147,10 @@ fn every_command_refuses_every_bad_input_with_one_line() {
             }
             Kind::ProbeSpec => {
                 check(argv(&["probe", &s(&c.input)]), &c.names);
-                check(argv(&["check", &s(c.input.parent().unwrap())]), &c.names);
+                // `check` reads the stored result first: give it one, so it gets to the spec.
+                let dir = c.input.parent().unwrap();
+                std::fs::write(dir.join("spec.result.json"), &stored).unwrap();
+                check(argv(&["check", &s(dir)]), &c.names);
             }
             Kind::ProbeData => {
                 check(

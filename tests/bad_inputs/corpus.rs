@@ -120,7 +120,8 @@ pub fn build(root: &Path) -> Vec<Case> {
     header_garbage[8..8 + hlen].fill(b'#');
     let mut offsets_past_end = weights[..8 + hlen].to_vec();
     offsets_past_end.extend_from_slice(&weights[8 + hlen..weights.len() / 2]);
-    let ms = "model.safetensors";
+    const MS: &str = "model.safetensors";
+    let ms = MS;
     let cj = "config.json";
     let ck_cases: Vec<(&'static str, &'static str, &'static str, Edit)> = vec![
         ("weights-empty", ms, "not a valid safetensors", st(vec![])),
@@ -280,8 +281,8 @@ pub fn build(root: &Path) -> Vec<Case> {
             ms,
             "is a directory",
             edit(|d: &Path| {
-                fs::remove_file(d.join(ms)).unwrap();
-                fs::create_dir(d.join(ms)).unwrap();
+                fs::remove_file(d.join(MS)).unwrap();
+                fs::create_dir(d.join(MS)).unwrap();
             }),
         ),
         (
@@ -294,7 +295,7 @@ pub fn build(root: &Path) -> Vec<Case> {
             "weights-missing",
             ms,
             "no such file",
-            edit(|d: &Path| fs::remove_file(d.join(ms)).unwrap()),
+            edit(|d: &Path| fs::remove_file(d.join(MS)).unwrap()),
         ),
         (
             "config-symlink-loop",
