@@ -74,7 +74,7 @@ fn analyses_refuse_non_finite_activations_naming_the_hook() {
     let j = json.to_str().unwrap();
     for args in [
         vec!["lens", h, "--ids", "1,2,3", "--json", j],
-        vec!["patch", h, "--clean-ids", "1,2,3", "--corrupt-ids", "1,2,4", "--json", j],
+        vec!["patch", h, "--clean-ids", "1,2,3", "--corrupt-ids", "1,2,4", "--metric", "logit-diff:1,2", "--json", j],
         vec!["patch", h, "--pairs", "optout", "--n", "4", "--method", "attribution"],
         vec!["patch-models", g, h, "--prompt-ids", "1,2,3", "--metric", "logit-diff:1,2"],
         vec!["patch-models", h, g, "--prompt-ids", "1,2,3", "--metric", "logit-diff:1,2"],
