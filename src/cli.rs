@@ -278,7 +278,11 @@ fn prompts(ck: &checkpoint::Checkpoint, ids: &[String], text: &[String]) -> Resu
             .map(|t| ck.encode(t, "--text"))
             .collect::<feedlens::Result<_>>()?
     };
-    check_rows(&ck.model, &rows, if text.is_empty() { "--ids" } else { "--text" })?;
+    check_rows(
+        &ck.model,
+        &rows,
+        if text.is_empty() { "--ids" } else { "--text" },
+    )?;
     Ok(rows)
 }
 
@@ -860,9 +864,17 @@ fn patch(a: PatchArgs) -> Result<()> {
                 "give --clean and --corrupt, --clean-ids and --corrupt-ids, or --pairs"
             ),
         };
-        let arg = if a.clean.is_some() { "--clean" } else { "--clean-ids" };
+        let arg = if a.clean.is_some() {
+            "--clean"
+        } else {
+            "--clean-ids"
+        };
         check_rows(model, std::slice::from_ref(&clean), arg)?;
-        let arg = if a.corrupt.is_some() { "--corrupt" } else { "--corrupt-ids" };
+        let arg = if a.corrupt.is_some() {
+            "--corrupt"
+        } else {
+            "--corrupt-ids"
+        };
         check_rows(model, std::slice::from_ref(&corrupt), arg)?;
         let metric = match &a.metric {
             Some(m) => Metric::parse(m, |t| metric_token(&ck, t))?,
@@ -909,7 +921,11 @@ fn patch_models(a: PatchModelsArgs) -> Result<()> {
             .map(|t| cb.encode(t, "--prompts"))
             .collect::<feedlens::Result<_>>()?
     };
-    let arg = if a.prompts.is_empty() { "--prompt-ids" } else { "--prompts" };
+    let arg = if a.prompts.is_empty() {
+        "--prompt-ids"
+    } else {
+        "--prompts"
+    };
     check_rows(&cb.model, &prompts, arg)?;
     let metric = Metric::parse(&a.metric, |t| metric_token(&cb, t))?;
     let metrics = vec![metric; prompts.len()];
@@ -1070,7 +1086,11 @@ fn check(dir: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
         // names the file at fault and what is wrong with it.
         let first = outcomes.iter().find(|o| !o.pass);
         let why = first
-            .and_then(|o| o.problems.first().map(|p| format!(" (first: {}: {p})", o.spec.display())))
+            .and_then(|o| {
+                o.problems
+                    .first()
+                    .map(|p| format!(" (first: {}: {p})", o.spec.display()))
+            })
             .unwrap_or_default();
         anyhow::bail!(
             "{dir}: {failed} of {} probe specs drifted or failed{why}",

@@ -195,10 +195,10 @@ impl Cache {
 
 /// Error naming `hook` when `t` has a NaN or infinite element.
 pub fn check_finite(hook: Hook, t: &Tensor) -> Result<()> {
-    // x − x is 0 for finite x and NaN for ±inf and NaN, so the sum is 0 exactly when all are
-    // finite (one pass, no copy to the host).
+    // 0·x is 0 for finite x and NaN for ±inf and NaN, so the sum is 0 exactly when all are
+    // finite (no copy to the host, and no overflow from summing huge finite values).
     let t = t.to_dtype(DType::F32)?;
-    let s = (&t - &t)?.sum_all()?.to_scalar::<f32>()?;
+    let s = (t.zeros_like()? * &t)?.sum_all()?.to_scalar::<f32>()?;
     if s != 0.0 {
         return Err(Error::input(format!(
             "hook {hook}: activations contain NaN or infinite values (the weights overflow on this input)"

@@ -57,10 +57,46 @@ fn checkpoint_commands(
         argv(&["inspect", &c, "--json", &out("inspect.json")]),
         argv(&["run", &c, "--ids", "1,2,3", "--json", &out("run.json")]),
         argv(&["eval", &c, "--n", "4", "--json", &out("eval.json")]),
-        argv(&["train", "rlhf", "--parent", &c, "--steps", "1", "--out", &out("train")]),
-        argv(&["patch", &c, "--clean-ids", "1,2,3", "--corrupt-ids", "1,2,4", "--json", &out("patch.json")]),
-        argv(&["patch-models", &c, &g, "--prompt-ids", "1,2,3", "--metric", "logit-diff:1,2", "--json", &out("pm.json")]),
-        argv(&["patch-models", &g, &c, "--prompt-ids", "1,2,3", "--metric", "logit-diff:1,2"]),
+        argv(&[
+            "train",
+            "rlhf",
+            "--parent",
+            &c,
+            "--steps",
+            "1",
+            "--out",
+            &out("train"),
+        ]),
+        argv(&[
+            "patch",
+            &c,
+            "--clean-ids",
+            "1,2,3",
+            "--corrupt-ids",
+            "1,2,4",
+            "--json",
+            &out("patch.json"),
+        ]),
+        argv(&[
+            "patch-models",
+            &c,
+            &g,
+            "--prompt-ids",
+            "1,2,3",
+            "--metric",
+            "logit-diff:1,2",
+            "--json",
+            &out("pm.json"),
+        ]),
+        argv(&[
+            "patch-models",
+            &g,
+            &c,
+            "--prompt-ids",
+            "1,2,3",
+            "--metric",
+            "logit-diff:1,2",
+        ]),
         argv(&["diff", &c, &g, "--json", &out("diff.json")]),
         argv(&["diff", &g, &c]),
         argv(&["lens", &c, "--ids", "1,2,3", "--json", &out("lens.json")]),
@@ -73,7 +109,16 @@ fn checkpoint_commands(
     std::fs::create_dir_all(&zoo).unwrap();
     std::os::unix::fs::symlink(ck, zoo.join("base")).unwrap();
     v.push((
-        argv(&["zoo", "--quick", "--out", &s(&zoo), "--only", "rlhf", "--jobs", "1"]),
+        argv(&[
+            "zoo",
+            "--quick",
+            "--out",
+            &s(&zoo),
+            "--only",
+            "rlhf",
+            "--jobs",
+            "1",
+        ]),
         zoo.join("base"),
     ));
     // probe / check: a spec naming this checkpoint.
@@ -108,10 +153,16 @@ fn every_command_refuses_every_bad_input_with_one_line() {
     let spec = proto.join("s.toml");
     std::fs::write(
         &spec,
-        format!("checkpoints = [{:?}]\nlabel = \"optout\"\nn = 40\nfolds = 2\nnull_directions = 0\n", s(&good)),
+        format!(
+            "checkpoints = [{:?}]\nlabel = \"optout\"\nn = 40\nfolds = 2\nnull_directions = 0\n",
+            s(&good)
+        ),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_feedlens")).args(["probe", &s(&spec)]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_feedlens"))
+        .args(["probe", &s(&spec)])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stored = std::fs::read(proto.join("s.result.json")).unwrap();
     let mut failures = Vec::new();
@@ -137,10 +188,34 @@ fn every_command_refuses_every_bad_input_with_one_line() {
             Kind::TextCheckpoint => {
                 let ck = s(&c.input);
                 for (args, arg) in [
-                    (argv(&["run", &ck, "--text", "a far", "--json", &s(&tmp.join("t.json"))]), "--text"),
+                    (
+                        argv(&[
+                            "run",
+                            &ck,
+                            "--text",
+                            "a far",
+                            "--json",
+                            &s(&tmp.join("t.json")),
+                        ]),
+                        "--text",
+                    ),
                     (argv(&["lens", &ck, "--text", "a far"]), "--text"),
-                    (argv(&["patch", &ck, "--clean", "a far", "--corrupt", "far a"]), "--clean"),
-                    (argv(&["patch-models", &s(&good), &ck, "--prompts", "a far", "--metric", "logit-diff:1,2"]), "--prompts"),
+                    (
+                        argv(&["patch", &ck, "--clean", "a far", "--corrupt", "far a"]),
+                        "--clean",
+                    ),
+                    (
+                        argv(&[
+                            "patch-models",
+                            &s(&good),
+                            &ck,
+                            "--prompts",
+                            "a far",
+                            "--metric",
+                            "logit-diff:1,2",
+                        ]),
+                        "--prompts",
+                    ),
                 ] {
                     check(args, Path::new(arg));
                 }
@@ -154,7 +229,14 @@ fn every_command_refuses_every_bad_input_with_one_line() {
             }
             Kind::ProbeData => {
                 check(
-                    argv(&["probe", "fit", "--data", &s(&c.input), "--train-rows", "0..4"]),
+                    argv(&[
+                        "probe",
+                        "fit",
+                        "--data",
+                        &s(&c.input),
+                        "--train-rows",
+                        "0..4",
+                    ]),
                     &c.names,
                 );
             }
@@ -165,11 +247,29 @@ fn every_command_refuses_every_bad_input_with_one_line() {
     let g = s(&good);
     let long: Vec<String> = (0..25).map(|i| (i % 50).to_string()).collect();
     let long = long.join(",");
-    for (ids, problem) in [("1,50", "out of range"), (long.as_str(), "n_positions"), ("", "no token")] {
+    for (ids, problem) in [
+        ("1,50", "out of range"),
+        (long.as_str(), "n_positions"),
+        ("", "no token"),
+    ] {
         for (args, arg) in [
             (argv(&["lens", &g, "--ids", ids]), "--ids"),
-            (argv(&["patch", &g, "--clean-ids", ids, "--corrupt-ids", ids]), "--clean-ids"),
-            (argv(&["patch-models", &g, &g, "--prompt-ids", ids, "--metric", "logit-diff:1,2"]), "--prompt-ids"),
+            (
+                argv(&["patch", &g, "--clean-ids", ids, "--corrupt-ids", ids]),
+                "--clean-ids",
+            ),
+            (
+                argv(&[
+                    "patch-models",
+                    &g,
+                    &g,
+                    "--prompt-ids",
+                    ids,
+                    "--metric",
+                    "logit-diff:1,2",
+                ]),
+                "--prompt-ids",
+            ),
         ] {
             runs += 1;
             failures.extend(expect_error(&args, arg, problem));
@@ -181,7 +281,19 @@ fn every_command_refuses_every_bad_input_with_one_line() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("out-") || n.starts_with('.') || n == "t.json")
         .collect();
-    assert!(written.is_empty(), "outputs written for bad inputs: {written:?}");
-    eprintln!("{} cases, {runs} runs, {} failures", cases.len(), failures.len());
-    assert!(failures.is_empty(), "{} of {runs} runs failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        written.is_empty(),
+        "outputs written for bad inputs: {written:?}"
+    );
+    eprintln!(
+        "{} cases, {runs} runs, {} failures",
+        cases.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

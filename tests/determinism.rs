@@ -24,8 +24,22 @@ fn feedlens(args: &[&str], threads: &str) {
 fn tiny_world(dir: &Path, seed: &str) {
     feedlens(
         &[
-            "train", "pretrain", "--steps", "3", "--batch", "8", "--n-layer", "2", "--n-embd",
-            "16", "--n-head", "2", "--seed", seed, "--out", dir.to_str().unwrap(),
+            "train",
+            "pretrain",
+            "--steps",
+            "3",
+            "--batch",
+            "8",
+            "--n-layer",
+            "2",
+            "--n-embd",
+            "16",
+            "--n-head",
+            "2",
+            "--seed",
+            seed,
+            "--out",
+            dir.to_str().unwrap(),
         ],
         "1",
     );
@@ -56,24 +70,55 @@ fn analysis_outputs_are_bit_identical_across_runs_and_thread_counts() {
         feedlens(&["probe", spec.to_str().unwrap()], threads);
         feedlens(
             &[
-                "patch", sa, "--pairs", "optout", "--n", "6", "--seed", "2", "--method", "both",
-                "--json", &o("patch.json"),
+                "patch",
+                sa,
+                "--pairs",
+                "optout",
+                "--n",
+                "6",
+                "--seed",
+                "2",
+                "--method",
+                "both",
+                "--json",
+                &o("patch.json"),
             ],
             threads,
         );
         feedlens(
             &[
-                "patch-models", sa, sb, "--prompt-ids", "1,3,4,15,10,16,17,18,19,20,11",
-                "--prompt-ids", "1,15,15,15,10,20,19,18,17,16,11", "--metric", "logit-diff:12,13",
-                "--json", &o("pm.json"),
+                "patch-models",
+                sa,
+                sb,
+                "--prompt-ids",
+                "1,3,4,15,10,16,17,18,19,20,11",
+                "--prompt-ids",
+                "1,15,15,15,10,20,19,18,17,16,11",
+                "--metric",
+                "logit-diff:12,13",
+                "--json",
+                &o("pm.json"),
             ],
             threads,
         );
         feedlens(
-            &["lens", sa, "--ids", "1,3,4,15,10,16,17,18,19,20,11", "--json", &o("lens.json")],
+            &[
+                "lens",
+                sa,
+                "--ids",
+                "1,3,4,15,10,16,17,18,19,20,11",
+                "--json",
+                &o("lens.json"),
+            ],
             threads,
         );
-        let files = ["p.result.json", "p.safetensors", "patch.json", "pm.json", "lens.json"];
+        let files = [
+            "p.result.json",
+            "p.safetensors",
+            "patch.json",
+            "pm.json",
+            "lens.json",
+        ];
         runs.push(
             files
                 .iter()

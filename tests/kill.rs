@@ -86,7 +86,10 @@ fn killed_zoo_and_probe_runs_leave_only_whole_outputs() {
             );
         }
     }
-    eprintln!("zoo: {:.1} s, {seen_partial} of 3 kills left it partial", t_zoo.as_secs_f64());
+    eprintln!(
+        "zoo: {:.1} s, {seen_partial} of 3 kills left it partial",
+        t_zoo.as_secs_f64()
+    );
 
     // A probe spec run over the reference base + rlhf, killed while it works.
     let spec = d.path().join("p.toml");
@@ -118,7 +121,9 @@ fn killed_zoo_and_probe_runs_leave_only_whole_outputs() {
     // Temp files of killed runs are dot-files and never shadow the result.
     let visible_files = visible(d.path());
     assert!(
-        visible_files.iter().all(|n| ["ref", "killed", "p.toml", "p.result.json", "p.safetensors"].contains(&n.as_str())),
+        visible_files.iter().all(
+            |n| ["ref", "killed", "p.toml", "p.result.json", "p.safetensors"].contains(&n.as_str())
+        ),
         "{visible_files:?}"
     );
 }

@@ -40,8 +40,24 @@ fn training_stops_when_the_loss_is_not_finite() {
     // An absurd (but finite, so accepted) learning rate: the first AdamW step moves every
     // weight by ~1e30, and the next forward overflows.
     let r = feedlens(&[
-        "train", "pretrain", "--lr", "1e30", "--warmup", "0", "--steps", "5", "--batch", "4",
-        "--n-layer", "1", "--n-embd", "8", "--n-head", "2", "--out", o,
+        "train",
+        "pretrain",
+        "--lr",
+        "1e30",
+        "--warmup",
+        "0",
+        "--steps",
+        "5",
+        "--batch",
+        "4",
+        "--n-layer",
+        "1",
+        "--n-embd",
+        "8",
+        "--n-head",
+        "2",
+        "--out",
+        o,
     ]);
     assert_clean_error(&r, "training stopped, nothing saved");
     assert!(!out.exists(), "a checkpoint was written");
@@ -49,8 +65,16 @@ fn training_stops_when_the_loss_is_not_finite() {
     let huge = d.path().join("huge");
     huge_checkpoint(&huge);
     let r = feedlens(&[
-        "train", "sft", "--parent", huge.to_str().unwrap(), "--steps", "2", "--batch", "4",
-        "--out", o,
+        "train",
+        "sft",
+        "--parent",
+        huge.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "--out",
+        o,
     ]);
     assert_clean_error(&r, "at step 0; training stopped");
     assert!(!out.exists(), "a checkpoint was written");
@@ -74,16 +98,55 @@ fn analyses_refuse_non_finite_activations_naming_the_hook() {
     let j = json.to_str().unwrap();
     for args in [
         vec!["lens", h, "--ids", "1,2,3", "--json", j],
-        vec!["patch", h, "--clean-ids", "1,2,3", "--corrupt-ids", "1,2,4", "--metric", "logit-diff:1,2", "--json", j],
-        vec!["patch", h, "--pairs", "optout", "--n", "4", "--method", "attribution"],
-        vec!["patch-models", g, h, "--prompt-ids", "1,2,3", "--metric", "logit-diff:1,2"],
-        vec!["patch-models", h, g, "--prompt-ids", "1,2,3", "--metric", "logit-diff:1,2"],
+        vec![
+            "patch",
+            h,
+            "--clean-ids",
+            "1,2,3",
+            "--corrupt-ids",
+            "1,2,4",
+            "--metric",
+            "logit-diff:1,2",
+            "--json",
+            j,
+        ],
+        vec![
+            "patch",
+            h,
+            "--pairs",
+            "optout",
+            "--n",
+            "4",
+            "--method",
+            "attribution",
+        ],
+        vec![
+            "patch-models",
+            g,
+            h,
+            "--prompt-ids",
+            "1,2,3",
+            "--metric",
+            "logit-diff:1,2",
+        ],
+        vec![
+            "patch-models",
+            h,
+            g,
+            "--prompt-ids",
+            "1,2,3",
+            "--metric",
+            "logit-diff:1,2",
+        ],
         vec!["probe", spec.to_str().unwrap()],
     ] {
         let r = feedlens(&args);
         assert_clean_error(&r, "NaN or infinite");
         let err = String::from_utf8_lossy(&r.stderr);
-        assert!(err.contains("hook blocks.") || err.contains("hook hook_"), "{args:?}: {err}");
+        assert!(
+            err.contains("hook blocks.") || err.contains("hook hook_"),
+            "{args:?}: {err}"
+        );
         assert!(!json.exists(), "{args:?} wrote output");
     }
 }

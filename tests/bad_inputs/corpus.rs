@@ -42,21 +42,31 @@ fn fixture(f: &str) -> PathBuf {
         .join(f)
 }
 
-/// Tensors of the fixture's model.safetensors: (name, dtype, shape, bytes), sorted by name.
-pub fn fixture_tensors() -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+/// A stored tensor: name, dtype, shape, raw little-endian bytes.
+pub type Raw = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Tensors of the fixture's model.safetensors, sorted by name.
+pub fn fixture_tensors() -> Vec<Raw> {
     let raw = fs::read(fixture("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&raw).unwrap();
     let mut v: Vec<_> = st
         .tensors()
         .into_iter()
-        .map(|(n, t)| (n.to_string(), t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+        .map(|(n, t)| {
+            (
+                n.to_string(),
+                t.dtype(),
+                t.shape().to_vec(),
+                t.data().to_vec(),
+            )
+        })
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
 
 /// safetensors bytes of `tensors`.
-pub fn st_bytes(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+pub fn st_bytes(tensors: &[Raw]) -> Vec<u8> {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
@@ -105,7 +115,7 @@ pub fn build(root: &Path) -> Vec<Case> {
     let raw = |file: &'static str, bytes: &'static [u8]| -> Edit {
         Box::new(move |d: &Path| fs::write(d.join(file), bytes).unwrap())
     };
-    let with = |f: &dyn Fn(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)| {
+    let with = |f: &dyn Fn(&mut Vec<Raw>)| {
         let mut t = tensors.clone();
         f(&mut t);
         st_bytes(&t)
@@ -195,7 +205,11 @@ pub fn build(root: &Path) -> Vec<Case> {
             ms,
             "stored twice",
             st(with(&|t| {
-                let e = t.iter().find(|e| e.0.ends_with("ln_f.bias")).unwrap().clone();
+                let e = t
+                    .iter()
+                    .find(|e| e.0.ends_with("ln_f.bias"))
+                    .unwrap()
+                    .clone();
                 let short = e.0.trim_start_matches("transformer.").to_string();
                 let other = if short == e.0 {
                     format!("transformer.{short}")
@@ -210,7 +224,11 @@ pub fn build(root: &Path) -> Vec<Case> {
             ms,
             "lm_head.weight differs",
             st(with(&|t| {
-                let e = t.iter().find(|e| e.0.ends_with("wte.weight")).unwrap().clone();
+                let e = t
+                    .iter()
+                    .find(|e| e.0.ends_with("wte.weight"))
+                    .unwrap()
+                    .clone();
                 let n = e.3.len() / 4;
                 t.push((
                     "lm_head.weight".into(),
@@ -221,8 +239,18 @@ pub fn build(root: &Path) -> Vec<Case> {
             })),
         ),
         ("config-empty", cj, "invalid config", raw(cj, b"")),
-        ("config-not-json", cj, "invalid config", raw(cj, b"{n_layer: 3,")),
-        ("config-not-utf8", cj, "invalid config", raw(cj, b"\xff\xfe{\x00}")),
+        (
+            "config-not-json",
+            cj,
+            "invalid config",
+            raw(cj, b"{n_layer: 3,"),
+        ),
+        (
+            "config-not-utf8",
+            cj,
+            "invalid config",
+            raw(cj, b"\xff\xfe{\x00}"),
+        ),
         (
             "config-wrong-type",
             cj,
@@ -322,7 +350,10 @@ pub fn build(root: &Path) -> Vec<Case> {
             "tokenizer-wrong-structure",
             "tokenizer.json",
             "invalid tokenizer",
-            raw("tokenizer.json", br#"{"model": {"type": "WordLevel", "vocab": 7}}"#),
+            raw(
+                "tokenizer.json",
+                br#"{"model": {"type": "WordLevel", "vocab": 7}}"#,
+            ),
         ),
         (
             "manifest-garbage",
@@ -399,7 +430,11 @@ pub fn build(root: &Path) -> Vec<Case> {
     );
     let spec_cases: Vec<(&'static str, String, &'static str)> = vec![
         ("spec-empty", String::new(), "missing field"),
-        ("spec-not-toml", "checkpoints = [".into(), "invalid probe spec"),
+        (
+            "spec-not-toml",
+            "checkpoints = [".into(),
+            "invalid probe spec",
+        ),
         (
             "spec-unknown-label",
             spec_ok.replace("optout", "colour"),
@@ -504,7 +539,11 @@ pub fn build(root: &Path) -> Vec<Case> {
 
     // --- probe fit data files ---
     let x = |n: usize, d: usize| f32_bytes((0..n * d).map(|i| (i % 7) as f32));
-    let y = |n: usize| (0..n as i64).flat_map(|i| (i % 2).to_le_bytes()).collect::<Vec<u8>>();
+    let y = |n: usize| {
+        (0..n as i64)
+            .flat_map(|i| (i % 2).to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
     let t = |name: &str, dt: Dtype, shape: Vec<usize>, b: Vec<u8>| (name.to_string(), dt, shape, b);
     let data_cases: Vec<(&'static str, Vec<u8>, &'static str)> = vec![
         ("data-empty", vec![], "safetensors"),
