@@ -267,9 +267,15 @@ fn inspect(dir: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Prompts from `--ids` (comma-separated ids) or `--text` (tokenized), one row each.
+/// Check token rows against the model (ids in range, lengths fit), naming the argument.
+fn check_rows(model: &feedlens::Gpt2, rows: &[Vec<u32>], arg: &str) -> Result<()> {
+    model.check_ids(rows).with_context(|| arg.to_string())
+}
+
+/// Prompts from `--ids` (comma-separated ids) or `--text` (tokenized), one row each, checked
+/// against the model.
 fn prompts(ck: &checkpoint::Checkpoint, ids: &[String], text: &[String]) -> Result<Vec<Vec<u32>>> {
-    Ok(if text.is_empty() {
+    let rows: Vec<Vec<u32>> = if text.is_empty() {
         ids.iter()
             .map(|s| feedlens::tokens::parse_ids(s, "--ids"))
             .collect::<feedlens::Result<_>>()?
@@ -277,7 +283,13 @@ fn prompts(ck: &checkpoint::Checkpoint, ids: &[String], text: &[String]) -> Resu
         text.iter()
             .map(|t| ck.encode(t, "--text"))
             .collect::<feedlens::Result<_>>()?
-    })
+    };
+    check_rows(
+        &ck.model,
+        &rows,
+        if text.is_empty() { "--ids" } else { "--text" },
+    )?;
+    Ok(rows)
 }
 
 fn run(a: RunArgs) -> Result<()> {
@@ -858,6 +870,18 @@ fn patch(a: PatchArgs) -> Result<()> {
                 "give --clean and --corrupt, --clean-ids and --corrupt-ids, or --pairs"
             ),
         };
+        let arg = if a.clean.is_some() {
+            "--clean"
+        } else {
+            "--clean-ids"
+        };
+        check_rows(model, std::slice::from_ref(&clean), arg)?;
+        let arg = if a.corrupt.is_some() {
+            "--corrupt"
+        } else {
+            "--corrupt-ids"
+        };
+        check_rows(model, std::slice::from_ref(&corrupt), arg)?;
         let metric = match &a.metric {
             Some(m) => Metric::parse(m, |t| metric_token(&ck, t))?,
             None => patching::default_metric(model, &clean, &corrupt, a.at)?,
@@ -903,6 +927,12 @@ fn patch_models(a: PatchModelsArgs) -> Result<()> {
             .map(|t| cb.encode(t, "--prompts"))
             .collect::<feedlens::Result<_>>()?
     };
+    let arg = if a.prompts.is_empty() {
+        "--prompt-ids"
+    } else {
+        "--prompts"
+    };
+    check_rows(&cb.model, &prompts, arg)?;
     let metric = Metric::parse(&a.metric, |t| metric_token(&cb, t))?;
     let metrics = vec![metric; prompts.len()];
     let spec = patching::CrossSpec {
@@ -1058,8 +1088,18 @@ fn check(dir: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
     }
     let failed = outcomes.iter().filter(|o| !o.pass).count();
     if failed > 0 {
+        // The first failure's first problem goes on the error line itself, so the one line
+        // names the file at fault and what is wrong with it.
+        let first = outcomes.iter().find(|o| !o.pass);
+        let why = first
+            .and_then(|o| {
+                o.problems
+                    .first()
+                    .map(|p| format!(" (first: {}: {p})", o.spec.display()))
+            })
+            .unwrap_or_default();
         anyhow::bail!(
-            "{dir}: {failed} of {} probe specs drifted or failed",
+            "{dir}: {failed} of {} probe specs drifted or failed{why}",
             outcomes.len(),
             dir = dir.display()
         );

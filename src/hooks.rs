@@ -171,6 +171,15 @@ impl Cache {
         keys.sort();
         keys.into_iter().map(move |h| (*h, &self.map[h]))
     }
+    /// Refuse non-finite activations: an error naming the first hook (in forward order) whose
+    /// value has a NaN or infinite element. Analyses call this on the activations they read, so
+    /// an overflowing model gives a clear message instead of NaN tables.
+    pub fn check_finite(&self) -> Result<()> {
+        for (hook, t) in self.iter() {
+            check_finite(hook, t)?;
+        }
+        Ok(())
+    }
     /// Number of recorded hooks.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -182,6 +191,20 @@ impl Cache {
     pub(crate) fn insert(&mut self, hook: Hook, t: Tensor) {
         self.map.insert(hook, t);
     }
+}
+
+/// Error naming `hook` when `t` has a NaN or infinite element.
+pub fn check_finite(hook: Hook, t: &Tensor) -> Result<()> {
+    // 0·x is 0 for finite x and NaN for ±inf and NaN, so the sum is 0 exactly when all are
+    // finite (no copy to the host, and no overflow from summing huge finite values).
+    let t = t.to_dtype(DType::F32)?;
+    let s = (t.zeros_like()? * &t)?.sum_all()?.to_scalar::<f32>()?;
+    if s != 0.0 {
+        return Err(Error::input(format!(
+            "hook {hook}: activations contain NaN or infinite values (the weights overflow on this input)"
+        )));
+    }
+    Ok(())
 }
 
 /// What an intervention does to the hook's value where its mask is on.

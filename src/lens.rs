@@ -62,6 +62,7 @@ pub fn logit_lens(
             ..Run::default()
         },
     )?;
+    out.cache.check_finite()?;
     // Every point's residual at `pos`, stacked along the batch: [points·b, 1, d].
     let resid = hooks
         .iter()

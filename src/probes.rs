@@ -316,6 +316,7 @@ impl ActivationSet {
                 ..Run::default()
             };
             let out = model.forward(&Input::Ids(model.ids_tensor(&ids)?), &run)?;
+            out.cache.check_finite()?;
             for (k, h) in hooks.iter().enumerate() {
                 // [b, pos, d] → [b, d] at the probed position.
                 let t = out.cache.get(*h)?.narrow(1, position, 1)?.squeeze(1)?;
@@ -492,7 +493,12 @@ impl Spec {
     pub fn load(path: &Path) -> Result<Spec> {
         let text = String::from_utf8(fsio::read(path)?)
             .map_err(|_| Error::file(path, "is not UTF-8 text"))?;
-        let spec: Spec = toml::from_str(&text)
+        Spec::parse(&text, path)
+    }
+
+    /// Parse and validate spec text; `path` names it in errors (fuzzers call this directly).
+    pub fn parse(text: &str, path: &Path) -> Result<Spec> {
+        let spec: Spec = toml::from_str(text)
             .map_err(|e| Error::file(path, format!("invalid probe spec: {}", e.message())))?;
         let bad = |m: String| Error::file(path, m);
         Label::parse(&spec.label).map_err(|e| bad(e.to_string()))?;

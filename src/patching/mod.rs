@@ -336,7 +336,11 @@ pub(crate) fn run_metric(
         ..Run::default()
     };
     let out = model.forward(&Input::Ids(ids.clone()), &run)?;
+    out.cache.check_finite()?;
     let m = metric_values(&last_logits(out.logits)?, metrics)?.to_vec1::<f32>()?;
+    if m.iter().any(|v| !v.is_finite()) {
+        input_err!("the metric at position {pos} is NaN or infinite (the logits overflow)");
+    }
     Ok((out.cache, m))
 }
 

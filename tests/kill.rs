@@ -1,0 +1,129 @@
+//! Issue 7.3: SIGKILL at random (seeded) moments leaves no partial output that looks complete.
+//! Writes are atomic (temp file or folder named `.NAME.tmp-PID`, then a rename), so after any
+//! kill every visible checkpoint loads whole, byte-identical to an uninterrupted run, and a
+//! probe result's JSON (written last, after its weights) is either absent or whole.
+
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_feedlens"));
+    c.env("RAYON_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// Run to completion; returns the wall time (used only to spread the kill moments).
+fn run(args: &[&str]) -> Duration {
+    let t0 = Instant::now();
+    let st = bin().args(args).status().unwrap();
+    assert!(st.success(), "feedlens {}", args.join(" "));
+    t0.elapsed()
+}
+
+/// Start `args` and SIGKILL it after `after`.
+fn kill_after(args: &[&str], after: Duration) {
+    let mut child = bin().args(args).spawn().unwrap();
+    std::thread::sleep(after);
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+}
+
+fn visible(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn killed_zoo_and_probe_runs_leave_only_whole_outputs() {
+    let d = tempfile::tempdir().unwrap();
+    let reference = d.path().join("ref");
+    let r = reference.to_str().unwrap();
+    let t_zoo = run(&["zoo", "--quick", "--out", r]);
+    let killed = d.path().join("killed");
+    let k = killed.to_str().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut seen_partial = 0;
+    for round in 0..3 {
+        let at = t_zoo.mul_f64(rng.random_range(0.1..0.9));
+        kill_after(&["zoo", "--quick", "--force", "--out", k], at);
+        let names = visible(&killed);
+        seen_partial += usize::from(names.len() < 11);
+        for n in &names {
+            // Whole: loads, matches its manifest hash, and equals the uninterrupted build.
+            let ck = feedlens::checkpoint::load(killed.join(n))
+                .unwrap_or_else(|e| panic!("round {round}: {n} does not load: {e}"));
+            assert_eq!(ck.manifest.as_ref().unwrap().sha256, ck.sha256, "{n}");
+            assert_eq!(
+                files(&killed.join(n)),
+                files(&reference.join(n)),
+                "round {round}: {n} differs from the uninterrupted build"
+            );
+        }
+    }
+    eprintln!(
+        "zoo: {:.1} s, {seen_partial} of 3 kills left it partial",
+        t_zoo.as_secs_f64()
+    );
+
+    // A probe spec run over the reference base + rlhf, killed while it works.
+    let spec = d.path().join("p.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "checkpoints = [{:?}, {:?}]\nlabel = \"optout\"\nn = 60\nfolds = 3\nnull_directions = 50\n",
+            reference.join("base").to_str().unwrap(),
+            reference.join("rlhf").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let s = spec.to_str().unwrap();
+    let t_probe = run(&["probe", s]);
+    let (json, st) = feedlens::probes::result_paths(&spec);
+    let want_json = std::fs::read(&json).unwrap();
+    let want_st = std::fs::read(&st).unwrap();
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(&json);
+        let at = t_probe.mul_f64(rng.random_range(0.1..1.1));
+        kill_after(&["probe", s, "--force"], at);
+        // The JSON is the completion marker (written after the weights): when present, both
+        // are whole. The weights file is replaced atomically by the same bytes.
+        if json.exists() {
+            assert_eq!(std::fs::read(&json).unwrap(), want_json);
+        }
+        assert_eq!(std::fs::read(&st).unwrap(), want_st);
+    }
+    // Temp files of killed runs are dot-files and never shadow the result.
+    let visible_files = visible(d.path());
+    assert!(
+        visible_files.iter().all(
+            |n| ["ref", "killed", "p.toml", "p.result.json", "p.safetensors"].contains(&n.as_str())
+        ),
+        "{visible_files:?}"
+    );
+}
