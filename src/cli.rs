@@ -792,6 +792,10 @@ struct PatchArgs {
     /// Output JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a heatmap per layer × position component to STEM-COMPONENT.png and .svg
+    /// (normalised metric where clean ≠ corrupt, else raw).
+    #[arg(long, value_name = "STEM")]
+    png: Option<PathBuf>,
     /// Overwrite an existing output file.
     #[arg(long)]
     force: bool,
@@ -848,6 +852,17 @@ fn patch(a: PatchArgs) -> Result<()> {
         fsio::check_clobber(o, a.force)?;
     }
     let comps = Component::parse_list(&a.hooks, "--hooks")?;
+    let stems: Vec<(Component, PathBuf)> = match &a.png {
+        Some(stem) => comps
+            .iter()
+            .filter(|c| **c != Component::HeadOut)
+            .map(|c| (*c, PathBuf::from(format!("{}-{c}", stem.display()))))
+            .collect(),
+        None => vec![],
+    };
+    for (_, stem) in &stems {
+        check_outputs(&None, &Some(stem.clone()), a.force)?;
+    }
     let direction = a.direction.parse()?;
     let ck = load(&a.ckpt)?;
     let model = &ck.model;
@@ -904,6 +919,31 @@ fn patch(a: PatchArgs) -> Result<()> {
         v["corrupt_tokens"] = json!(labels(&p0.corrupt));
         v["metric"]["labels"] = json!(labels(&p0.metric.tokens()));
         write_json(o, &v, a.force)?;
+    }
+    if let Some(sw) = report.exact.as_ref().or(report.attribution.as_ref()) {
+        let normalised = sw.normalise(sw.clean_metric).is_some();
+        for (c, stem) in &stems {
+            let Some(g) = sw.grid(*c) else { continue };
+            let (nl, t) = (g.shape[0], g.shape[1]);
+            let cell = |x: f32| f64::from(sw.normalise(x).unwrap_or(x));
+            let fig = feedlens::plot::PatchHeatmap {
+                checkpoint: ck.name(),
+                contrast: format!("{} pair(s)", sw.n_pairs),
+                hook: c.to_string(),
+                metric: format!(
+                    "{}{}",
+                    if normalised { "normalised " } else { "" },
+                    p0.metric
+                ),
+                direction: format!("{:?}", sw.direction).to_lowercase(),
+                layers: (0..nl).map(|l| l.to_string()).collect(),
+                tokens: labels(&p0.clean),
+                values: (0..nl)
+                    .map(|l| g.raw[l * t..(l + 1) * t].iter().map(|&x| cell(x)).collect())
+                    .collect(),
+            };
+            write_plot(&fig, stem, a.force)?;
+        }
     }
     Ok(())
 }

@@ -266,3 +266,43 @@ fn bad_input_is_one_line_and_non_zero() {
         "no tokenizer.json",
     );
 }
+
+#[test]
+fn png_writes_a_heatmap_per_component() {
+    let d = tempfile::tempdir().unwrap();
+    let stem = d.path().join("heat");
+    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gpt2-tiny");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_feedlens"))
+        .args([
+            "patch",
+            tiny,
+            "--clean-ids",
+            "1,2,3,4,5",
+            "--corrupt-ids",
+            "1,2,9,4,5",
+        ])
+        .args([
+            "--metric",
+            "logit-diff:18,2",
+            "--hooks",
+            "resid_pre,mlp_out,head_out",
+            "--png",
+        ])
+        .arg(&stem)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for comp in ["resid_pre", "mlp_out"] {
+        let png = d.path().join(format!("heat-{comp}.png"));
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+        let info = dec.read_info().unwrap();
+        assert!(info.info().width > 100 && info.info().height > 100);
+        let svg = std::fs::read_to_string(d.path().join(format!("heat-{comp}.svg"))).unwrap();
+        assert!(svg.contains(comp), "title names the component");
+    }
+    assert!(!d.path().join("heat-head_out.png").exists());
+}
