@@ -8,14 +8,10 @@ mod corpus;
 
 use common::assert_clean_error;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn feedlens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_feedlens"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("run feedlens")
+    common::feedlens_threads(args, "1")
 }
 
 /// The tiny fixture with every token embedding scaled to ~1e36: finite weights whose first

@@ -1,32 +1,18 @@
 //! The `patch` / `patch-models` command line: JSON layout and sanity line, world pairs on a
 //! quick zoo checkpoint, and bad input (one-line error, non-zero exit, no panic).
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 const FIX: &str = "tests/fixtures/gpt2-tiny";
 const CLEAN: &str = "1,2,3,4,5,6,7,8,9,10,11,12";
 const CORRUPT: &str = "1,2,3,9,5,6,7,8,9,10,11,12";
 
-fn feedlens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_feedlens"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("run feedlens")
-}
+mod common;
 
-fn fails_with(args: &[&str], want: &str) {
-    let out = feedlens(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(!err.contains("panicked at"), "{args:?} panicked: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{args:?}: not one line: {err}");
-    assert!(lines[0].starts_with("error: "), "{args:?}: {err}");
-    assert!(
-        lines[0].contains(want),
-        "{args:?}: expected '{want}' in: {err}"
-    );
+use common::fails_with;
+
+fn feedlens(args: &[&str]) -> Output {
+    common::feedlens_threads(args, "1")
 }
 
 #[test]

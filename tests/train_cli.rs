@@ -2,30 +2,11 @@
 //! (one-line error, non-zero exit, no panic), including an interrupted run.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn feedlens(args: &[&str], threads: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_feedlens"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", threads)
-        .output()
-        .expect("run feedlens")
-}
+mod common;
 
-/// A failed run: non-zero exit, exactly one stderr line starting `error:` that contains `want`.
-fn fails_with(args: &[&str], want: &str) {
-    let out = feedlens(args, "1");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(!err.contains("panicked at"), "{args:?} panicked: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{args:?}: not one line: {err}");
-    assert!(lines[0].starts_with("error: "), "{args:?}: {err}");
-    assert!(
-        lines[0].contains(want),
-        "{args:?}: expected '{want}' in: {err}"
-    );
-}
+use common::{fails_with, feedlens_threads as feedlens};
 
 fn weights(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name).join("model.safetensors")).expect("model.safetensors")

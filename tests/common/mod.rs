@@ -84,3 +84,29 @@ pub fn tiny_copy() -> (tempfile::TempDir, PathBuf) {
     }
     (d, ck)
 }
+
+/// Run the feedlens binary with `RAYON_NUM_THREADS` set.
+pub fn feedlens_threads(args: &[&str], threads: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_feedlens"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", threads)
+        .output()
+        .expect("run feedlens")
+}
+
+/// A failed run (one thread): non-zero exit, no panic, and stderr is exactly one non-empty line,
+/// starting `error: ` and containing `want` (stricter than [`assert_clean_error`]: nothing else
+/// may be printed).
+pub fn fails_with(args: &[&str], want: &str) {
+    let out = feedlens_threads(args, "1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(!err.contains("panicked at"), "{args:?} panicked: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: not one line: {err}");
+    assert!(lines[0].starts_with("error: "), "{args:?}: {err}");
+    assert!(
+        lines[0].contains(want),
+        "{args:?}: expected '{want}' in: {err}"
+    );
+}
