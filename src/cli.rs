@@ -1267,6 +1267,9 @@ fn report(a: ReportArgs) -> Result<()> {
         [] => PathBuf::from("reports/zoo"),
         names => PathBuf::from("reports").join(feedlens::html::slug(&names.join("+"))),
     });
+    if a.n == 0 {
+        anyhow::bail!("--n: must be at least 1");
+    }
     report::check_output(&out, a.force)?;
     let pairs = Pairs::load(&a.pairs)?.only(&a.only)?;
     pairs.check()?;

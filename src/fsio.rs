@@ -1,18 +1,74 @@
-//! Atomic, no-clobber file and directory writes (temp file or folder + rename).
-//! Owns every write feedlens makes to a user's disk; nothing else calls `fs::write`.
+//! Atomic, no-clobber file and directory writes (temp file or folder + rename), and the clean-up
+//! of temp files left by killed runs. Owns every write feedlens makes to a user's disk; nothing
+//! else calls `fs::write`.
 
 use crate::{Error, Result};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The temp siblings' tags: `.{name}.tmp-{pid}` (being written), `.{name}.old-{pid}` (the
+/// replaced version, being removed).
+const TAGS: [&str; 2] = ["tmp", "old"];
+
 /// A sibling of `path` named `.{name}.{tag}-{pid}` (same filesystem, so rename is atomic).
 fn sibling(path: &Path, tag: &str) -> PathBuf {
-    let name = path
-        .file_name()
+    path.with_file_name(format!(".{}.{tag}-{}", file_name(path), std::process::id()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{tag}-{}", std::process::id()))
+        .unwrap_or_default()
+}
+
+/// Whether process `pid` is still running (so its temp siblings are in use).
+fn alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        match i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            Some(p) => !matches!(
+                rustix::process::test_kill_process(p),
+                Err(rustix::io::Errno::SRCH)
+            ),
+            None => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// Remove the temp siblings of `path` left by feedlens runs that were killed (their process
+/// is gone). Best effort: what cannot be removed is left alone.
+fn clean_stale(path: &Path) {
+    let name = file_name(path);
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let pid = TAGS.iter().find_map(|t| {
+            n.strip_prefix(&format!(".{name}.{t}-"))
+                .and_then(|p| p.parse::<u32>().ok())
+        });
+        if pid.is_some_and(|p| p != std::process::id() && !alive(p)) {
+            let p = e.path();
+            let _ = match p.is_dir() && !p.is_symlink() {
+                true => fs::remove_dir_all(&p),
+                false => fs::remove_file(&p),
+            };
+        }
+    }
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -40,6 +96,7 @@ pub fn write_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
     }
+    clean_stale(path);
     let tmp = sibling(path, "tmp");
     let res = (|| {
         let mut f = fs::File::create(&tmp)?;
@@ -66,6 +123,7 @@ pub fn write_dir(dir: &Path, files: &[(&str, &[u8])], force: bool) -> Result<()>
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
     }
+    clean_stale(dir);
     let tmp = sibling(dir, "tmp");
     let res = (|| -> std::io::Result<()> {
         if tmp.exists() {
@@ -86,25 +144,46 @@ pub fn write_dir(dir: &Path, files: &[(&str, &[u8])], force: bool) -> Result<()>
     replace_dir(&tmp, dir)
 }
 
-/// Move the finished folder `tmp` to `dir`, replacing an existing `dir`.
+/// Move the finished folder `tmp` to `dir`, replacing an existing `dir`. On Linux an existing
+/// `dir` is swapped with `tmp` in one atomic exchange, so `dir` names a whole folder at every
+/// moment; elsewhere (or on a filesystem without exchange) the old folder is first moved aside,
+/// so a kill between the two renames leaves it as `.NAME.old-PID`, never mixed with the new one.
 pub fn replace_dir(tmp: &Path, dir: &Path) -> Result<()> {
-    let old = sibling(dir, "old");
-    let had_old = dir.exists();
-    if had_old {
-        let _ = fs::remove_dir_all(&old);
-        fs::rename(dir, &old).map_err(|e| io_err(dir, format!("cannot move aside: {e}")))?;
+    if !dir.exists() {
+        return fs::rename(tmp, dir).map_err(|e| {
+            let _ = fs::remove_dir_all(tmp);
+            io_err(dir, format!("cannot write: {e}"))
+        });
     }
-    if let Err(e) = fs::rename(tmp, dir) {
-        if had_old {
-            let _ = fs::rename(&old, dir);
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        if renameat_with(CWD, tmp, CWD, dir, RenameFlags::EXCHANGE).is_ok() {
+            // `tmp` now holds the old folder.
+            let _ = fs::remove_dir_all(tmp);
+            return Ok(());
         }
+    }
+    let old = sibling(dir, "old");
+    let _ = fs::remove_dir_all(&old);
+    fs::rename(dir, &old).map_err(|e| io_err(dir, format!("cannot move aside: {e}")))?;
+    if let Err(e) = fs::rename(tmp, dir) {
+        let _ = fs::rename(&old, dir);
         let _ = fs::remove_dir_all(tmp);
         return Err(io_err(dir, format!("cannot write: {e}")));
     }
-    if had_old {
-        let _ = fs::remove_dir_all(&old);
-    }
+    let _ = fs::remove_dir_all(&old);
     Ok(())
+}
+
+/// Remove the file `path` if it exists (an output about to be replaced).
+pub fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io_err(path, format!("cannot replace: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Read a whole file, with an error naming it.
@@ -148,5 +227,36 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "no temp folders left behind: {names:?}");
+    }
+
+    #[test]
+    fn leftovers_of_dead_runs_are_cleaned_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ck");
+        // PIDs above the kernel's pid_max (4194304) belong to no process.
+        let dead = ["tmp", "old"].map(|t| d.path().join(format!(".ck.{t}-4194305")));
+        fs::create_dir(&dead[0]).unwrap();
+        fs::write(dead[0].join("half"), b"x").unwrap();
+        fs::write(&dead[1], b"x").unwrap();
+        // A live process's (PID 1), another file's, and a look-alike name.
+        let keep = [
+            ".ck.tmp-1".to_string(),
+            ".other.tmp-4194305".to_string(),
+            ".ck.tmp-notapid".to_string(),
+        ]
+        .map(|n| d.path().join(n));
+        for k in &keep {
+            fs::write(k, b"x").unwrap();
+        }
+        write_dir(&p, &[("a", b"1")], false).unwrap();
+        assert!(
+            dead.iter().all(|x| !x.exists()),
+            "dead runs' leftovers removed"
+        );
+        assert!(
+            keep.iter().all(|x| x.exists()),
+            "live or unrelated files kept"
+        );
+        assert_eq!(fs::read(p.join("a")).unwrap(), b"1");
     }
 }

@@ -48,6 +48,22 @@ fn default_act() -> String {
 }
 
 impl Config {
+    /// The first shape field in which `self` and `other` differ, as `"n_layer 4 vs 2"`; `None`
+    /// when the two models have the same tensors (paired analyses need that).
+    pub fn shape_difference(&self, other: &Config) -> Option<String> {
+        [
+            ("n_layer", self.n_layer, other.n_layer),
+            ("n_embd", self.n_embd, other.n_embd),
+            ("n_head", self.n_head, other.n_head),
+            ("n_positions", self.n_positions, other.n_positions),
+            ("vocab_size", self.vocab_size, other.vocab_size),
+            ("d_mlp", self.d_mlp(), other.d_mlp()),
+        ]
+        .into_iter()
+        .find(|(_, u, v)| u != v)
+        .map(|(name, u, v)| format!("{name} {u} vs {v}"))
+    }
+
     /// A config with HF's standard GPT-2 fields filled in (what `GPT2Config()` writes).
     pub fn new(
         n_layer: usize,

@@ -957,6 +957,9 @@ pub fn write_run(spec: &Path, run: &SpecRun, force: bool) -> Result<(PathBuf, Pa
     let (json, st) = result_paths(spec);
     fsio::check_clobber(&json, force)?;
     fsio::check_clobber(&st, force)?;
+    // The JSON is the completion marker, written last: remove a replaced one first, so a kill
+    // between the two writes cannot pair the old result with the new weights.
+    fsio::remove_file(&json)?;
     fsio::write_file(&st, &safetensors_bytes(&run.weights)?, force)?;
     fsio::write_file(&json, &checkpoint::pretty(&run.result)?, force)?;
     Ok((json, st))

@@ -119,7 +119,14 @@ impl Pairs {
     pub fn load(path: &Path) -> Result<Pairs> {
         let text = String::from_utf8(fsio::read(path)?)
             .map_err(|_| Error::file(path, "is not UTF-8 text"))?;
-        let raw: RawPairs = toml::from_str(&text)
+        Pairs::parse(&text, path)
+    }
+
+    /// Parse and check the text of a pairs file; `path` is where it came from (errors name it,
+    /// checkpoint directories are relative to its folder). Never panics on any input (fuzzed:
+    /// `fuzz/fuzz_targets/pairs.rs`).
+    pub fn parse(text: &str, path: &Path) -> Result<Pairs> {
+        let raw: RawPairs = toml::from_str(text)
             .map_err(|e| Error::file(path, format!("invalid pairs file: {}", e.message())))?;
         let mut pairs = Vec::new();
         for p in raw.pair {
@@ -159,6 +166,19 @@ impl Pairs {
         }
         if pairs.is_empty() {
             return Err(Error::file(path, "no [[pair]] entries"));
+        }
+        // Figures are named by checkpoint slug: two names must not share one.
+        let mut slugs: BTreeMap<String, &str> = BTreeMap::new();
+        for c in pairs.iter().flat_map(|p| [p.a.as_str(), p.b.as_str()]) {
+            match slugs.insert(html::slug(c), c) {
+                Some(d) if d != c => {
+                    return Err(Error::file(
+                        path,
+                        format!("checkpoints '{d}' and '{c}' would share report file names"),
+                    ))
+                }
+                _ => {}
+            }
         }
         Ok(Pairs {
             path: path.to_path_buf(),
@@ -785,10 +805,28 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     for n in &names {
         let ck = checkpoint::load(pairs.dir_of(n))
             .map_err(|e| Error::file(&pairs.path, format!("checkpoint '{n}': {e}")))?;
+        world_of(&ck)?
+            .holds(ck.model.config())
+            .map_err(|e| Error::file(&pairs.path, format!("checkpoint '{n}': {e}")))?;
         cks.insert(n.clone(), ck);
         progress.step("load", n);
     }
     progress.done("load");
+    for p in &pairs.pairs {
+        if let Some(d) = cks[&p.a]
+            .model
+            .config()
+            .shape_difference(cks[&p.b].model.config())
+        {
+            return Err(Error::file(
+                &pairs.path,
+                format!(
+                    "pair '{}': '{}' and '{}' differ in shape: {d}",
+                    p.name, p.a, p.b
+                ),
+            ));
+        }
+    }
     // Work lists, each item once.
     let mut buckets: BTreeMap<String, BTreeSet<Option<u8>>> = BTreeMap::new();
     let mut patch_jobs: BTreeSet<(String, String)> = BTreeSet::new();

@@ -1,11 +1,12 @@
 //! The toy "assist" world of DESIGN.md §4: vocabulary with fixed ids, prompts with three slots,
 //! the per-token reward, the pretraining corpus, contrast pairs, episode scoring and the
-//! behaviour table. Pure data and arithmetic: no model, no training, no files.
+//! behaviour table. Pure data and arithmetic: no weights, no training, no files.
 //!
 //! A sequence is `<bos> S1 S2 S3 Q d1 d2 d3 d4 d5 A | m a1 a2 a3 a4 a5 <eos>`: an 11-token
 //! prompt (positions 0–10) and a 7-token completion (positions 11–17). The completion token at
 //! position p is predicted at position p − 1, so the mode `m` is predicted at `A` (10).
 
+use crate::model::Config;
 use crate::{Error, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -180,6 +181,19 @@ impl WorldConfig {
                 "world config: vocab_size {} is smaller than the {N_TOKENS} world tokens",
                 self.vocab_size
             );
+        }
+        Ok(())
+    }
+
+    /// Whether a model of shape `cfg` can take this world's episodes: its vocabulary covers
+    /// `vocab_size` ids and its context a whole episode (`SEQ_LEN` tokens). The error is one
+    /// line stating both sizes.
+    pub fn holds(&self, cfg: &Config) -> std::result::Result<(), String> {
+        if cfg.vocab_size < self.vocab_size || cfg.n_positions < SEQ_LEN {
+            return Err(format!(
+                "the model (vocab {}, context {}) cannot hold the world (vocab {}, {SEQ_LEN} tokens)",
+                cfg.vocab_size, cfg.n_positions, self.vocab_size
+            ));
         }
         Ok(())
     }

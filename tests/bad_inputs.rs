@@ -1,6 +1,6 @@
-//! Issue 7.1: every command that takes a checkpoint, probe spec, activation file or token ids
-//! is driven over the malformed-input corpus (`tests/bad_inputs/corpus.rs`). Each run must
-//! exit non-zero with exactly one `error:` line that names the file (or argument) and the
+//! Issue 7.1: every command that takes a checkpoint, probe spec, pairs file, activation file or
+//! token ids is driven over the malformed-input corpus (`tests/bad_inputs/corpus.rs`). Each run
+//! must exit non-zero with exactly one `error:` line that names the file (or argument) and the
 //! problem, never panic, and write no output.
 
 #[path = "bad_inputs/corpus.rs"]
@@ -227,6 +227,13 @@ fn every_command_refuses_every_bad_input_with_one_line() {
                 std::fs::write(dir.join("spec.result.json"), &stored).unwrap();
                 check(argv(&["check", &s(dir)]), &c.names);
             }
+            Kind::Pairs => {
+                let out = s(&tmp.join(format!("out-{i}-report")));
+                check(
+                    argv(&["report", "--pairs", &s(&c.input), "--out", &out]),
+                    &c.names,
+                );
+            }
             Kind::ProbeData => {
                 check(
                     argv(&[
@@ -274,6 +281,18 @@ fn every_command_refuses_every_bad_input_with_one_line() {
             runs += 1;
             failures.extend(expect_error(&args, arg, problem));
         }
+    }
+    // Bad `report` arguments on a good pairs file.
+    let good_pairs = s(&root.join("good-pairs/pairs.toml"));
+    let out = s(&tmp.join("out-report"));
+    for (extra, arg, problem) in [
+        (["--only", "nope"], "--only", "no pair 'nope'"),
+        (["--n", "0"], "--n", "must be at least 1"),
+    ] {
+        let mut args = argv(&["report", "--pairs", &good_pairs, "--out", &out]);
+        args.extend(argv(&extra));
+        runs += 1;
+        failures.extend(expect_error(&args, arg, problem));
     }
     // No command wrote anything for a bad input.
     let written: Vec<String> = std::fs::read_dir(&tmp)

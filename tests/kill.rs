@@ -1,9 +1,14 @@
 //! Issue 7.3: SIGKILL at random (seeded) moments leaves no partial output that looks complete.
 //! Writes are atomic (temp file or folder named `.NAME.tmp-PID`, then a rename), so after any
-//! kill every visible checkpoint loads whole, byte-identical to an uninterrupted run, and a
-//! probe result's JSON (written last, after its weights) is either absent or whole.
+//! kill every visible checkpoint loads whole, byte-identical to an uninterrupted run, a probe
+//! result's JSON (written last, after its weights) is either absent or whole, and a report
+//! folder is absent or whole (a replaced one is swapped out in one exchange, so under `--force`
+//! the old or the new report is there at every moment). The next run removes what killed runs
+//! left behind.
 
 use rand::{Rng, SeedableRng};
+use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,15 +22,15 @@ fn bin() -> Command {
 }
 
 /// Run to completion; returns the wall time (used only to spread the kill moments).
-fn run(args: &[&str]) -> Duration {
+fn run<S: AsRef<OsStr> + Debug>(args: &[S]) -> Duration {
     let t0 = Instant::now();
     let st = bin().args(args).status().unwrap();
-    assert!(st.success(), "feedlens {}", args.join(" "));
+    assert!(st.success(), "feedlens {args:?}");
     t0.elapsed()
 }
 
 /// Start `args` and SIGKILL it after `after`.
-fn kill_after(args: &[&str], after: Duration) {
+fn kill_after<S: AsRef<OsStr>>(args: &[S], after: Duration) {
     let mut child = bin().args(args).spawn().unwrap();
     std::thread::sleep(after);
     child.kill().unwrap(); // SIGKILL on Unix
@@ -126,4 +131,75 @@ fn killed_zoo_and_probe_runs_leave_only_whole_outputs() {
         ),
         "{visible_files:?}"
     );
+}
+
+#[test]
+fn killed_report_runs_leave_no_report_or_a_whole_one() {
+    let d = tempfile::tempdir().unwrap();
+    let zoo = d.path().join("zoo");
+    let z = zoo.to_str().unwrap();
+    run(&[
+        "zoo",
+        "--quick",
+        "--only",
+        "base,rlhf,rlhf-optout",
+        "--out",
+        z,
+    ]);
+    let pairs = zoo.join("pairs.toml");
+    std::fs::write(
+        &pairs,
+        "[[pair]]\nname = \"optout\"\na = \"rlhf\"\nb = \"rlhf-optout\"\ncontrast = \"optout\"\nmetric = \"mode\"\n",
+    )
+    .unwrap();
+    let p = pairs.to_str().unwrap();
+    let report = |out: &Path, force: bool| {
+        let mut a = vec!["report", "--pairs", p, "--n", "64", "--out"];
+        a.push(out.to_str().unwrap());
+        if force {
+            a.push("--force");
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let reference = d.path().join("ref");
+    let t = run(&report(&reference, false));
+    let want = files(&reference);
+    assert!(want.iter().any(|(n, _)| n == "index.html"), "{want:?}");
+    let out = d.path().join("rep");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let (mut absent, mut whole) = (0, 0);
+    for round in 0..10 {
+        // Rounds 0–4 write a new report; 5–9 replace a whole one with --force.
+        let force = round >= 5;
+        if force && !out.exists() {
+            run(&report(&out, false));
+        }
+        // Mostly late: the write is the last part of a run.
+        let at = t.mul_f64(rng.random_range(0.3..1.05));
+        kill_after(&report(&out, force), at);
+        if out.exists() {
+            assert_eq!(
+                files(&out),
+                want,
+                "round {round}: a partial report is visible"
+            );
+            whole += 1;
+        } else {
+            assert!(!force, "round {round}: --force lost the existing report");
+            absent += 1;
+        }
+    }
+    eprintln!(
+        "report: {:.1} s; after kills {absent} absent, {whole} whole",
+        t.as_secs_f64()
+    );
+    // A finished run cleans up what the killed ones left (their processes are gone).
+    run(&report(&out, true));
+    assert_eq!(files(&out), want);
+    let left: Vec<String> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".rep."))
+        .collect();
+    assert!(left.is_empty(), "leftovers of killed runs: {left:?}");
 }

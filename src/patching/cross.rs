@@ -52,20 +52,10 @@ impl Cross {
 
 /// Refuse two models of different shapes (one line naming the first difference).
 fn same_shape(a: &Gpt2, b: &Gpt2) -> Result<()> {
-    let (x, y) = (a.config(), b.config());
-    for (name, u, v) in [
-        ("n_layer", x.n_layer, y.n_layer),
-        ("n_embd", x.n_embd, y.n_embd),
-        ("n_head", x.n_head, y.n_head),
-        ("n_positions", x.n_positions, y.n_positions),
-        ("vocab_size", x.vocab_size, y.vocab_size),
-        ("d_mlp", x.d_mlp(), y.d_mlp()),
-    ] {
-        if u != v {
-            input_err!("checkpoints A and B differ in shape: {name} {u} vs {v}");
-        }
+    match a.config().shape_difference(b.config()) {
+        Some(d) => input_err!("checkpoints A and B differ in shape: {d}"),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// What [`patch_models`] patches and where it reads the metric.

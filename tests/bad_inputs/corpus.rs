@@ -21,6 +21,8 @@ pub enum Kind {
     ProbeSpec,
     /// A `probe fit --data` safetensors file.
     ProbeData,
+    /// A `report --pairs` file.
+    Pairs,
 }
 
 /// One malformed input.
@@ -588,6 +590,155 @@ pub fn build(root: &Path) -> Vec<Case> {
             problem,
         });
     }
+
+    // --- pairs files (`report --pairs`); checkpoints are named relative to the file ---
+    let two_layer = root.join("two-layer-checkpoint");
+    fs::create_dir(&two_layer).unwrap();
+    let mut c = config();
+    c["n_layer"] = 2.into();
+    fs::write(
+        two_layer.join("config.json"),
+        serde_json::to_vec(&c).unwrap(),
+    )
+    .unwrap();
+    let kept: Vec<Raw> = tensors
+        .iter()
+        .filter(|t| !t.0.contains("h.2."))
+        .cloned()
+        .collect();
+    fs::write(two_layer.join("model.safetensors"), st_bytes(&kept)).unwrap();
+    // 16 positions: shorter than an 18-token world episode.
+    let short = root.join("short-context-checkpoint");
+    fs::create_dir(&short).unwrap();
+    let mut c = config();
+    c["n_positions"] = 16.into();
+    fs::write(short.join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
+    let cut: Vec<Raw> = tensors
+        .iter()
+        .map(|t| match t.0.ends_with("wpe.weight") {
+            true => (
+                t.0.clone(),
+                t.1,
+                vec![16, t.2[1]],
+                t.3[..16 * t.2[1] * 4].to_vec(),
+            ),
+            false => t.clone(),
+        })
+        .collect();
+    fs::write(short.join("model.safetensors"), st_bytes(&cut)).unwrap();
+    let pair = |a: &str, b: &str| {
+        format!("[[pair]]\nname = \"p\"\na = \"../{a}\"\nb = \"../{b}\"\nmetric = \"mode\"\n")
+    };
+    let good_pair = pair("good-checkpoint", "good-checkpoint");
+    let pairs_cases: Vec<(&'static str, String, &'static str)> = vec![
+        ("pairs-empty", String::new(), "missing field"),
+        ("pairs-not-toml", "[[pair]\n".into(), "invalid pairs file"),
+        (
+            "pairs-no-pairs",
+            "pair = []\n".into(),
+            "no [[pair]] entries",
+        ),
+        (
+            "pairs-unknown-field",
+            format!("{good_pair}colour = 1\n"),
+            "unknown field",
+        ),
+        (
+            "pairs-wrong-type",
+            good_pair.replace("\"mode\"", "3"),
+            "invalid pairs file",
+        ),
+        (
+            "pairs-unknown-metric",
+            good_pair.replace("\"mode\"", "\"loss\""),
+            "unknown variant",
+        ),
+        (
+            "pairs-unknown-contrast",
+            format!("{good_pair}contrast = \"colour\"\n"),
+            "unknown contrast",
+        ),
+        (
+            "pairs-metric-mismatch",
+            format!("{good_pair}contrast = \"trigger\"\n"),
+            "is measured with metric",
+        ),
+        (
+            "pairs-duplicate-name",
+            format!("{good_pair}{good_pair}"),
+            "used twice",
+        ),
+        (
+            "pairs-empty-name",
+            good_pair.replace("\"p\"", "\" \""),
+            "empty name",
+        ),
+        (
+            "pairs-file-name-clash",
+            // "../good-checkpoint" and "..-good-checkpoint" both slug to "---good-checkpoint".
+            good_pair.replace("b = \"../", "b = \"..-"),
+            "share report file names",
+        ),
+        (
+            "pairs-checkpoint-missing",
+            pair("good-checkpoint", "no-such-checkpoint"),
+            "not found",
+        ),
+        (
+            "pairs-checkpoint-bad",
+            pair("good-checkpoint", "weights-nan"),
+            "NaN or infinite",
+        ),
+        (
+            "pairs-shape-mismatch",
+            pair("good-checkpoint", "two-layer-checkpoint"),
+            "differ in shape: n_layer 3 vs 2",
+        ),
+        (
+            "pairs-world-does-not-fit",
+            pair("short-context-checkpoint", "short-context-checkpoint"),
+            "cannot hold the world",
+        ),
+    ];
+    for (name, text, problem) in pairs_cases {
+        let dir = root.join(name);
+        fs::create_dir(&dir).unwrap();
+        let p = dir.join("pairs.toml");
+        fs::write(&p, text).unwrap();
+        cases.push(Case {
+            name,
+            kind: Kind::Pairs,
+            input: p.clone(),
+            names: p,
+            problem,
+        });
+    }
+    for (name, problem) in [
+        ("pairs-missing", "no such file"),
+        ("pairs-not-utf8", "not UTF-8"),
+        ("pairs-is-a-directory", "is a directory"),
+        ("pairs-symlink-loop", "cannot read"),
+    ] {
+        let dir = root.join(name);
+        fs::create_dir(&dir).unwrap();
+        let p = dir.join("pairs.toml");
+        match name {
+            "pairs-not-utf8" => fs::write(&p, b"[[pair]]\nname = \"\xff\"\n").unwrap(),
+            "pairs-is-a-directory" => fs::create_dir(&p).unwrap(),
+            "pairs-symlink-loop" => std::os::unix::fs::symlink("pairs.toml", &p).unwrap(),
+            _ => {}
+        }
+        cases.push(Case {
+            name,
+            kind: Kind::Pairs,
+            input: p.clone(),
+            names: p,
+            problem,
+        });
+    }
+    let dir = root.join("good-pairs");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("pairs.toml"), good_pair).unwrap();
 
     cases
 }
