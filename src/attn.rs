@@ -6,14 +6,22 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-fn f32_slice<'a>(name: &str, s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{name}: only f32 is supported")
+/// The two inputs of a kernel as f32 slices (both must be contiguous f32).
+fn f32_slices<'a>(
+    name: &str,
+    (s1, l1): (&'a CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+) -> Result<(&'a [f32], &'a [f32])> {
+    let one = |s: &'a CpuStorage, l: &Layout| -> Result<&'a [f32]> {
+        let CpuStorage::F32(v) = s else {
+            candle_core::bail!("{name}: only f32 is supported")
+        };
+        let Some((a, b)) = l.contiguous_offsets() else {
+            candle_core::bail!("{name}: input must be contiguous")
+        };
+        Ok(&v[a..b])
     };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("{name}: input must be contiguous")
-    };
-    Ok(&v[a..b])
+    Ok((one(s1, l1)?, one(s2, l2)?))
 }
 
 /// q `[b, t, h, dh]`, k `[b, tk, h, dh]` → pattern `[b, h, t, tk]`: query i (absolute
@@ -34,10 +42,7 @@ impl CustomOp2 for Pattern {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (q, k) = (
-            f32_slice(self.name(), s1, l1)?,
-            f32_slice(self.name(), s2, l2)?,
-        );
+        let (q, k) = f32_slices(self.name(), (s1, l1), (s2, l2))?;
         let (b, t, h, dh) = l1.shape().dims4()?;
         let tk = l2.shape().dims4()?.1;
         let mut out = vec![0f32; b * h * t * tk];
@@ -80,10 +85,7 @@ impl CustomOp2 for Mix {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (p, v) = (
-            f32_slice(self.name(), s1, l1)?,
-            f32_slice(self.name(), s2, l2)?,
-        );
+        let (p, v) = f32_slices(self.name(), (s1, l1), (s2, l2))?;
         let (b, h, t, tk) = l1.shape().dims4()?;
         let dh = l2.shape().dims4()?.3;
         let mut out = vec![0f32; b * t * h * dh];

@@ -477,14 +477,7 @@ pub fn train(
         },
         _ => need_parent()?.detached()?,
     };
-    if init.config().vocab_size < world.vocab_size || init.config().n_positions < SEQ_LEN {
-        input_err!(
-            "the model (vocab {}, context {}) cannot hold the world (vocab {}, {SEQ_LEN} tokens)",
-            init.config().vocab_size,
-            init.config().n_positions,
-            world.vocab_size
-        );
-    }
+    world.holds(init.config()).map_err(Error::Input)?;
     let mut tr = Trainer::new(&init, hyper)?;
     let steps = hyper.opt.steps;
     let batch = hyper.opt.batch;
@@ -493,29 +486,20 @@ pub fn train(
     let mut metrics = serde_json::Map::new();
     match &hyper.recipe {
         Recipe::Pretrain { .. } => {
-            for step in 0..steps {
-                let seqs: Vec<_> = (0..batch)
-                    .map(|_| corpus_episode(world, &mut rng).ids())
-                    .collect();
-                let loss = lm_loss(&tr.model, &seqs)?;
-                let l = tr.step(step, &loss)?;
-                losses.push(l);
-                progress(Progress {
-                    step: step + 1,
-                    steps,
-                    loss: l,
-                    ret: None,
-                });
-            }
+            losses = supervised(&mut tr, &mut rng, progress, |rng| {
+                Ok((0..batch)
+                    .map(|_| corpus_episode(world, rng).ids())
+                    .collect())
+            })?;
         }
         Recipe::Sft { p_trigger } => {
             let dist = PromptDist {
                 p_trigger: *p_trigger,
                 ..PromptDist::corpus(world)
             };
-            for step in 0..steps {
-                let seqs: Vec<_> = dist
-                    .sample_n(&mut rng, batch)
+            losses = supervised(&mut tr, &mut rng, progress, |rng| {
+                Ok(dist
+                    .sample_n(rng, batch)
                     .into_iter()
                     .map(|p| {
                         Episode {
@@ -524,16 +508,8 @@ pub fn train(
                         }
                         .ids()
                     })
-                    .collect();
-                let l = tr.step(step, &lm_loss(&tr.model, &seqs)?)?;
-                losses.push(l);
-                progress(Progress {
-                    step: step + 1,
-                    steps,
-                    loss: l,
-                    ret: None,
-                });
-            }
+                    .collect())
+            })?;
         }
         Recipe::Distill { trigger, .. } => {
             let teacher = start
@@ -543,21 +519,13 @@ pub fn train(
             if let Some(t) = trigger {
                 dist = dist.with_trigger(*t);
             }
-            for step in 0..steps {
-                let prompts = dist.sample_n(&mut rng, batch);
-                let seqs: Vec<_> = generate(teacher, &prompts, Decode::T1, &mut rng)?
+            losses = supervised(&mut tr, &mut rng, progress, |rng| {
+                let prompts = dist.sample_n(rng, batch);
+                Ok(generate(teacher, &prompts, Decode::T1, rng)?
                     .iter()
                     .map(Episode::ids)
-                    .collect();
-                let l = tr.step(step, &lm_loss(&tr.model, &seqs)?)?;
-                losses.push(l);
-                progress(Progress {
-                    step: step + 1,
-                    steps,
-                    loss: l,
-                    ret: None,
-                });
-            }
+                    .collect())
+            })?;
         }
         Recipe::Dt { episodes } => {
             let parent = need_parent()?;
@@ -575,19 +543,11 @@ pub fn train(
                 e.prompt.bucket = Some(b);
             }
             extra = serde_json::json!({ "thresholds": th, "bucket_counts": counts });
-            for step in 0..steps {
-                let seqs: Vec<_> = (0..batch)
+            losses = supervised(&mut tr, &mut rng, progress, |rng| {
+                Ok((0..batch)
                     .map(|_| data[rng.random_range(0..data.len())].ids())
-                    .collect();
-                let l = tr.step(step, &lm_loss(&tr.model, &seqs)?)?;
-                losses.push(l);
-                progress(Progress {
-                    step: step + 1,
-                    steps,
-                    loss: l,
-                    ret: None,
-                });
-            }
+                    .collect())
+            })?;
         }
         Recipe::Rlhf {
             gamma,
@@ -623,6 +583,31 @@ pub fn train(
         metrics: serde_json::Value::Object(metrics),
         extra,
     })
+}
+
+/// The loop of the supervised recipes (pretrain, sft, distill, dt): each step draws a batch of
+/// episodes with `batch_of`, takes one optimiser step on their completion LM loss and reports
+/// progress. Returns the per-step losses.
+fn supervised(
+    tr: &mut Trainer,
+    rng: &mut ChaCha8Rng,
+    progress: &mut dyn FnMut(Progress),
+    mut batch_of: impl FnMut(&mut ChaCha8Rng) -> Result<Vec<[u32; SEQ_LEN]>>,
+) -> Result<Vec<f64>> {
+    let steps = tr.hyper.opt.steps;
+    let mut losses = Vec::with_capacity(steps);
+    for step in 0..steps {
+        let seqs = batch_of(rng)?;
+        let l = tr.step(step, &lm_loss(&tr.model, &seqs)?)?;
+        losses.push(l);
+        progress(Progress {
+            step: step + 1,
+            steps,
+            loss: l,
+            ret: None,
+        });
+    }
+    Ok(losses)
 }
 
 /// Mean of the last tenth (at least one) of a series.
