@@ -269,6 +269,10 @@ pub struct Settings {
     /// Smallest metric gap (logits) worth normalising by: below it the normalised values are
     /// mostly noise.
     pub min_gap: f64,
+    /// Cross-checkpoint patching: shares of the A–B gap are stated only while no single patched
+    /// component moves B's metric by more than this multiple of the gap (beyond it the gap is
+    /// small next to what components do, and a share like 1400 % says nothing).
+    pub overshoot: f64,
     /// Worker threads (not part of the results, so not in data.json).
     #[serde(skip)]
     pub jobs: usize,
@@ -304,6 +308,7 @@ impl Settings {
             decodable: 0.9,
             carries: 0.5,
             min_gap: 0.1,
+            overshoot: 2.0,
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
@@ -1410,6 +1415,21 @@ impl PatchData {
     }
 }
 
+/// The patched component (and layer index into `x.layers`) that moves B's metric most, with
+/// that move, when the move exceeds `limit` times the A–B gap; None otherwise.
+fn overshoot(x: &Cross, limit: f64) -> Option<(Component, usize, f64)> {
+    let gap = (x.a_metric - x.b_metric) as f64;
+    x.results
+        .iter()
+        .flat_map(|(c, v)| {
+            v.iter()
+                .enumerate()
+                .map(move |(i, &m)| (*c, i, (m - x.b_metric) as f64))
+        })
+        .max_by(|p, q| p.2.abs().total_cmp(&q.2.abs()))
+        .filter(|t| t.2.abs() > limit * gap.abs())
+}
+
 fn cross_sentences(sm: &mut Summary, pd: &PairData, s: &Settings) {
     let x = &pd.cross;
     let (a, b) = (&pd.a, &pd.b);
@@ -1423,6 +1443,19 @@ fn cross_sentences(sm: &mut Summary, pd: &PairData, s: &Settings) {
     if ((x.a_metric - x.b_metric) as f64).abs() < s.min_gap {
         let g = sm.num("settings.min_gap", s.min_gap, 1);
         line += &format!(", a gap below {g}: nothing to carry.");
+        sm.say(line);
+        return;
+    }
+    if let Some((c, i, d)) = overshoot(x, s.overshoot) {
+        let gap = (x.a_metric - x.b_metric) as f64;
+        let k = sm.num("settings.overshoot", s.overshoot, 0);
+        line += &format!(
+            ". Patching {a}'s {c} at layer {} into {b} (all positions) moves the metric by {}, \
+             {} times the gap (more than {k}), so shares of the gap are not meaningful here.",
+            sm.idx("cross.overshoot.layer", x.layers[i]),
+            sm.num("cross.overshoot.move", d, 2),
+            sm.num("cross.overshoot.gaps", (d / gap).abs(), 1),
+        );
         sm.say(line);
         return;
     }
@@ -2228,4 +2261,33 @@ pub fn write(out: &Path, files: &[(String, Vec<u8>)], force: bool) -> Result<()>
         .map(|(n, b)| (n.as_str(), b.as_slice()))
         .collect();
     fsio::write_dir(out, &refs, force)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cross(a: f32, b: f32, resid: Vec<f32>, mlp: Vec<f32>) -> Cross {
+        Cross {
+            pos: 10,
+            position: None,
+            n_prompts: 8,
+            layers: (0..resid.len()).collect(),
+            a_metric: a,
+            b_metric: b,
+            results: vec![(Component::ResidPre, resid), (Component::MlpOut, mlp)],
+        }
+    }
+
+    #[test]
+    fn shares_are_withheld_only_when_a_component_overshoots_the_gap() {
+        // Gap 1: moves of up to 2 gaps (either sign) are shares worth stating.
+        let x = cross(1.0, 0.0, vec![0.5, 1.0], vec![-2.0, 0.3]);
+        assert_eq!(overshoot(&x, 2.0), None);
+        // Gap 0.2, a component moves B by −2.8: 14 gaps, the biggest move is named.
+        let x = cross(5.09, 5.29, vec![5.3, 5.0], vec![2.48, 5.2]);
+        let (c, i, d) = overshoot(&x, 2.0).unwrap();
+        assert_eq!((c, i), (Component::MlpOut, 0));
+        assert!((d + 2.81).abs() < 1e-5, "{d}");
+    }
 }
