@@ -24,6 +24,22 @@ fn f32_slices<'a>(
     Ok((one(s1, l1)?, one(s2, l2)?))
 }
 
+/// Below this many output elements a kernel runs on the calling thread: handing it to rayon's
+/// pool costs more than it computes (a batch-1 forward).
+const PAR_MIN: usize = 1 << 12;
+
+/// `f(i, chunk)` over `out.chunks_mut(size)`, split across rayon's threads when `out` is large
+/// enough. Each chunk is computed the same way either way, so results are identical.
+fn for_chunks(out: &mut [f32], size: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if out.len() >= PAR_MIN {
+        out.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        out.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
 /// q `[b, t, h, dh]`, k `[b, tk, h, dh]` → pattern `[b, h, t, tk]`: query i (absolute
 /// `offset + i`) attends to keys `0..=offset + i`.
 struct Pattern {
@@ -46,27 +62,25 @@ impl CustomOp2 for Pattern {
         let (b, t, h, dh) = l1.shape().dims4()?;
         let tk = l2.shape().dims4()?.1;
         let mut out = vec![0f32; b * h * t * tk];
-        out.par_chunks_mut(t * tk)
-            .enumerate()
-            .for_each(|(bh, rows)| {
-                let (bi, hi) = (bh / h, bh % h);
-                for (i, row) in rows.chunks_mut(tk).enumerate() {
-                    let qi = &q[((bi * t + i) * h + hi) * dh..][..dh];
-                    let last = (self.offset + i).min(tk - 1);
-                    let mut mx = f32::NEG_INFINITY;
-                    for (j, r) in row.iter_mut().enumerate().take(last + 1) {
-                        let kj = &k[((bi * tk + j) * h + hi) * dh..][..dh];
-                        *r = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * self.scale;
-                        mx = mx.max(*r);
-                    }
-                    let mut sum = 0f32;
-                    for r in row.iter_mut().take(last + 1) {
-                        *r = (*r - mx).exp();
-                        sum += *r;
-                    }
-                    row.iter_mut().take(last + 1).for_each(|r| *r /= sum);
+        for_chunks(&mut out, t * tk, |bh, rows| {
+            let (bi, hi) = (bh / h, bh % h);
+            for (i, row) in rows.chunks_mut(tk).enumerate() {
+                let qi = &q[((bi * t + i) * h + hi) * dh..][..dh];
+                let last = (self.offset + i).min(tk - 1);
+                let mut mx = f32::NEG_INFINITY;
+                for (j, r) in row.iter_mut().enumerate().take(last + 1) {
+                    let kj = &k[((bi * tk + j) * h + hi) * dh..][..dh];
+                    *r = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * self.scale;
+                    mx = mx.max(*r);
                 }
-            });
+                let mut sum = 0f32;
+                for r in row.iter_mut().take(last + 1) {
+                    *r = (*r - mx).exp();
+                    sum += *r;
+                }
+                row.iter_mut().take(last + 1).for_each(|r| *r /= sum);
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((b, h, t, tk))))
     }
 }
@@ -90,21 +104,19 @@ impl CustomOp2 for Mix {
         let dh = l2.shape().dims4()?.3;
         let mut out = vec![0f32; b * t * h * dh];
         // One task per (batch, query position): its h·dh outputs are contiguous.
-        out.par_chunks_mut(h * dh)
-            .enumerate()
-            .for_each(|(bi_i, zrow)| {
-                let (bi, i) = (bi_i / t, bi_i % t);
-                for hi in 0..h {
-                    let prow = &p[((bi * h + hi) * t + i) * tk..][..tk];
-                    let z = &mut zrow[hi * dh..(hi + 1) * dh];
-                    for (j, &w) in prow.iter().enumerate() {
-                        if w != 0.0 {
-                            let vj = &v[((bi * tk + j) * h + hi) * dh..][..dh];
-                            z.iter_mut().zip(vj).for_each(|(z, x)| *z += w * x);
-                        }
+        for_chunks(&mut out, h * dh, |bi_i, zrow| {
+            let (bi, i) = (bi_i / t, bi_i % t);
+            for hi in 0..h {
+                let prow = &p[((bi * h + hi) * t + i) * tk..][..tk];
+                let z = &mut zrow[hi * dh..(hi + 1) * dh];
+                for (j, &w) in prow.iter().enumerate() {
+                    if w != 0.0 {
+                        let vj = &v[((bi * tk + j) * h + hi) * dh..][..dh];
+                        z.iter_mut().zip(vj).for_each(|(z, x)| *z += w * x);
                     }
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((b, t, h, dh))))
     }
 }

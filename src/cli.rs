@@ -186,6 +186,24 @@ struct RunArgs {
     force: bool,
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Called before any thread starts: `zoo` and `report` run several jobs at once, one core each,
+/// so unless `RAYON_NUM_THREADS` is set they set it to 1 (candle reads it for its gemm; at this
+/// model size a 2-thread gemm gains little and parallel jobs ~2×; results are identical).
+pub fn set_thread_env(cli: &Cli) {
+    let jobs = match &cli.cmd {
+        Cmd::Zoo(a) => a.jobs.unwrap_or_else(cores),
+        Cmd::Report(a) => a.jobs.unwrap_or_else(cores),
+        _ => 1,
+    };
+    if jobs > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+}
+
 pub fn dispatch(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Inspect { ckpt, json, force } => inspect(ckpt, json, force),
@@ -553,14 +571,7 @@ fn zoo(a: ZooArgs) -> Result<()> {
     let world = WorldConfig::default();
     let plan = zoo::plan(a.seed, a.quick)?;
     let only = (!a.only.is_empty()).then_some(a.only.as_slice());
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if jobs > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // One core per job: candle's 2-thread gemm gains little at this size, parallel jobs
-        // gain ~2× (results are identical either way).
-        std::env::set_var("RAYON_NUM_THREADS", "1");
-    }
+    let jobs = a.jobs.unwrap_or_else(cores);
     let t0 = std::time::Instant::now();
     let multi = indicatif::MultiProgress::new();
     let bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>> = Default::default();
@@ -1278,11 +1289,6 @@ fn report(a: ReportArgs) -> Result<()> {
         ..Settings::with_n(a.n)
     };
     settings.jobs = a.jobs.unwrap_or(settings.jobs).max(1);
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // One thread per analysis: at this model size candle's 2-thread kernels are slower
-        // than one (CANDLE-NOTES.md); the analyses run in parallel instead (same results).
-        std::env::set_var("RAYON_NUM_THREADS", "1");
-    }
     let t0 = std::time::Instant::now();
     let stages = Stages::default();
     let data = report::analyse(&pairs, &settings, &stages)?;

@@ -30,6 +30,7 @@ pub mod lens;
 pub mod model;
 pub mod patching;
 pub mod plot;
+pub mod pool;
 pub mod probe_math;
 pub mod probes;
 pub mod report;

@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let args = cli::Cli::parse();
+    cli::set_thread_env(&args);
     // Every output is written to a temp file or folder and renamed into place, so an interrupted
     // run leaves earlier outputs whole; say so instead of dying silently.
     let _ = ctrlc::set_handler(|| {
@@ -17,7 +18,12 @@ fn main() {
         );
         std::process::exit(130);
     });
-    if let Err(e) = cli::dispatch(args) {
+    // The command runs on a rayon worker (feedlens::pool), so its kernels start there instead
+    // of being handed over from the main thread.
+    let threads = feedlens::pool::default_threads();
+    let res =
+        feedlens::pool::run_on(threads, || cli::dispatch(args)).unwrap_or_else(|e| Err(e.into()));
+    if let Err(e) = res {
         eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }

@@ -27,7 +27,7 @@ use crate::probe_math::{self, Encoded, LayerOptions, Scores};
 use crate::probes::{self, ActivationSet, Label, LayerResult, TransferResult};
 use crate::sample::Decode;
 use crate::world::{self, Contrast, PromptDist, Split, WorldConfig};
-use crate::{fsio, html, Error, Result};
+use crate::{fsio, html, pool, Error, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize, Serializer};
@@ -1059,17 +1059,21 @@ fn par_map<T: Sync, R: Send>(
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
     let slots: Mutex<Vec<Option<Result<R>>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let workers = jobs.clamp(1, items.len().max(1));
+    let worker = || loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        let Some(item) = items.get(i) else { break };
+        let r = f(item);
+        if r.is_err() {
+            next.store(items.len(), Ordering::SeqCst);
+        }
+        slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+    };
+    // Each worker on a pool of its own (pool.rs): its kernels run on its thread.
+    let per_job = (pool::default_threads() / workers).max(1);
     std::thread::scope(|sc| {
-        for _ in 0..jobs.clamp(1, items.len().max(1)) {
-            sc.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(item) = items.get(i) else { break };
-                let r = f(item);
-                if r.is_err() {
-                    next.store(items.len(), Ordering::SeqCst);
-                }
-                slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
-            });
+        for _ in 0..workers {
+            sc.spawn(|| pool::run_on(per_job, worker).unwrap_or_else(|_| worker()));
         }
     });
     let mut out = Vec::with_capacity(items.len());

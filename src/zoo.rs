@@ -6,7 +6,7 @@ use crate::checkpoint::{self, Manifest};
 use crate::model::Gpt2;
 use crate::train::{self, Hyper, OptOut, Progress, Recipe, Start, Trained};
 use crate::world::{tokenizer_json, WorldConfig};
-use crate::{fsio, Error, Result};
+use crate::{fsio, pool, Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -319,9 +319,11 @@ pub fn build(
         }
         wake.notify_all();
     };
+    // Each worker trains on a pool of its own (pool.rs): its kernels run on its thread.
+    let per_job = (pool::default_threads() / jobs.max(1)).max(1);
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
-            s.spawn(worker);
+            s.spawn(|| pool::run_on(per_job, worker).unwrap_or_else(|_| worker()));
         }
     });
     let st = state.into_inner().unwrap_or_else(|p| p.into_inner());
