@@ -186,17 +186,13 @@ struct RunArgs {
     force: bool,
 }
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// Called before any thread starts: `zoo` and `report` run several jobs at once, one core each,
 /// so unless `RAYON_NUM_THREADS` is set they set it to 1 (candle reads it for its gemm; at this
 /// model size a 2-thread gemm gains little and parallel jobs ~2×; results are identical).
 pub fn set_thread_env(cli: &Cli) {
     let jobs = match &cli.cmd {
-        Cmd::Zoo(a) => a.jobs.unwrap_or_else(cores),
-        Cmd::Report(a) => a.jobs.unwrap_or_else(cores),
+        Cmd::Zoo(a) => a.jobs.unwrap_or_else(feedlens::pool::cores),
+        Cmd::Report(a) => a.jobs.unwrap_or_else(feedlens::pool::cores),
         _ => 1,
     };
     if jobs > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
@@ -571,7 +567,7 @@ fn zoo(a: ZooArgs) -> Result<()> {
     let world = WorldConfig::default();
     let plan = zoo::plan(a.seed, a.quick)?;
     let only = (!a.only.is_empty()).then_some(a.only.as_slice());
-    let jobs = a.jobs.unwrap_or_else(cores);
+    let jobs = a.jobs.unwrap_or_else(feedlens::pool::cores);
     let t0 = std::time::Instant::now();
     let multi = indicatif::MultiProgress::new();
     let bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>> = Default::default();

@@ -15,6 +15,24 @@ pub fn default_threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
 }
 
+/// The number of cores (1 if it cannot be told).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Run `worker` on `n` threads at once (at least one), each inside a rayon pool of its own with
+/// an equal share of [`default_threads`]; returns when all have returned. (If a pool cannot be
+/// started, that thread runs `worker` without one.)
+pub fn run_workers(n: usize, worker: impl Fn() + Sync) {
+    let n = n.max(1);
+    let per_worker = (default_threads() / n).max(1);
+    std::thread::scope(|s| {
+        for _ in 0..n {
+            s.spawn(|| run_on(per_worker, &worker).unwrap_or_else(|_| worker()));
+        }
+    });
+}
+
 /// Run `f` on a new rayon pool of `threads` workers (at least one) and return its result.
 pub fn run_on<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> Result<R> {
     let pool = rayon::ThreadPoolBuilder::new()

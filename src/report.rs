@@ -309,7 +309,7 @@ impl Settings {
             carries: 0.5,
             min_gap: 0.1,
             overshoot: 2.0,
-            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            jobs: pool::cores(),
         }
     }
 }
@@ -1059,8 +1059,7 @@ fn par_map<T: Sync, R: Send>(
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
     let slots: Mutex<Vec<Option<Result<R>>>> = Mutex::new((0..items.len()).map(|_| None).collect());
-    let workers = jobs.clamp(1, items.len().max(1));
-    let worker = || loop {
+    pool::run_workers(jobs.clamp(1, items.len().max(1)), || loop {
         let i = next.fetch_add(1, Ordering::SeqCst);
         let Some(item) = items.get(i) else { break };
         let r = f(item);
@@ -1068,13 +1067,6 @@ fn par_map<T: Sync, R: Send>(
             next.store(items.len(), Ordering::SeqCst);
         }
         slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
-    };
-    // Each worker on a pool of its own (pool.rs): its kernels run on its thread.
-    let per_job = (pool::default_threads() / workers).max(1);
-    std::thread::scope(|sc| {
-        for _ in 0..workers {
-            sc.spawn(|| pool::run_on(per_job, worker).unwrap_or_else(|_| worker()));
-        }
     });
     let mut out = Vec::with_capacity(items.len());
     for r in slots.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -1420,8 +1412,8 @@ impl PatchData {
 }
 
 /// The patched component (and layer index into `x.layers`) that moves B's metric most, with
-/// that move, when the move exceeds `limit` times the A–B gap; None otherwise.
-fn overshoot(x: &Cross, limit: f64) -> Option<(Component, usize, f64)> {
+/// that move and its size in A–B gaps, when that exceeds `limit` gaps; None otherwise.
+fn overshoot(x: &Cross, limit: f64) -> Option<(Component, usize, f64, f64)> {
     let gap = (x.a_metric - x.b_metric) as f64;
     x.results
         .iter()
@@ -1431,7 +1423,8 @@ fn overshoot(x: &Cross, limit: f64) -> Option<(Component, usize, f64)> {
                 .map(move |(i, &m)| (*c, i, (m - x.b_metric) as f64))
         })
         .max_by(|p, q| p.2.abs().total_cmp(&q.2.abs()))
-        .filter(|t| t.2.abs() > limit * gap.abs())
+        .map(|(c, i, d)| (c, i, d, (d / gap).abs()))
+        .filter(|t| t.3 > limit)
 }
 
 fn cross_sentences(sm: &mut Summary, pd: &PairData, s: &Settings) {
@@ -1450,15 +1443,14 @@ fn cross_sentences(sm: &mut Summary, pd: &PairData, s: &Settings) {
         sm.say(line);
         return;
     }
-    if let Some((c, i, d)) = overshoot(x, s.overshoot) {
-        let gap = (x.a_metric - x.b_metric) as f64;
+    if let Some((c, i, d, gaps)) = overshoot(x, s.overshoot) {
         let k = sm.num("settings.overshoot", s.overshoot, 0);
         line += &format!(
             ". Patching {a}'s {c} at layer {} into {b} (all positions) moves the metric by {}, \
              {} times the gap (more than {k}), so shares of the gap are not meaningful here.",
             sm.idx("cross.overshoot.layer", x.layers[i]),
             sm.num("cross.overshoot.move", d, 2),
-            sm.num("cross.overshoot.gaps", (d / gap).abs(), 1),
+            sm.num("cross.overshoot.gaps", gaps, 1),
         );
         sm.say(line);
         return;
@@ -2290,8 +2282,9 @@ mod tests {
         assert_eq!(overshoot(&x, 2.0), None);
         // Gap 0.2, a component moves B by −2.8: 14 gaps, the biggest move is named.
         let x = cross(5.09, 5.29, vec![5.3, 5.0], vec![2.48, 5.2]);
-        let (c, i, d) = overshoot(&x, 2.0).unwrap();
+        let (c, i, d, gaps) = overshoot(&x, 2.0).unwrap();
         assert_eq!((c, i), (Component::MlpOut, 0));
         assert!((d + 2.81).abs() < 1e-5, "{d}");
+        assert!((gaps - 14.05).abs() < 1e-3, "{gaps}");
     }
 }

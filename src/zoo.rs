@@ -319,13 +319,7 @@ pub fn build(
         }
         wake.notify_all();
     };
-    // Each worker trains on a pool of its own (pool.rs): its kernels run on its thread.
-    let per_job = (pool::default_threads() / jobs.max(1)).max(1);
-    std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
-            s.spawn(|| pool::run_on(per_job, worker).unwrap_or_else(|_| worker()));
-        }
-    });
+    pool::run_workers(jobs, worker);
     let st = state.into_inner().unwrap_or_else(|p| p.into_inner());
     match st.error {
         Some(e) => Err(e),
