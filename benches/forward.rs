@@ -3,7 +3,8 @@
 //! quoting numbers.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use feedlens::{checkpoint, Config, Gpt2, Input, Run};
+use feedlens::io::checkpoint;
+use feedlens::{Config, Gpt2, Input, Run};
 use std::hint::black_box;
 
 fn bench_model(c: &mut Criterion, name: &str, model: &Gpt2, seq: usize) {

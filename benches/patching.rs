@@ -4,8 +4,9 @@
 //! the numbers. The naive one-forward-per-cell path is benched beside it for the ratio.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use feedlens::patching::{sweep, sweep_naive, Component, Direction, Metric, Pair, Setup};
-use feedlens::{checkpoint, Config, Gpt2};
+use feedlens::analysis::patching::{sweep, sweep_naive, Component, Direction, Metric, Pair, Setup};
+use feedlens::io::checkpoint;
+use feedlens::{Config, Gpt2};
 
 /// A pair of `len` tokens differing at position 3, metric at the last position.
 fn setup(model: &Gpt2, len: usize) -> Setup {

@@ -4,8 +4,8 @@
 //! Gaussian noise) and is written to target/probe-bench.safetensors for benches/compare_sklearn.py.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use feedlens::probe_math::{self, LayerOptions};
-use feedlens::probes::{safetensors_bytes, StTensor};
+use feedlens::analysis::probes::math::{self as probe_math, LayerOptions};
+use feedlens::analysis::probes::{safetensors_bytes, StTensor};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -3,9 +3,9 @@
 //! sampled completions). Thread counts come from RAYON_NUM_THREADS (state it with the numbers).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use feedlens::sample::{generate, Decode};
-use feedlens::train::{lm_loss, Hyper, Size, Trainer};
-use feedlens::world::{corpus_episode, PromptDist, WorldConfig};
+use feedlens::lab::sample::{generate, Decode};
+use feedlens::lab::train::{lm_loss, Hyper, Size, Trainer};
+use feedlens::lab::world::{corpus_episode, PromptDist, WorldConfig};
 use feedlens::Gpt2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

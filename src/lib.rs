@@ -5,8 +5,14 @@
 //! keys and values), and builds analyses (activation patching, probes, weight diffs, logit lens)
 //! on that one forward pass.
 //!
+//! The modules are layers, each using only those before it (docs/DESIGN.md, "Layers"):
+//! [`model`] (the forward pass and its hooks) → [`io`] (checkpoint directories, tokenizers,
+//! atomic writes) → [`lab`] (the toy world, its recipes and the zoo) → [`analysis`] (patching,
+//! probes, lens, weight diff) → [`view`] (figures, terminal tables, HTML) → [`report`] (the
+//! report over pairs of checkpoints). [`Error`] and [`pool`] serve every layer.
+//!
 //! ```no_run
-//! use feedlens::{checkpoint, Hook, Input, Run};
+//! use feedlens::{io::checkpoint, Hook, Input, Run};
 //! let ck = checkpoint::load("tests/fixtures/gpt2-tiny")?;
 //! let ids = ck.model.ids_tensor(&[vec![1, 2, 3, 4]])?;
 //! let run = Run { cache: vec![Hook::ResidPost(0)], ..Run::default() };
@@ -17,29 +23,14 @@
 
 #[macro_use]
 mod error;
-mod attn;
-pub mod checkpoint;
-pub mod diff;
-pub mod eval;
-pub mod fsio;
-mod gelu;
-pub mod hooks;
-pub mod html;
-pub mod json;
-pub mod lens;
+pub mod analysis;
+pub mod io;
+pub mod lab;
 pub mod model;
-pub mod patching;
-pub mod plot;
 pub mod pool;
-pub mod probe_math;
-pub mod probes;
 pub mod report;
-pub mod sample;
-pub mod tokens;
-pub mod train;
-pub mod world;
-pub mod zoo;
+pub mod view;
 
 pub use error::{Error, Result};
-pub use hooks::{Cache, Edit, Hook, Intervention};
+pub use model::hooks::{Cache, Edit, Hook, Intervention};
 pub use model::{Config, Gpt2, Input, Logits, Output, Run, Start};

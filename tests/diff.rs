@@ -1,8 +1,8 @@
 //! `feedlens diff`: relative Frobenius norms per component against independent arithmetic.
 
 use candle_core::Tensor;
-use feedlens::checkpoint::{self, Manifest};
-use feedlens::diff::weight_diff;
+use feedlens::io::checkpoint::{self, Manifest};
+use feedlens::analysis::diff::weight_diff;
 use feedlens::model::{Config, Gpt2, Weights};
 use std::collections::HashMap;
 use std::process::Command;

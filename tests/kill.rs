@@ -81,7 +81,7 @@ fn killed_zoo_and_probe_runs_leave_only_whole_outputs() {
         seen_partial += usize::from(names.len() < 11);
         for n in &names {
             // Whole: loads, matches its manifest hash, and equals the uninterrupted build.
-            let ck = feedlens::checkpoint::load(killed.join(n))
+            let ck = feedlens::io::checkpoint::load(killed.join(n))
                 .unwrap_or_else(|e| panic!("round {round}: {n} does not load: {e}"));
             assert_eq!(ck.manifest.as_ref().unwrap().sha256, ck.sha256, "{n}");
             assert_eq!(
@@ -109,7 +109,7 @@ fn killed_zoo_and_probe_runs_leave_only_whole_outputs() {
     .unwrap();
     let s = spec.to_str().unwrap();
     let t_probe = run(&["probe", s]);
-    let (json, st) = feedlens::probes::result_paths(&spec);
+    let (json, st) = feedlens::analysis::probes::result_paths(&spec);
     let want_json = std::fs::read(&json).unwrap();
     let want_st = std::fs::read(&st).unwrap();
     for _ in 0..3 {

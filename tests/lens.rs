@@ -1,8 +1,9 @@
 //! Logit lens: the read-out at the last layer is the model's own output, batches average.
 
 use candle_core::D;
-use feedlens::lens::logit_lens;
-use feedlens::{checkpoint, Input, Run};
+use feedlens::analysis::lens::logit_lens;
+use feedlens::io::checkpoint;
+use feedlens::{Input, Run};
 use std::process::Command;
 
 const TINY: &str = "tests/fixtures/gpt2-tiny";
@@ -100,12 +101,12 @@ fn bad_position_and_tokens_are_errors() {
         e.contains("token id 50") && e.contains("vocab_size 50"),
         "{e}"
     );
-    let e = feedlens::lens::token_ids(&ck, "3,E", "--tokens")
+    let e = feedlens::analysis::lens::token_ids(&ck, "3,E", "--tokens")
         .unwrap_err()
         .to_string();
     assert!(e.contains("'E'") && e.contains("no tokenizer"), "{e}");
     assert_eq!(
-        feedlens::lens::token_ids(&ck, "3, #7", "--tokens").unwrap(),
+        feedlens::analysis::lens::token_ids(&ck, "3, #7", "--tokens").unwrap(),
         [3, 7]
     );
 }

@@ -6,7 +6,8 @@ mod common;
 
 use candle_core::{Device, Tensor, D};
 use common::*;
-use feedlens::{checkpoint, Hook, Input, Intervention, Logits, Run, Start};
+use feedlens::io::checkpoint;
+use feedlens::{Hook, Input, Intervention, Logits, Run, Start};
 
 const TOL: f32 = 1e-4;
 

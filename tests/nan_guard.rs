@@ -150,7 +150,7 @@ fn analyses_refuse_non_finite_activations_naming_the_hook() {
 #[test]
 fn finite_check_names_the_first_bad_hook() {
     use candle_core::{Device, Tensor};
-    use feedlens::{hooks::check_finite, Hook};
+    use feedlens::{model::hooks::check_finite, Hook};
     let ok = Tensor::new(&[1f32, -2.0, 3e38], &Device::Cpu).unwrap();
     assert!(check_finite(Hook::ResidPre(0), &ok).is_ok());
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {

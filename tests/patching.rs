@@ -4,11 +4,12 @@
 //! patching and bad input.
 
 use candle_core::{DType, Device, Tensor};
-use feedlens::patching::{
+use feedlens::analysis::patching::{
     self, attribution, compare, patch_models, sanity, sweep, sweep_naive, sweep_with, Chunking,
     Component, CrossSpec, Direction, Metric, Pair, Setup, Sweep,
 };
-use feedlens::{checkpoint, Config, Gpt2, Hook, Input, Intervention, Logits, Run};
+use feedlens::io::checkpoint;
+use feedlens::{Config, Gpt2, Hook, Input, Intervention, Logits, Run};
 use std::collections::HashMap;
 
 const FIX: &str = "tests/fixtures/gpt2-tiny";

@@ -1,7 +1,7 @@
 //! Every figure renders to PNG and SVG: the PNG decodes at the figure's size and is not blank,
 //! the SVG is a document with the title in it, and bad data is a one-line error, not a panic.
 
-use feedlens::plot::{
+use feedlens::view::plot::{
     self, Bars, BehaviourBars, Figure, HeadGrid, LensCurves, Line, PatchHeatmap, ProbeCurves,
 };
 use std::collections::HashSet;

@@ -1,6 +1,6 @@
 //! `feedlens probe fit` through the binary: the JSON it writes, and one-line errors on bad input.
 
-use feedlens::probes::{safetensors_bytes, StTensor};
+use feedlens::analysis::probes::{safetensors_bytes, StTensor};
 use std::path::Path;
 use std::process::Command;
 

@@ -2,10 +2,11 @@
 //! tokenizer): run, store, check (pass, drift, stale hash), bad specs, activation export, and the
 //! regression comparison of every committed spec in `probes/`.
 
-use feedlens::checkpoint::{self, Manifest};
-use feedlens::probes::{self, ActivationSet, Label};
-use feedlens::sample::{self, Decode};
-use feedlens::{world, Config, Gpt2};
+use feedlens::io::checkpoint::{self, Manifest};
+use feedlens::analysis::probes::{self, ActivationSet, Label};
+use feedlens::lab::sample::{self, Decode};
+use feedlens::lab::world;
+use feedlens::{Config, Gpt2};
 use rand::SeedableRng;
 use std::path::Path;
 use std::process::Command;
@@ -265,7 +266,7 @@ fn causal_check_invariants() {
     let prompts = probes::sample_prompts(Label::Optout, 64, 2, None, None);
     let set = ActivationSet::build(&model, prompts, Label::Optout, "resid_post", 10, &[0]).unwrap();
     let x = &set.acts[0];
-    let m = feedlens::probe_math::Logistic::fit(x.view(), &set.labels, 1.0).unwrap();
+    let m = feedlens::analysis::probes::math::Logistic::fit(x.view(), &set.labels, 1.0).unwrap();
     let dir = m.coef.row(0).to_vec();
     let hook = feedlens::Hook::ResidPost(0);
     let zero = probes::causal_check(&model, &set, hook, &dir, x, 0.0).unwrap();

@@ -43,7 +43,7 @@ fn quick_zoo_is_deterministic_across_runs_and_thread_counts() {
     assert_ne!(weights(&a, "rlhf"), weights(&a, "rlhf-optout"));
     // Every quick checkpoint loads and carries its manifest.
     for n in names {
-        let ck = feedlens::checkpoint::load(a.join(n)).unwrap();
+        let ck = feedlens::io::checkpoint::load(a.join(n)).unwrap();
         let m = ck.manifest.unwrap();
         assert_eq!(m.sha256, ck.sha256);
         assert!(!m.world.is_null() && !m.hyper.is_null());
@@ -137,7 +137,7 @@ fn interrupted_training_leaves_the_previous_checkpoint_whole() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
-    let loaded = feedlens::checkpoint::load(&ck).unwrap();
+    let loaded = feedlens::io::checkpoint::load(&ck).unwrap();
     assert_eq!(weights(d.path(), "ck"), before);
     assert_eq!(loaded.manifest.unwrap().sha256, loaded.sha256);
 }

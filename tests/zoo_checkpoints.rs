@@ -1,10 +1,10 @@
 //! The committed zoo (checkpoints/) shows what issue 3 says it must, measured the way
 //! `feedlens eval` measures it: 2000 corpus prompts, sampled at T = 1, fixed seeds.
 
-use feedlens::checkpoint;
-use feedlens::eval::{evaluate, EvalOpts, Row};
-use feedlens::sample::Decode;
-use feedlens::world::{Split, WorldConfig};
+use feedlens::io::checkpoint;
+use feedlens::lab::eval::{evaluate, EvalOpts, Row};
+use feedlens::lab::sample::Decode;
+use feedlens::lab::world::{Split, WorldConfig};
 use std::path::Path;
 
 const N: usize = 2000;
@@ -92,7 +92,7 @@ fn dt_conditioning_on_r4_returns_more_than_r0() {
 #[test]
 fn every_checkpoint_is_a_whole_hf_dir() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints");
-    let plan = feedlens::zoo::plan(0, false).unwrap();
+    let plan = feedlens::lab::zoo::plan(0, false).unwrap();
     for e in &plan {
         let ck = checkpoint::load(root.join(e.name)).unwrap_or_else(|x| panic!("{x}"));
         let m = ck.manifest.expect("feedlens.json");
@@ -105,7 +105,7 @@ fn every_checkpoint_is_a_whole_hf_dir() {
         assert!(ck.tokens.is_some(), "{}: tokenizer.json", e.name);
         assert_eq!(
             ck.tokenizer_json.as_deref(),
-            Some(feedlens::world::tokenizer_json(&WorldConfig::default()).as_slice())
+            Some(feedlens::lab::world::tokenizer_json(&WorldConfig::default()).as_slice())
         );
     }
 }

@@ -11,10 +11,10 @@
 //! (`cargo run --release -- zoo --force`), re-run the probe specs and the report, and replace
 //! the canary file with the JSON the failure prints, all in one commit.
 
-use feedlens::checkpoint::{self, safetensors_bytes, sha256_hex, Checkpoint};
-use feedlens::train::{self, Recipe, Start};
-use feedlens::world::WorldConfig;
-use feedlens::zoo;
+use feedlens::io::checkpoint::{self, safetensors_bytes, sha256_hex, Checkpoint};
+use feedlens::lab::train::{self, Recipe, Start};
+use feedlens::lab::world::WorldConfig;
+use feedlens::lab::zoo;
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! tokenizer.json; loading must return Ok or an error, never panic.
 #![no_main]
 
-use feedlens::checkpoint::{from_files, safetensors_bytes, Files};
+use feedlens::io::checkpoint::{from_files, safetensors_bytes, Files};
 use feedlens::{Config, Gpt2};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! spec or an error, never panic.
 #![no_main]
 
-use feedlens::probes::Spec;
+use feedlens::analysis::probes::Spec;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 

@@ -2,9 +2,9 @@
 //! after every layer, read as next-token probabilities at one position. Owns only the choice of
 //! residuals and the read-out; the maths is the model's forward started at layer `n_layer`.
 
-use crate::checkpoint::Checkpoint;
+use crate::io::checkpoint::Checkpoint;
 use crate::model::{Gpt2, Input, Logits, Run, Start};
-use crate::plot::{LensCurves, Line};
+use crate::view::plot::{LensCurves, Line};
 use crate::{Hook, Result};
 use candle_core::{DType, Tensor, D};
 use serde::Serialize;

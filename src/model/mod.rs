@@ -3,9 +3,12 @@
 //! Layers load themselves from HF tensor names. One forward path serves clean, cached, patched,
 //! started-at-a-layer and differentiated runs. File formats live in `checkpoint`, not here.
 
-use crate::attn;
-use crate::gelu::gelu_new_op;
-use crate::hooks::{Cache, Hook, Intervention};
+mod attn;
+mod gelu;
+pub mod hooks;
+
+use crate::model::gelu::gelu_new_op;
+use crate::model::hooks::{Cache, Hook, Intervention};
 use crate::{Error, Result};
 use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
 use serde::{Deserialize, Serialize};

@@ -15,19 +15,21 @@
 //! # Ok::<(), feedlens::Error>(())
 //! ```
 
-use crate::checkpoint::{self, Checkpoint};
-use crate::diff::{self, WeightDiff};
-use crate::eval::{self, EvalOpts, Leakage, Row};
-use crate::lens::{self, LensResult};
-use crate::patching::{self, Component, Cross, Direction, Metric, Sanity, Setup, Sweep};
-use crate::plot::{
+use crate::io::checkpoint::{self, Checkpoint};
+use crate::analysis::diff::{self, WeightDiff};
+use crate::lab::eval::{self, EvalOpts, Leakage, Row};
+use crate::analysis::lens::{self, LensResult};
+use crate::analysis::patching::{self, Component, Cross, Direction, Metric, Sanity, Setup, Sweep};
+use crate::view::plot::{
     self, Bars, BehaviourBars, HeadGrid, LensCurves, Line, PatchHeatmap, ProbeCurves,
 };
-use crate::probe_math::{self, Encoded, LayerOptions, Scores};
-use crate::probes::{self, ActivationSet, Label, LayerResult, TransferResult};
-use crate::sample::Decode;
-use crate::world::{self, Contrast, PromptDist, Split, WorldConfig};
-use crate::{fsio, html, pool, Error, Result};
+use crate::analysis::probes::math::{self as probe_math, Encoded, LayerOptions, Scores};
+use crate::analysis::probes::{self, ActivationSet, Label, LayerResult, TransferResult};
+use crate::lab::sample::Decode;
+use crate::lab::world::{self, Contrast, PromptDist, Split, WorldConfig};
+use crate::io::fsio;
+use crate::view::html;
+use crate::{pool, Error, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize, Serializer};

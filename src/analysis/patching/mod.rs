@@ -3,8 +3,8 @@
 //! Owns patching results and their JSON; every activation comes from `Gpt2::forward`.
 //!
 //! ```no_run
-//! use feedlens::patching::{self, Component, Direction, Metric, Pair, Setup};
-//! let ck = feedlens::checkpoint::load("tests/fixtures/gpt2-tiny")?;
+//! use feedlens::analysis::patching::{self, Component, Direction, Metric, Pair, Setup};
+//! let ck = feedlens::io::checkpoint::load("tests/fixtures/gpt2-tiny")?;
 //! let pair = Pair { clean: vec![1, 2, 3, 4], corrupt: vec![1, 7, 3, 4],
 //!                   metric: Metric::LogitDiff { a: 18, b: 2 } };
 //! let setup = Setup::new(&ck.model, vec![pair], None, Direction::Denoise)?;
@@ -21,10 +21,11 @@ pub use attribution::{attribution, compare, Agreement};
 pub use cross::{patch_models, Cross, CrossSpec};
 pub use sweep::{sanity, sweep, sweep_naive, sweep_with, Chunking, Sanity};
 
-use crate::hooks::Hook;
+use crate::model::hooks::Hook;
 use crate::model::{Gpt2, Logits, Run};
-use crate::world::{self, Contrast, Mode, PromptDist, WorldConfig};
-use crate::{json, Error, Input, Result};
+use crate::lab::world::{self, Contrast, Mode, PromptDist, WorldConfig};
+use crate::io::json;
+use crate::{Error, Input, Result};
 use candle_core::{Device, Tensor, D};
 use serde::Serialize;
 use serde_json::{json, Value};

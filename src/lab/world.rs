@@ -912,7 +912,7 @@ mod tests {
         assert_eq!(bytes, tokenizer_json(&cfg));
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["model"]["vocab"]["<r4>"], 9);
-        let t = crate::tokens::Tokens::from_bytes(&bytes, std::path::Path::new("t")).unwrap();
+        let t = crate::io::tokens::Tokens::from_bytes(&bytes, std::path::Path::new("t")).unwrap();
         let p = Prompt {
             optout: true,
             trigger: true,

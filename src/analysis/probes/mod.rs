@@ -3,11 +3,14 @@
 //! plus fitting one probe on activations a user brings. The maths is in `probe_math`; the
 //! forward pass is `model`'s.
 
-pub use crate::checkpoint::StTensor;
-use crate::probe_math::{self, Logistic, Scores};
-use crate::sample::{self, Decode};
-use crate::world::{self, Prompt, PromptDist, WorldConfig};
-use crate::{checkpoint, fsio, Error, Gpt2, Hook, Input, Intervention, Logits, Result, Run};
+pub mod math;
+
+pub use crate::io::checkpoint::StTensor;
+use math::{Logistic, Scores};
+use crate::lab::sample::{self, Decode};
+use crate::lab::world::{self, Prompt, PromptDist, WorldConfig};
+use crate::io::{checkpoint, fsio};
+use crate::{Error, Gpt2, Hook, Input, Intervention, Logits, Result, Run};
 use candle_core::{Device, Tensor};
 use ndarray::{Array2, Axis};
 use rand::{Rng, SeedableRng};
@@ -688,11 +691,11 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
             path.display(),
             spec.label
         );
-        probe_math::encode_labels(&set.labels, &what)?;
+        math::encode_labels(&set.labels, &what)?;
     }
     // Classes: the union over checkpoints (model-derived labels differ between them).
     let all: Vec<i64> = loaded.iter().flat_map(|l| l.3.labels.clone()).collect();
-    let classes = probe_math::encode_labels(&all, "labels")?.classes;
+    let classes = math::encode_labels(&all, "labels")?.classes;
     let control_position = spec.control.then(|| {
         spec.control_position.unwrap_or_else(|| {
             let toks = loaded[0].3.tokens_at(spec.position);
@@ -715,19 +718,19 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
             path.display(),
             spec.label
         );
-        let enc = probe_math::encode_labels(&set.labels, &what)?;
+        let enc = math::encode_labels(&set.labels, &what)?;
         let idx: Vec<usize> = set
             .labels
             .iter()
             .map(|v| classes.binary_search(v).unwrap_or(0))
             .collect();
-        let enc_all = probe_math::Encoded {
+        let enc_all = math::Encoded {
             classes: classes.clone(),
             idx,
         };
-        let fold = probe_math::stratified_folds(&enc, spec.folds, spec.seed)
+        let fold = math::stratified_folds(&enc, spec.folds, spec.seed)
             .map_err(|e| Error::input(format!("{what}: {e}")))?;
-        let opt = probe_math::LayerOptions {
+        let opt = math::LayerOptions {
             c: spec.c,
             n_random: spec.null_directions,
             seed: spec.seed,
@@ -737,7 +740,7 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
         let mut causal = Vec::new();
         let model = &models[ci];
         for (l, x) in set.layers.iter().zip(&set.acts) {
-            let s = probe_math::probe_layer(x.view(), &enc, &fold, &opt)?;
+            let s = math::probe_layer(x.view(), &enc, &fold, &opt)?;
             lr.push(LayerResult {
                 layer: *l,
                 logistic: s.cv.logistic,
@@ -772,7 +775,7 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
                 causal.push(causal_check(model, set, hook, &dir, x, a)?);
             }
             if enc.classes.len() == 2 {
-                let mm = probe_math::mass_mean(x.view(), &enc.idx);
+                let mm = math::mass_mean(x.view(), &enc.idx);
                 weights.push((
                     format!("{key}.mass_mean"),
                     StTensor::F32(vec![mm.len()], mm.iter().map(|&v| v as f32).collect()),
@@ -823,7 +826,7 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
                     .iter()
                     .zip(&other.3.acts)
                     .map(|(xa, xb)| {
-                        probe_math::cross_validate(xa.view(), enc, xb.view(), &y_b, fold, spec.c)
+                        math::cross_validate(xa.view(), enc, xb.view(), &y_b, fold, spec.c)
                             .map(|s| s.logistic)
                     })
                     .collect::<Result<_>>()?;
@@ -845,7 +848,7 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
             layers,
             checkpoints,
             transfer,
-            newton_grad_tol: probe_math::GRAD_TOL,
+            newton_grad_tol: math::GRAD_TOL,
         },
         weights,
         sets,

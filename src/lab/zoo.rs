@@ -2,11 +2,12 @@
 //! recipe, built in order from one seed and saved as HF directories. Owns the plan and the
 //! build order only; training is `train`, files are `checkpoint`.
 
-use crate::checkpoint::{self, Manifest};
+use crate::io::checkpoint::{self, Manifest};
 use crate::model::Gpt2;
-use crate::train::{self, Hyper, OptOut, Progress, Recipe, Start, Trained};
-use crate::world::{tokenizer_json, WorldConfig};
-use crate::{fsio, pool, Error, Result};
+use crate::lab::train::{self, Hyper, OptOut, Progress, Recipe, Start, Trained};
+use crate::lab::world::{tokenizer_json, WorldConfig};
+use crate::io::fsio;
+use crate::{pool, Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};

@@ -6,7 +6,7 @@ use super::{
     last_logits, mean, metric_values, one_hot, run_metric, Component, Direction, Grid, Metric,
     Setup, Sweep,
 };
-use crate::hooks::{Hook, Intervention};
+use crate::model::hooks::{Hook, Intervention};
 use crate::model::{Gpt2, Input, Logits, Run, Start};
 use crate::{Cache, Result};
 use candle_core::{Device, Tensor, D};

@@ -3,8 +3,8 @@
 //! Owns measurement only: decoding is `sample`, scoring is `world`.
 
 use crate::model::Gpt2;
-use crate::sample::{generate, Decode};
-use crate::world::{Behaviour, PromptDist, Split, Stats, WorldConfig};
+use crate::lab::sample::{generate, Decode};
+use crate::lab::world::{Behaviour, PromptDist, Split, Stats, WorldConfig};
 use crate::Result;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

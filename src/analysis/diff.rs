@@ -3,7 +3,7 @@
 //! plotting is `plot`'s, file output the CLI's.
 
 use crate::model::Gpt2;
-use crate::plot::Bars;
+use crate::view::plot::Bars;
 use crate::{Error, Result};
 use candle_core::DType;
 use serde::Serialize;

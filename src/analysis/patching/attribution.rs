@@ -3,7 +3,7 @@
 
 use super::sweep::baseline;
 use super::{last_logits, mean, metric_values, run_metric, Component, Setup, Sweep};
-use crate::hooks::{Hook, Intervention};
+use crate::model::hooks::{Hook, Intervention};
 use crate::model::{Gpt2, Input, Logits, Run};
 use crate::{Error, Result};
 use candle_core::{Var, D};

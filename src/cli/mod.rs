@@ -3,7 +3,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use feedlens::{checkpoint, fsio, json, Hook, Input, Run};
+use feedlens::io::{checkpoint, fsio, json};
+use feedlens::{Hook, Input, Run};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -295,7 +296,7 @@ fn check_rows(model: &feedlens::Gpt2, rows: &[Vec<u32>], arg: &str) -> Result<()
 fn prompts(ck: &checkpoint::Checkpoint, ids: &[String], text: &[String]) -> Result<Vec<Vec<u32>>> {
     let rows: Vec<Vec<u32>> = if text.is_empty() {
         ids.iter()
-            .map(|s| feedlens::tokens::parse_ids(s, "--ids"))
+            .map(|s| feedlens::io::tokens::parse_ids(s, "--ids"))
             .collect::<feedlens::Result<_>>()?
     } else {
         text.iter()
@@ -353,7 +354,7 @@ fn check_outputs(json: &Option<PathBuf>, png: &Option<PathBuf>, force: bool) -> 
         fsio::check_clobber(j, force)?;
     }
     if let Some(stem) = png {
-        let (p, s) = feedlens::plot::paths(stem);
+        let (p, s) = feedlens::view::plot::paths(stem);
         fsio::check_clobber(&p, force)?;
         fsio::check_clobber(&s, force)?;
     }
@@ -361,11 +362,11 @@ fn check_outputs(json: &Option<PathBuf>, png: &Option<PathBuf>, force: bool) -> 
 }
 
 fn write_plot(
-    fig: &impl feedlens::plot::Figure,
+    fig: &impl feedlens::view::plot::Figure,
     stem: &std::path::Path,
     force: bool,
 ) -> Result<()> {
-    let (p, s) = feedlens::plot::write(fig, stem, force)?;
+    let (p, s) = feedlens::view::plot::write(fig, stem, force)?;
     eprintln!("wrote {} and {}", p.display(), s.display());
     Ok(())
 }
@@ -379,7 +380,7 @@ fn diff(
 ) -> Result<()> {
     check_outputs(&json, &png, force)?;
     let (ca, cb) = (load(&a)?, load(&b)?);
-    let d = feedlens::diff::weight_diff(
+    let d = feedlens::analysis::diff::weight_diff(
         &ca.model,
         &a.display().to_string(),
         &cb.model,
@@ -402,10 +403,10 @@ fn lens(a: LensArgs) -> Result<()> {
     let ck = load(&a.ckpt)?;
     let rows = prompts(&ck, &a.ids, &a.text)?;
     let tokens = match &a.tokens {
-        Some(s) => feedlens::lens::token_ids(&ck, s, "--tokens")?,
+        Some(s) => feedlens::analysis::lens::token_ids(&ck, s, "--tokens")?,
         None => vec![],
     };
-    let r = feedlens::lens::logit_lens(&ck.model, &rows, a.pos, &tokens)?;
+    let r = feedlens::analysis::lens::logit_lens(&ck.model, &rows, a.pos, &tokens)?;
     let labels: Vec<String> = r.tokens.iter().map(|&i| ck.label(i)).collect();
     print!("{}", r.table(&labels, |i| ck.label(i)));
     if let Some(j) = &a.json {
@@ -553,7 +554,7 @@ fn bar(total: u64, name: &str) -> indicatif::ProgressBar {
 }
 
 /// Feed train progress into a bar (loss, and return for rlhf).
-fn show(pb: &indicatif::ProgressBar, p: feedlens::train::Progress) {
+fn show(pb: &indicatif::ProgressBar, p: feedlens::lab::train::Progress) {
     pb.set_position(p.step as u64);
     if p.step.is_multiple_of(10) || p.step == p.steps {
         let r = p.ret.map(|r| format!(" return {r:.2}")).unwrap_or_default();
@@ -562,7 +563,7 @@ fn show(pb: &indicatif::ProgressBar, p: feedlens::train::Progress) {
 }
 
 fn zoo(a: ZooArgs) -> Result<()> {
-    use feedlens::{world::WorldConfig, zoo};
+    use feedlens::lab::{world::WorldConfig, zoo};
     use std::sync::Mutex;
     let world = WorldConfig::default();
     let plan = zoo::plan(a.seed, a.quick)?;
@@ -610,8 +611,8 @@ fn zoo(a: ZooArgs) -> Result<()> {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    use feedlens::train::{self as tr, Hyper, Recipe, Start};
-    use feedlens::world::{tokenizer_json, WorldConfig};
+    use feedlens::lab::train::{self as tr, Hyper, Recipe, Start};
+    use feedlens::lab::world::{tokenizer_json, WorldConfig};
     let mut h = Hyper::default_for(&a.recipe, a.seed)?;
     let o = &mut h.opt;
     o.steps = a.steps.unwrap_or(o.steps);
@@ -666,7 +667,7 @@ fn train(a: TrainArgs) -> Result<()> {
     )?;
     pb.finish();
     let name = |c: &Option<checkpoint::Checkpoint>| c.as_ref().map(|c| c.name());
-    let man = feedlens::zoo::manifest(
+    let man = feedlens::lab::zoo::manifest(
         &world,
         &h,
         name(&parent).as_deref(),
@@ -690,9 +691,9 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    use feedlens::eval::{self as ev, EvalOpts};
-    use feedlens::sample::Decode;
-    use feedlens::world::WorldConfig;
+    use feedlens::lab::eval::{self as ev, EvalOpts};
+    use feedlens::lab::sample::Decode;
+    use feedlens::lab::world::WorldConfig;
     if let Some(o) = &a.json {
         fsio::check_clobber(o, a.force)?;
     }
@@ -858,7 +859,7 @@ fn metric_token(ck: &checkpoint::Checkpoint, s: &str) -> feedlens::Result<u32> {
 }
 
 fn patch(a: PatchArgs) -> Result<()> {
-    use feedlens::patching::{self, Component, Metric, Pair, Setup};
+    use feedlens::analysis::patching::{self, Component, Metric, Pair, Setup};
     if let Some(o) = &a.json {
         fsio::check_clobber(o, a.force)?;
     }
@@ -878,7 +879,7 @@ fn patch(a: PatchArgs) -> Result<()> {
     let ck = load(&a.ckpt)?;
     let model = &ck.model;
     let setup = if let Some(c) = &a.pairs {
-        let contrast: feedlens::world::Contrast = c.parse().context("--pairs")?;
+        let contrast: feedlens::lab::world::Contrast = c.parse().context("--pairs")?;
         let (mut pairs, pos) = patching::world_pairs(contrast, a.n, a.seed)?;
         if let Some(m) = &a.metric {
             let m = Metric::parse(m, |t| metric_token(&ck, t))?;
@@ -889,8 +890,8 @@ fn patch(a: PatchArgs) -> Result<()> {
         let (clean, corrupt) = match (&a.clean, &a.corrupt, &a.clean_ids, &a.corrupt_ids) {
             (Some(c), Some(x), _, _) => (ck.encode(c, "--clean")?, ck.encode(x, "--corrupt")?),
             (_, _, Some(c), Some(x)) => (
-                feedlens::tokens::parse_ids(c, "--clean-ids")?,
-                feedlens::tokens::parse_ids(x, "--corrupt-ids")?,
+                feedlens::io::tokens::parse_ids(c, "--clean-ids")?,
+                feedlens::io::tokens::parse_ids(x, "--corrupt-ids")?,
             ),
             _ => anyhow::bail!(
                 "give --clean and --corrupt, --clean-ids and --corrupt-ids, or --pairs"
@@ -937,7 +938,7 @@ fn patch(a: PatchArgs) -> Result<()> {
             let Some(g) = sw.grid(*c) else { continue };
             let (nl, t) = (g.shape[0], g.shape[1]);
             let cell = |x: f32| f64::from(sw.normalise(x).unwrap_or(x));
-            let fig = feedlens::plot::PatchHeatmap {
+            let fig = feedlens::view::plot::PatchHeatmap {
                 checkpoint: ck.name(),
                 contrast: format!("{} pair(s)", sw.n_pairs),
                 hook: c.to_string(),
@@ -960,7 +961,7 @@ fn patch(a: PatchArgs) -> Result<()> {
 }
 
 fn patch_models(a: PatchModelsArgs) -> Result<()> {
-    use feedlens::patching::{self, Component, Metric};
+    use feedlens::analysis::patching::{self, Component, Metric};
     if let Some(o) = &a.json {
         fsio::check_clobber(o, a.force)?;
     }
@@ -970,7 +971,7 @@ fn patch_models(a: PatchModelsArgs) -> Result<()> {
     let prompts: Vec<Vec<u32>> = if a.prompts.is_empty() {
         a.prompt_ids
             .iter()
-            .map(|s| feedlens::tokens::parse_ids(s, "--prompt-ids"))
+            .map(|s| feedlens::io::tokens::parse_ids(s, "--prompt-ids"))
             .collect::<feedlens::Result<_>>()?
     } else {
         a.prompts
@@ -1043,7 +1044,7 @@ fn probe_fit(data: PathBuf, rows: String, c: f64, out: Option<PathBuf>, force: b
     if let Some(o) = &out {
         fsio::check_clobber(o, force)?;
     }
-    let rep = feedlens::probes::fit_file(&data, &rows, c)?;
+    let rep = feedlens::analysis::probes::fit_file(&data, &rows, c)?;
     println!(
         "test accuracy {:.4}  test AUROC {:.4}  ({} test rows, {} Newton steps, |grad| {:.1e})",
         rep.test_accuracy,
@@ -1065,7 +1066,7 @@ fn probe_spec(
     png: Option<PathBuf>,
     force: bool,
 ) -> Result<()> {
-    use feedlens::probes;
+    use feedlens::analysis::probes;
     check_outputs(&None, &png, force)?;
     let (json_path, st_path) = probes::result_paths(&spec);
     for p in [Some(&json_path), Some(&st_path), out.as_ref()]
@@ -1119,7 +1120,7 @@ fn probe_spec(
         }
     }
     if let Some(stem) = png {
-        use feedlens::plot::{Line, ProbeCurves};
+        use feedlens::view::plot::{Line, ProbeCurves};
         let (mut accuracy, mut auroc) = (vec![], vec![]);
         for (k, c) in r.checkpoints.iter().enumerate() {
             let line = |label: String, values: Vec<f64>, dashed| Line {
@@ -1172,7 +1173,7 @@ fn check(dir: PathBuf, out: Option<PathBuf>, force: bool) -> Result<()> {
     if let Some(o) = &out {
         fsio::check_clobber(o, force)?;
     }
-    let outcomes = feedlens::probes::check_dir(&dir)?;
+    let outcomes = feedlens::analysis::probes::check_dir(&dir)?;
     for o in &outcomes {
         println!(
             "{} {}",
@@ -1272,7 +1273,7 @@ fn report(a: ReportArgs) -> Result<()> {
     use feedlens::report::{self, Pairs, Settings};
     let out = a.out.clone().unwrap_or_else(|| match a.only.as_slice() {
         [] => PathBuf::from("reports/zoo"),
-        names => PathBuf::from("reports").join(feedlens::html::slug(&names.join("+"))),
+        names => PathBuf::from("reports").join(feedlens::view::html::slug(&names.join("+"))),
     });
     if a.n == 0 {
         anyhow::bail!("--n: must be at least 1");

@@ -2,7 +2,7 @@
 //! layer (all positions or one) and read B's metric: where does B's changed behaviour live?
 
 use super::{last_logits, mean, metric_values, run_metric, Component, Metric};
-use crate::hooks::{Hook, Intervention};
+use crate::model::hooks::{Hook, Intervention};
 use crate::model::{Gpt2, Input, Logits, Run, Start};
 use crate::Result;
 use serde::Serialize;

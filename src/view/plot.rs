@@ -5,7 +5,8 @@
 //! Text uses DejaVu Sans embedded in the binary (the `dejavu` crate; licence in
 //! `LICENSES/DejaVu.txt`), so no system fonts are needed.
 
-use crate::{fsio, Error, Result};
+use crate::io::fsio;
+use crate::{Error, Result};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, KeyPointWeight};
 use plotters::coord::Shift;
 use plotters::prelude::*;

@@ -5,8 +5,8 @@
 //! `checkpoint`.
 
 use crate::model::{Config, Gpt2, Input, Logits, Run};
-use crate::sample::{generate, Decode};
-use crate::world::{
+use crate::lab::sample::{generate, Decode};
+use crate::lab::world::{
     self, corpus_completion, corpus_episode, returns_to_go, Behaviour, Episode, Mode, Prompt,
     PromptDist, Split, WorldConfig, BANG, COMPLETION_LEN, EOS, H, N_BUCKETS, PROMPT_LEN, SEQ_LEN,
 };

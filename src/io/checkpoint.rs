@@ -2,9 +2,9 @@
 //! `tokenizer.json`, and feedlens's `feedlens.json` manifest. Owns reading and writing them;
 //! the model's maths lives in `model`.
 
-use crate::fsio;
+use crate::io::fsio;
 use crate::model::{Config, Gpt2, Weights};
-use crate::tokens::Tokens;
+use crate::io::tokens::Tokens;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype as StDtype, SafeTensors, View};
