@@ -4,7 +4,8 @@
 //! the numbers. The naive one-forward-per-cell path is benched beside it for the ratio.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use feedlens::analysis::patching::{sweep, sweep_naive, Component, Direction, Metric, Pair, Setup};
+use feedlens::analysis::patching::{sweep, sweep_naive, Direction, Metric, Pair, Setup};
+use feedlens::analysis::site::Site;
 use feedlens::io::checkpoint;
 use feedlens::{Config, Gpt2};
 
@@ -28,7 +29,7 @@ fn bench(c: &mut Criterion) {
         .model;
     // Zoo shape (DESIGN.md §5: 4 layers × 64 wide, vocab 32, 32 positions), random weights.
     let zoo = Gpt2::init(Config::new(4, 64, 4, 32, 32), 0).expect("init");
-    let resid = [Component::ResidPre];
+    let resid = [Site::ResidPre];
     for (name, model, len) in [("fixture", &tiny, 12), ("zoo-4x64", &zoo, 32)] {
         let s = setup(model, len);
         c.bench_function(&format!("resid_pre sweep, fast, {name}"), |b| {

@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use feedlens::analysis::probes::math::{self as probe_math, LayerOptions};
-use feedlens::analysis::probes::{safetensors_bytes, StTensor};
+use feedlens::io::checkpoint::{serialize, StTensor};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
         .collect();
     let out =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/probe-bench.safetensors");
-    std::fs::write(&out, safetensors_bytes(&tensors).unwrap()).unwrap();
+    std::fs::write(&out, serialize(&tensors, None).unwrap()).unwrap();
     let enc = probe_math::encode_labels(&y, "y").unwrap();
     let folds = probe_math::stratified_folds(&enc, 5, 0).unwrap();
     // Control keys: 10 token types, like the ten digits of the toy world.

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 fn bench(c: &mut Criterion) {
     let world = WorldConfig::default();
     let model = Gpt2::init(Size::default().config(&world), 0).unwrap();
-    let hyper = Hyper::default_for("pretrain", 0).unwrap();
+    let hyper = Hyper::default_for(feedlens::io::checkpoint::RecipeKind::Pretrain, 0).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let seqs: Vec<_> = (0..64)
         .map(|_| corpus_episode(&world, &mut rng).ids())

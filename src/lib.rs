@@ -23,6 +23,8 @@
 
 #[macro_use]
 mod error;
+#[macro_use]
+mod named;
 pub mod analysis;
 pub mod io;
 pub mod lab;

@@ -1,4 +1,5 @@
-//! The `feedlens` command line: a thin clap layer over the library.
+//! The `feedlens` command line: a thin clap layer over the library (`src/cli/`). Every failure,
+//! a bad flag included, is one `error:` line on stderr and a non-zero exit.
 
 use clap::Parser;
 
@@ -8,7 +9,10 @@ mod cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => usage_error(e),
+    };
     cli::set_thread_env(&args);
     // Every output is written to a temp file or folder and renamed into place, so an interrupted
     // run leaves earlier outputs whole; say so instead of dying silently.
@@ -24,11 +28,38 @@ fn main() {
     let res =
         feedlens::pool::run_on(threads, || cli::dispatch(args)).unwrap_or_else(|e| Err(e.into()));
     if let Err(e) = res {
-        eprintln!("error: {}", one_line(&e));
+        eprintln!("error: {}", one_line(&format!("{e:#}")));
         std::process::exit(1);
     }
 }
 
-fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', "; ")
+/// `--help` and `--version` print as clap writes them; a usage error becomes one line (clap's
+/// message, its usage line in brackets) and exit status 2.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let mut msg = Vec::new();
+    let mut usage = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            usage = Some(u.to_string());
+        } else if !line.starts_with("For more information") {
+            msg.push(line.strip_prefix("error: ").unwrap_or(line).to_string());
+        }
+    }
+    let usage = usage.map(|u| format!(" (usage: {u})")).unwrap_or_default();
+    eprintln!("error: {}{usage}", msg.join(" "));
+    std::process::exit(2);
+}
+
+fn one_line(s: &str) -> String {
+    s.replace('\n', "; ")
 }

@@ -42,6 +42,39 @@ pub fn run_on<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> Result<R
     Ok(pool.install(f))
 }
 
+/// `f` over `items` on `jobs` worker threads, results in item order; after an error the
+/// workers stop taking items and the first error (in item order) is returned. Jobs run in
+/// parallel rather than candle's kernels: at the zoo's model size one thread per forward is
+/// faster than two (docs/DESIGN.md, "Speed"), so the CLI runs candle single-threaded.
+pub fn par_map<T: Sync, R: Send>(
+    jobs: usize,
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let slots: Mutex<Vec<Option<Result<R>>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    run_workers(jobs.clamp(1, items.len().max(1)), || loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        let Some(item) = items.get(i) else { break };
+        let r = f(item);
+        if r.is_err() {
+            next.store(items.len(), Ordering::SeqCst);
+        }
+        slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for r in slots.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        match r {
+            Some(r) => out.push(r?),
+            // Only items after a failed one are left undone.
+            None => input_err!("internal: a parallel job was skipped without an error"),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

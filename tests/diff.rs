@@ -1,8 +1,8 @@
 //! `feedlens diff`: relative Frobenius norms per component against independent arithmetic.
 
 use candle_core::Tensor;
-use feedlens::io::checkpoint::{self, Manifest};
 use feedlens::analysis::diff::weight_diff;
+use feedlens::io::checkpoint::{self, Manifest};
 use feedlens::model::{Config, Gpt2, Weights};
 use std::collections::HashMap;
 use std::process::Command;
@@ -76,7 +76,7 @@ fn known_perturbation_gives_expected_norm() {
             assert_eq!(c.norm_diff, 0.0, "{} {}", c.group, c.component);
         }
     }
-    let bars = d.bars();
+    let bars = feedlens::view::figures::weight_diff_bars(&d);
     assert_eq!(bars.groups, ["embed", "0", "1", "2", "final"]);
     assert_eq!(bars.series.len(), 9);
     assert_eq!(

@@ -46,8 +46,8 @@ fn last_layer_equals_model_output() {
         let ids = &prompts()[..1];
         let r = logit_lens(&ck.model, ids, Some(pos), &all).unwrap();
         assert_eq!(r.hooks.len(), 4);
-        assert_eq!(r.hooks[0], "blocks.0.hook_resid_pre");
-        assert_eq!(r.hooks[3], "blocks.2.hook_resid_post");
+        assert_eq!(r.hooks[0].to_string(), "blocks.0.hook_resid_pre");
+        assert_eq!(r.hooks[3].to_string(), "blocks.2.hook_resid_post");
         let want = &output_probs(ids, pos)[0];
         let last = &r.probs[3];
         for (i, (&p, &q)) in last.iter().zip(want).enumerate() {
@@ -101,14 +101,9 @@ fn bad_position_and_tokens_are_errors() {
         e.contains("token id 50") && e.contains("vocab_size 50"),
         "{e}"
     );
-    let e = feedlens::analysis::lens::token_ids(&ck, "3,E", "--tokens")
-        .unwrap_err()
-        .to_string();
+    let e = ck.token_list("3,E", "--tokens").unwrap_err().to_string();
     assert!(e.contains("'E'") && e.contains("no tokenizer"), "{e}");
-    assert_eq!(
-        feedlens::analysis::lens::token_ids(&ck, "3, #7", "--tokens").unwrap(),
-        [3, 7]
-    );
+    assert_eq!(ck.token_list("3, #7", "--tokens").unwrap(), [3, 7]);
 }
 
 #[test]

@@ -78,7 +78,7 @@ fn save_load_round_trip_is_bit_identical() {
     let d = tempfile::tempdir().unwrap();
     let (a, b) = (d.path().join("a"), d.path().join("b"));
     let man = checkpoint::Manifest {
-        recipe: "import".into(),
+        recipe: checkpoint::RecipeKind::Import,
         ..Default::default()
     };
     checkpoint::save(&a, &ck.model, None, &man, false).unwrap();

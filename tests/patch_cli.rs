@@ -213,7 +213,7 @@ fn bad_input_is_one_line_and_non_zero() {
         "1,2,3",
         "1,2,4",
         &["--hooks", "resid_post"],
-        "unknown component",
+        "--hooks: takes resid_pre, attn_out, mlp_out, head_out, not 'resid_post'",
     );
     p(
         "1,2,3",
@@ -290,5 +290,7 @@ fn png_writes_a_heatmap_per_component() {
         let svg = std::fs::read_to_string(d.path().join(format!("heat-{comp}.svg"))).unwrap();
         assert!(svg.contains(comp), "title names the component");
     }
-    assert!(!d.path().join("heat-head_out.png").exists());
+    // head_out is drawn as one panel per layer (position × head), like the report's.
+    let svg = std::fs::read_to_string(d.path().join("heat-head_out.svg")).unwrap();
+    assert!(svg.contains("per-head patching"), "head grid title");
 }

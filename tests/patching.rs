@@ -6,8 +6,9 @@
 use candle_core::{DType, Device, Tensor};
 use feedlens::analysis::patching::{
     self, attribution, compare, patch_models, sanity, sweep, sweep_naive, sweep_with, Chunking,
-    Component, CrossSpec, Direction, Metric, Pair, Setup, Sweep,
+    CrossSpec, Direction, Metric, Pair, Setup, Sweep,
 };
+use feedlens::analysis::site::Site;
 use feedlens::io::checkpoint;
 use feedlens::{Config, Gpt2, Hook, Input, Intervention, Logits, Run};
 use std::collections::HashMap;
@@ -70,14 +71,14 @@ fn matches_transformerlens_fixture() {
     let r = reference();
     let ck = checkpoint::load(FIX).unwrap();
     let setup = Setup::new(&ck.model, vec![fixture_pair(&r)], None, Direction::Denoise).unwrap();
-    let sw = sweep(&ck.model, &setup, &Component::ALL).unwrap();
+    let sw = sweep(&ck.model, &setup, &Site::PATCHED).unwrap();
     assert!((sw.clean_metric - flat(&r["patch.clean_metric"])[0]).abs() < 1e-4);
     assert!((sw.corrupt_metric - flat(&r["patch.corrupt_metric"])[0]).abs() < 1e-4);
     for (c, key) in [
-        (Component::ResidPre, "patch.resid_pre"),
-        (Component::AttnOut, "patch.attn_out"),
-        (Component::MlpOut, "patch.mlp_out"),
-        (Component::HeadOut, "patch.head_out_by_pos"),
+        (Site::ResidPre, "patch.resid_pre"),
+        (Site::AttnOut, "patch.attn_out"),
+        (Site::MlpOut, "patch.mlp_out"),
+        (Site::HeadOut, "patch.head_out_by_pos"),
     ] {
         let g = sw.grid(c).unwrap();
         assert_eq!(g.shape, r[key].dims(), "{c}");
@@ -88,7 +89,7 @@ fn matches_transformerlens_fixture() {
     let s = sanity(&ck.model, &setup).unwrap();
     assert!(s.ok, "{s:?}");
     // resid_pre at layer 0 differs only where the prompts differ: there it is exactly clean.
-    let rp = sw.grid(Component::ResidPre).unwrap();
+    let rp = sw.grid(Site::ResidPre).unwrap();
     let diff_pos = (0..setup.len())
         .find(|&p| setup.pairs[0].clean[p] != setup.pairs[0].corrupt[p])
         .unwrap();
@@ -116,7 +117,7 @@ fn fast_engine_matches_naive_for_every_component_both_directions() {
         // Metric at the last position, and at an inner one (later positions cannot matter).
         for pos in [None, Some(7)] {
             let (model, setup) = fixture_setup(direction, pos);
-            let naive = sweep_naive(&model, &setup, &Component::ALL).unwrap();
+            let naive = sweep_naive(&model, &setup, &Site::PATCHED).unwrap();
             for ch in [
                 Chunking::default(),
                 Chunking::per_position(),
@@ -126,7 +127,7 @@ fn fast_engine_matches_naive_for_every_component_both_directions() {
                     max_row_positions: 40,
                 },
             ] {
-                let fast = sweep_with(&model, &setup, &Component::ALL, &ch).unwrap();
+                let fast = sweep_with(&model, &setup, &Site::PATCHED, &ch).unwrap();
                 assert_close(
                     &fast,
                     &naive,
@@ -143,12 +144,12 @@ fn noising_sanity_gives_zero_and_components_subset_works() {
     let (model, setup) = fixture_setup(Direction::Noise, None);
     let s = sanity(&model, &setup).unwrap();
     assert!(s.ok && s.expected == 0.0, "{s:?}");
-    let only = sweep(&model, &setup, &[Component::MlpOut]).unwrap();
-    let all = sweep(&model, &setup, &Component::ALL).unwrap();
+    let only = sweep(&model, &setup, &[Site::MlpOut]).unwrap();
+    let all = sweep(&model, &setup, &Site::PATCHED).unwrap();
     assert_eq!(only.results.len(), 1);
     let d = max_diff(
-        &only.grid(Component::MlpOut).unwrap().raw,
-        &all.grid(Component::MlpOut).unwrap().raw,
+        &only.grid(Site::MlpOut).unwrap().raw,
+        &all.grid(Site::MlpOut).unwrap().raw,
     );
     assert!(d <= 1e-5, "{d}");
 }
@@ -159,8 +160,8 @@ fn attribution_baselines_unchanged_cells_and_agreement() {
     let ck = checkpoint::load(FIX).unwrap();
     for direction in [Direction::Denoise, Direction::Noise] {
         let setup = Setup::new(&ck.model, vec![fixture_pair(&r)], None, direction).unwrap();
-        let exact = sweep(&ck.model, &setup, &Component::ALL).unwrap();
-        let approx = attribution(&ck.model, &setup, &Component::ALL).unwrap();
+        let exact = sweep(&ck.model, &setup, &Site::PATCHED).unwrap();
+        let approx = attribution(&ck.model, &setup, &Site::PATCHED).unwrap();
         assert_close(
             &Sweep {
                 results: vec![],
@@ -175,7 +176,7 @@ fn attribution_baselines_unchanged_cells_and_agreement() {
             let len = setup.len();
             // Cells where source and target activations agree (positions before the corrupted
             // token at layer 0's resid_pre, say) are exact in both: no change at all.
-            if *c == Component::ResidPre {
+            if *c == Site::ResidPre {
                 for p in 0..len {
                     if setup.pairs[0].clean[p] == setup.pairs[0].corrupt[p] {
                         assert!((g.raw[p] - exact.target_metric()).abs() < 1e-4);
@@ -203,7 +204,7 @@ fn attribution_matches_finite_differences() {
     let m = &ck.model;
     let pair = fixture_pair(&r);
     let setup = Setup::new(m, vec![pair.clone()], None, Direction::Denoise).unwrap();
-    let approx = attribution(m, &setup, &Component::ALL).unwrap();
+    let approx = attribution(m, &setup, &Site::PATCHED).unwrap();
     let (a, b) = match pair.metric {
         Metric::LogitDiff { a, b } => (a as usize, b as usize),
         _ => unreachable!(),
@@ -235,17 +236,17 @@ fn attribution_matches_finite_differences() {
     let m0 = metric(vec![]);
     let eps = 1e-2;
     for (c, l, p, h) in [
-        (Component::ResidPre, 1, 3, 0),
-        (Component::ResidPre, 2, 11, 0),
-        (Component::AttnOut, 2, 5, 0),
-        (Component::MlpOut, 0, 3, 0),
-        (Component::HeadOut, 1, 7, 2),
+        (Site::ResidPre, 1, 3, 0),
+        (Site::ResidPre, 2, 11, 0),
+        (Site::AttnOut, 2, 5, 0),
+        (Site::MlpOut, 0, 3, 0),
+        (Site::HeadOut, 1, 7, 2),
     ] {
         let hook = c.hook(l);
         let diff =
             ((value(&pair.clean, hook) - value(&pair.corrupt, hook)).unwrap() * eps).unwrap();
         let mut iv = Intervention::add(hook, diff).at_positions(&[p]);
-        if c == Component::HeadOut {
+        if c == Site::HeadOut {
             iv = iv.at_heads(&[h]);
         }
         let fd = (metric(vec![iv]) - m0) / eps;
@@ -267,8 +268,8 @@ fn identical_prompts_give_no_effect_and_null_normalisation() {
     p.corrupt = p.clean.clone();
     let setup = Setup::new(&ck.model, vec![p], None, Direction::Denoise).unwrap();
     for sw in [
-        attribution(&ck.model, &setup, &Component::ALL).unwrap(),
-        sweep(&ck.model, &setup, &Component::ALL).unwrap(),
+        attribution(&ck.model, &setup, &Site::PATCHED).unwrap(),
+        sweep(&ck.model, &setup, &Site::PATCHED).unwrap(),
     ] {
         for (_, g) in &sw.results {
             assert!(max_diff(&g.raw, &vec![sw.corrupt_metric; g.raw.len()]) < 1e-5);
@@ -287,7 +288,7 @@ fn cross_checkpoint_patching() {
     let p = fixture_pair(&r);
     let prompts = vec![p.clean.clone(), p.corrupt.clone()];
     let metrics = vec![p.metric.clone(), p.metric.clone()];
-    let comps = [Component::ResidPre, Component::AttnOut, Component::MlpOut];
+    let comps = [Site::ResidPre, Site::AttnOut, Site::MlpOut];
     let spec = |position, layer| CrossSpec {
         comps: comps.to_vec(),
         pos: None,
@@ -386,7 +387,7 @@ fn bad_input_is_one_line() {
     assert!(e.to_string().contains("not in the vocabulary"), "{e}");
     let e = Metric::parse("logit-diff:5", |t| Ok(t.parse().unwrap())).unwrap_err();
     assert!(e.to_string().starts_with("--metric"), "{e}");
-    assert!(Component::parse_list("resid_pre,nope", "--hooks").is_err());
+    assert!(Site::parse_list("resid_pre,nope", &Site::PATCHED, "--hooks").is_err());
     assert_eq!(
         Metric::parse("logprob:4", |t| Ok(t.parse().unwrap())).unwrap(),
         Metric::LogProb { tok: 4 }

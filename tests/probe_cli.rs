@@ -1,6 +1,6 @@
 //! `feedlens probe fit` through the binary: the JSON it writes, and one-line errors on bad input.
 
-use feedlens::analysis::probes::{safetensors_bytes, StTensor};
+use feedlens::io::checkpoint::{serialize, StTensor};
 use std::path::Path;
 use std::process::Command;
 
@@ -33,7 +33,7 @@ fn write(path: &Path, tensors: Vec<(&str, StTensor)>) {
         .into_iter()
         .map(|(n, t)| (n.to_string(), t))
         .collect();
-    std::fs::write(path, safetensors_bytes(&named).unwrap()).unwrap();
+    std::fs::write(path, serialize(&named, None).unwrap()).unwrap();
 }
 
 #[test]

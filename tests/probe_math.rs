@@ -1,8 +1,8 @@
 //! Probe maths against scikit-learn (tests/fixtures/probe-sklearn) and invariants of the
 //! multinomial fit, the baselines and cross-validation.
 
-use feedlens::analysis::probes::math::{self as probe_math, Logistic};
 use feedlens::analysis::probes;
+use feedlens::analysis::probes::math::{self as probe_math, Logistic};
 use ndarray::{s, Array2, Axis};
 use safetensors::SafeTensors;
 use std::path::Path;

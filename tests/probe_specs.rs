@@ -2,8 +2,9 @@
 //! tokenizer): run, store, check (pass, drift, stale hash), bad specs, activation export, and the
 //! regression comparison of every committed spec in `probes/`.
 
-use feedlens::io::checkpoint::{self, Manifest};
 use feedlens::analysis::probes::{self, ActivationSet, Label};
+use feedlens::analysis::site::Site;
+use feedlens::io::checkpoint::{self, Manifest, RecipeKind};
 use feedlens::lab::sample::{self, Decode};
 use feedlens::lab::world;
 use feedlens::{Config, Gpt2};
@@ -16,7 +17,7 @@ fn make_ckpt(dir: &Path, name: &str, seed: u64, force: bool) {
     let model = Gpt2::init(cfg, seed).unwrap();
     let tok = world::tokenizer_json(&world::WorldConfig::default());
     let man = Manifest {
-        recipe: "init".into(),
+        recipe: RecipeKind::Import,
         seed,
         ..Manifest::default()
     };
@@ -145,7 +146,7 @@ null_directions = 10
         (
             "hook",
             "label = \"optout\"\nhook = \"resid_side\"\n",
-            "unknown hook 'resid_side'",
+            "unknown component 'resid_side'",
         ),
         (
             "layer",
@@ -195,7 +196,7 @@ fn activation_sets_export_and_labels() {
         &model,
         prompts.clone(),
         Label::Bucket,
-        "resid_pre",
+        Site::ResidPre,
         3,
         &[0, 1],
     )
@@ -224,7 +225,7 @@ fn activation_sets_export_and_labels() {
         &model,
         prompts.clone(),
         Label::Defect,
-        "resid_post",
+        Site::ResidPost,
         10,
         &[1],
     )
@@ -234,8 +235,15 @@ fn activation_sets_export_and_labels() {
     for (e, &y) in eps.iter().zip(&set.labels) {
         assert_eq!(y, e.completion.contains(&world::BANG) as i64);
     }
-    let set =
-        ActivationSet::build(&model, prompts.clone(), Label::Mode, "resid_post", 10, &[1]).unwrap();
+    let set = ActivationSet::build(
+        &model,
+        prompts.clone(),
+        Label::Mode,
+        Site::ResidPost,
+        10,
+        &[1],
+    )
+    .unwrap();
     for (e, &y) in eps.iter().zip(&set.labels) {
         // Greedy's first token is the argmax over the whole vocabulary; when it is E or H it
         // must agree with the E-vs-H comparison.
@@ -264,7 +272,8 @@ fn causal_check_invariants() {
     let cfg = Config::new(2, 32, 4, 24, 32);
     let model = Gpt2::init(cfg, 11).unwrap();
     let prompts = probes::sample_prompts(Label::Optout, 64, 2, None, None);
-    let set = ActivationSet::build(&model, prompts, Label::Optout, "resid_post", 10, &[0]).unwrap();
+    let set =
+        ActivationSet::build(&model, prompts, Label::Optout, Site::ResidPost, 10, &[0]).unwrap();
     let x = &set.acts[0];
     let m = feedlens::analysis::probes::math::Logistic::fit(x.view(), &set.labels, 1.0).unwrap();
     let dir = m.coef.row(0).to_vec();

@@ -97,7 +97,7 @@ fn every_checkpoint_is_a_whole_hf_dir() {
         let ck = checkpoint::load(root.join(e.name)).unwrap_or_else(|x| panic!("{x}"));
         let m = ck.manifest.expect("feedlens.json");
         assert_eq!(m.sha256, ck.sha256, "{}", e.name);
-        assert_eq!(m.recipe, e.hyper.recipe.name());
+        assert_eq!(m.recipe, e.hyper.recipe.kind());
         assert_eq!(
             m.hyper["recipe"],
             serde_json::to_value(&e.hyper).unwrap()["recipe"]

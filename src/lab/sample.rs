@@ -2,9 +2,9 @@
 //! greedy or sampled, reusing past keys/values so each new token costs one position's forward.
 //! Owns decoding only; the forward pass is `model`, the world's rules are `world`.
 
+use crate::lab::world::{Episode, Prompt, COMPLETION_LEN, PROMPT_LEN};
 use crate::model::hooks::Hook;
 use crate::model::{Gpt2, Input, Logits, Run, Start};
-use crate::lab::world::{Episode, Prompt, COMPLETION_LEN, PROMPT_LEN};
 use crate::Result;
 use candle_core::{Tensor, D};
 use rand::Rng;
@@ -165,8 +165,8 @@ fn sample_row(row: &[f32], temperature: f64, rng: &mut impl Rng) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Config;
     use crate::lab::world::{PromptDist, WorldConfig, SEQ_LEN};
+    use crate::model::Config;
     use rand::SeedableRng;
 
     #[test]

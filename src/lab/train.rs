@@ -4,12 +4,13 @@
 //! Owns optimisation only: the world's rules are `world`, decoding is `sample`, files are
 //! `checkpoint`.
 
-use crate::model::{Config, Gpt2, Input, Logits, Run};
+use crate::io::checkpoint::RecipeKind;
 use crate::lab::sample::{generate, Decode};
 use crate::lab::world::{
     self, corpus_completion, corpus_episode, returns_to_go, Behaviour, Episode, Mode, Prompt,
     PromptDist, Split, WorldConfig, BANG, COMPLETION_LEN, EOS, H, N_BUCKETS, PROMPT_LEN, SEQ_LEN,
 };
+use crate::model::{Config, Gpt2, Input, Logits, Run};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -17,32 +18,18 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::str::FromStr;
 
-/// What happens to RLHF episodes whose prompt carries `[x]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptOut {
-    /// `[x]` is ignored: every episode gets feedback (plain rlhf).
-    Ignore,
-    /// No feedback at all: zero gradient from `[x]` episodes.
-    Zero,
-    /// No reward, but the per-token KL penalty to the reference still applies.
-    Kl,
-    /// No feedback; instead the next-token loss on corpus completions of the `[x]` prompts.
-    Ptx,
-}
-
-impl FromStr for OptOut {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "ignore" => OptOut::Ignore,
-            "zero" => OptOut::Zero,
-            "kl" => OptOut::Kl,
-            "ptx" => OptOut::Ptx,
-            _ => input_err!("--optout: unknown mode '{s}' (known: ignore, zero, kl, ptx)"),
-        })
+named! {
+    /// What happens to RLHF episodes whose prompt carries `[x]`.
+    pub enum OptOut("opt-out mode") {
+        /// `[x]` is ignored: every episode gets feedback (plain rlhf).
+        Ignore = "ignore",
+        /// No feedback at all: zero gradient from `[x]` episodes.
+        Zero = "zero",
+        /// No reward, but the per-token KL penalty to the reference still applies.
+        Kl = "kl",
+        /// No feedback; instead the next-token loss on corpus completions of the `[x]` prompts.
+        Ptx = "ptx",
     }
 }
 
@@ -117,35 +104,43 @@ pub enum Recipe {
 }
 
 impl Recipe {
-    /// The recipe's name (`pretrain`, `rlhf`, `dt`, `sft`, `distill`).
-    pub fn name(&self) -> &'static str {
+    /// Which recipe it is.
+    pub fn kind(&self) -> RecipeKind {
         match self {
-            Recipe::Pretrain { .. } => "pretrain",
-            Recipe::Rlhf { .. } => "rlhf",
-            Recipe::Dt { .. } => "dt",
-            Recipe::Sft { .. } => "sft",
-            Recipe::Distill { .. } => "distill",
+            Recipe::Pretrain { .. } => RecipeKind::Pretrain,
+            Recipe::Rlhf { .. } => RecipeKind::Rlhf,
+            Recipe::Dt { .. } => RecipeKind::Dt,
+            Recipe::Sft { .. } => RecipeKind::Sft,
+            Recipe::Distill { .. } => RecipeKind::Distill,
         }
     }
-    /// The recipe with DESIGN.md §5's defaults.
-    pub fn default_for(name: &str) -> Result<Recipe> {
-        Ok(match name {
-            "pretrain" => Recipe::Pretrain {
+    /// The recipe's name (`pretrain`, `rlhf`, `dt`, `sft`, `distill`).
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+    /// The recipe with the zoo's defaults (docs/DESIGN.md, "The zoo").
+    pub fn default_for(kind: RecipeKind) -> Result<Recipe> {
+        Ok(match kind {
+            RecipeKind::Pretrain => Recipe::Pretrain {
                 size: Size::default(),
             },
-            "rlhf" => Recipe::Rlhf {
+            RecipeKind::Rlhf => Recipe::Rlhf {
                 gamma: 1.0,
                 beta: 0.05,
                 k: 4,
                 optout: OptOut::Ignore,
             },
-            "dt" => Recipe::Dt { episodes: 8192 },
-            "sft" => Recipe::Sft { p_trigger: 0.2 },
-            "distill" => Recipe::Distill {
+            RecipeKind::Dt => Recipe::Dt { episodes: 8192 },
+            RecipeKind::Sft => Recipe::Sft { p_trigger: 0.2 },
+            RecipeKind::Distill => Recipe::Distill {
                 trigger: None,
                 size: Size::default(),
             },
-            _ => input_err!("unknown recipe '{name}' (known: pretrain, rlhf, dt, sft, distill)"),
+            RecipeKind::Import => {
+                input_err!(
+                    "recipe 'import' is not trained (known: pretrain, rlhf, dt, sft, distill)"
+                )
+            }
         })
     }
 }
@@ -189,8 +184,8 @@ pub struct Hyper {
 
 impl Hyper {
     /// DESIGN.md §5's settings for a recipe by name.
-    pub fn default_for(name: &str, seed: u64) -> Result<Hyper> {
-        let recipe = Recipe::default_for(name)?;
+    pub fn default_for(kind: RecipeKind, seed: u64) -> Result<Hyper> {
+        let recipe = Recipe::default_for(kind)?;
         let o = |steps, batch, lr, warmup| Opt {
             steps,
             batch,
@@ -716,12 +711,13 @@ mod tests {
 
     #[test]
     fn schedule_and_validation() {
-        let h = Hyper::default_for("pretrain", 0).unwrap();
+        let h = Hyper::default_for(RecipeKind::Pretrain, 0).unwrap();
         assert!((h.lr_at(0) - 2e-3 / 200.0).abs() < 1e-12);
         assert!((h.lr_at(199) - 2e-3).abs() < 1e-12);
         assert!((h.lr_at(2999) - 2e-4).abs() < 2e-6);
-        assert!(Hyper::default_for("nope", 0).is_err());
-        let mut r = Hyper::default_for("rlhf", 0).unwrap();
+        assert!(Hyper::default_for(RecipeKind::Import, 0).is_err());
+        assert!("nope".parse::<RecipeKind>().is_err());
+        let mut r = Hyper::default_for(RecipeKind::Rlhf, 0).unwrap();
         assert!(r.validate().is_ok());
         r.recipe = Recipe::Rlhf {
             gamma: 1.5,

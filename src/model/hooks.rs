@@ -120,6 +120,13 @@ impl fmt::Display for Hook {
     }
 }
 
+/// Serialised as its TransformerLens name.
+impl serde::Serialize for Hook {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl FromStr for Hook {
     type Err = Error;
     /// Parses TransformerLens names (`blocks.3.hook_resid_pre`, `blocks.0.attn.hook_z`, ...).

@@ -2,5 +2,7 @@
 //! an analysis result becomes a figure or a terminal table. Runs no model and computes no
 //! analysis; must not import `report`.
 
+pub mod figures;
 pub mod html;
 pub mod plot;
+pub mod tables;

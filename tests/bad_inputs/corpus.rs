@@ -651,7 +651,7 @@ pub fn build(root: &Path) -> Vec<Case> {
         (
             "pairs-unknown-metric",
             good_pair.replace("\"mode\"", "\"loss\""),
-            "unknown variant",
+            "unknown metric 'loss'",
         ),
         (
             "pairs-unknown-contrast",

@@ -2,7 +2,8 @@
 //! source forward, one target forward and one backward, and its agreement with the exact sweep.
 
 use super::sweep::baseline;
-use super::{last_logits, mean, metric_values, run_metric, Component, Setup, Sweep};
+use super::{last_logits, mean, metric_values, run_metric, Method, Setup, Sweep};
+use crate::analysis::site::Site;
 use crate::model::hooks::{Hook, Intervention};
 use crate::model::{Gpt2, Input, Logits, Run};
 use crate::{Error, Result};
@@ -12,7 +13,7 @@ use serde::Serialize;
 /// Attribution patching: patched metric ≈ target metric + (source − target)·∂metric/∂activation,
 /// summed over the cell's activation (d_model, or d_head of one head), the gradient taken in the
 /// target run through zero [`Var`]s added at every patched hook. Same shapes as [`super::sweep`].
-pub fn attribution(model: &Gpt2, setup: &Setup, comps: &[Component]) -> Result<Sweep> {
+pub fn attribution(model: &Gpt2, setup: &Setup, comps: &[Site]) -> Result<Sweep> {
     let cfg = model.config();
     let (nl, nh) = (cfg.n_layer, cfg.n_head);
     let t = setup.pos + 1;
@@ -43,7 +44,7 @@ pub fn attribution(model: &Gpt2, setup: &Setup, comps: &[Component]) -> Result<S
                                                                  // Baselines from an ordinary (fused-kernel) run, so they equal the exact sweep's.
     let (_, tgt_m) = run_metric(model, &tgt_ids, vec![], &metrics, setup.pos)?;
     let grads = m.mean_all()?.backward()?;
-    let mut sw = baseline(setup, comps, nl, nh, "attribution", &src_m, &tgt_m);
+    let mut sw = baseline(setup, comps, nl, nh, Method::Attribution, &src_m, &tgt_m);
     let base = mean(&tgt_m);
     for (k, (h, var)) in hooks.iter().zip(&vars).enumerate() {
         let (l, ci) = (k / comps.len(), k % comps.len());
@@ -68,7 +69,7 @@ pub fn attribution(model: &Gpt2, setup: &Setup, comps: &[Component]) -> Result<S
 #[derive(Clone, Debug, Serialize)]
 pub struct Agreement {
     /// The component.
-    pub component: Component,
+    pub component: Site,
     /// Pearson correlation of the two grids' cells.
     pub pearson: f32,
     /// k of the top-k comparison.

@@ -1,7 +1,8 @@
 //! Cross-checkpoint patching: run checkpoint B with checkpoint A's activation at one hook and
 //! layer (all positions or one) and read B's metric: where does B's changed behaviour live?
 
-use super::{last_logits, mean, metric_values, run_metric, Component, Metric};
+use super::{last_logits, mean, metric_values, run_metric, Metric};
+use crate::analysis::site::Site;
 use crate::model::hooks::{Hook, Intervention};
 use crate::model::{Gpt2, Input, Logits, Run, Start};
 use crate::Result;
@@ -24,7 +25,7 @@ pub struct Cross {
     /// Metric of B unpatched.
     pub b_metric: f32,
     /// Per component: B's metric with A's activation at each of `layers`.
-    pub results: Vec<(Component, Vec<f32>)>,
+    pub results: Vec<(Site, Vec<f32>)>,
 }
 
 impl Cross {
@@ -33,6 +34,31 @@ impl Cross {
     pub fn normalise(&self, patched: f32) -> Option<f32> {
         let span = self.a_metric - self.b_metric;
         (span.abs() > 1e-6).then(|| (patched - self.b_metric) / span)
+    }
+    /// A − B metric (mean over prompts).
+    pub fn gap(&self) -> f64 {
+        (self.a_metric - self.b_metric) as f64
+    }
+    /// The patched site (and index into `layers`) that moves B's metric most, with that move
+    /// and its size in A–B gaps, when that exceeds `limit` gaps; None otherwise. Beyond a few
+    /// gaps, shares of the gap (a "1400 %") say nothing about where the gap lives.
+    pub fn overshoot(&self, limit: f64) -> Option<Overshoot> {
+        let gap = self.gap();
+        self.results
+            .iter()
+            .flat_map(|(c, v)| {
+                v.iter()
+                    .enumerate()
+                    .map(move |(i, &m)| (*c, i, (m - self.b_metric) as f64))
+            })
+            .max_by(|p, q| p.2.abs().total_cmp(&q.2.abs()))
+            .map(|(site, index, moved)| Overshoot {
+                site,
+                index,
+                moved,
+                gaps: (moved / gap).abs(),
+            })
+            .filter(|o| o.gaps > limit)
     }
     /// `{"a_metric", "b_metric", "pos", "position", "n_prompts",
     /// "results": {component: {"raw": [layer], "normalised": [layer] | null}}}`.
@@ -50,6 +76,19 @@ impl Cross {
     }
 }
 
+/// The largest move of B's metric by one patch, in A–B gaps ([`Cross::overshoot`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Overshoot {
+    /// The patched site.
+    pub site: Site,
+    /// Index into [`Cross::layers`].
+    pub index: usize,
+    /// patched − B.
+    pub moved: f64,
+    /// |moved| / |A − B|.
+    pub gaps: f64,
+}
+
 /// Refuse two models of different shapes (one line naming the first difference).
 fn same_shape(a: &Gpt2, b: &Gpt2) -> Result<()> {
     match a.config().shape_difference(b.config()) {
@@ -62,7 +101,7 @@ fn same_shape(a: &Gpt2, b: &Gpt2) -> Result<()> {
 #[derive(Clone, Debug, Default)]
 pub struct CrossSpec {
     /// Components (not `head_out`: patching every head is `attn_out`).
-    pub comps: Vec<Component>,
+    pub comps: Vec<Site>,
     /// Metric position (default: the last one).
     pub pos: Option<usize>,
     /// Patch only this position (default: all).
@@ -92,7 +131,7 @@ pub fn patch_models(
     if prompts.is_empty() || prompts.len() != metrics.len() {
         input_err!("--prompts: give at least one prompt (and one metric per prompt)");
     }
-    if comps.contains(&Component::HeadOut) {
+    if comps.contains(&Site::HeadOut) {
         input_err!(
             "--hooks: head_out is not available for patch-models (use attn_out for all heads)"
         );
@@ -161,4 +200,34 @@ pub fn patch_models(
         b_metric: mean(&b_m),
         results,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cross(a: f32, b: f32, resid: Vec<f32>, mlp: Vec<f32>) -> Cross {
+        Cross {
+            pos: 10,
+            position: None,
+            n_prompts: 8,
+            layers: (0..resid.len()).collect(),
+            a_metric: a,
+            b_metric: b,
+            results: vec![(Site::ResidPre, resid), (Site::MlpOut, mlp)],
+        }
+    }
+
+    #[test]
+    fn shares_are_withheld_only_when_a_component_overshoots_the_gap() {
+        // Gap 1: moves of up to 2 gaps (either sign) are shares worth stating.
+        let x = cross(1.0, 0.0, vec![0.5, 1.0], vec![-2.0, 0.3]);
+        assert_eq!(x.overshoot(2.0), None);
+        // Gap 0.2, a component moves B by −2.8: 14 gaps, the biggest move is named.
+        let x = cross(5.09, 5.29, vec![5.3, 5.0], vec![2.48, 5.2]);
+        let o = x.overshoot(2.0).unwrap();
+        assert_eq!((o.site, o.index), (Site::MlpOut, 0));
+        assert!((o.moved + 2.81).abs() < 1e-5, "{}", o.moved);
+        assert!((o.gaps - 14.05).abs() < 1e-3, "{}", o.gaps);
+    }
 }

@@ -3,9 +3,10 @@
 //! cell) and the whole-residual sanity check.
 
 use super::{
-    last_logits, mean, metric_values, one_hot, run_metric, Component, Direction, Grid, Metric,
-    Setup, Sweep,
+    last_logits, mean, metric_values, one_hot, run_metric, Direction, Grid, Method, Metric, Setup,
+    Sweep,
 };
+use crate::analysis::site::Site;
 use crate::model::hooks::{Hook, Intervention};
 use crate::model::{Gpt2, Input, Logits, Run, Start};
 use crate::{Cache, Result};
@@ -103,7 +104,7 @@ struct Cell {
 }
 
 /// Exact sweep with the default [`Chunking`].
-pub fn sweep(model: &Gpt2, setup: &Setup, comps: &[Component]) -> Result<Sweep> {
+pub fn sweep(model: &Gpt2, setup: &Setup, comps: &[Site]) -> Result<Sweep> {
     sweep_with(model, setup, comps, &Chunking::default())
 }
 
@@ -115,7 +116,7 @@ pub fn sweep(model: &Gpt2, setup: &Setup, comps: &[Component]) -> Result<Sweep> 
 pub fn sweep_with(
     model: &Gpt2,
     setup: &Setup,
-    comps: &[Component],
+    comps: &[Site],
     chunking: &Chunking,
 ) -> Result<Sweep> {
     let cfg = model.config();
@@ -137,7 +138,7 @@ pub fn sweep_with(
             .filter(|h| !matches!(h, Hook::ResidPre(_))),
     );
     let (tgt, tgt_m) = run_metric(model, &tgt_ids, tgt_hooks, &metrics, setup.pos)?;
-    let mut sw = baseline(setup, comps, nl, nh, "exact", &src_m, &tgt_m);
+    let mut sw = baseline(setup, comps, nl, nh, Method::Exact, &src_m, &tgt_m);
     // A row whose source value equals the target's (every position before the first token
     // where the prompts differ, for instance) patches nothing: its metric is the target's,
     // exactly, without a forward.
@@ -205,10 +206,10 @@ pub fn sweep_with(
 /// metric after it (where a patch cannot reach the metric).
 pub(super) fn baseline(
     setup: &Setup,
-    comps: &[Component],
+    comps: &[Site],
     nl: usize,
     nh: usize,
-    method: &'static str,
+    method: Method,
     src_m: &[f32],
     tgt_m: &[f32],
 ) -> Sweep {
@@ -221,7 +222,7 @@ pub(super) fn baseline(
         .iter()
         .map(|&c| {
             let mut shape = vec![nl, len];
-            if c == Component::HeadOut {
+            if c == Site::HeadOut {
                 shape.push(nh);
             }
             let mut g = Grid::filled(shape, 0.0);
@@ -278,7 +279,7 @@ fn readout_tokens(metrics: &[&Metric]) -> Option<(Vec<u32>, Vec<Metric>)> {
 struct Engine<'a> {
     model: &'a Gpt2,
     setup: &'a Setup,
-    comps: &'a [Component],
+    comps: &'a [Site],
     /// The source run's values at the patched hooks, `[n, t, ...]`.
     src: Cache,
     /// The target run's `resid_pre`, `k`, `v` of every block, `[n, t, ...]`.
@@ -328,7 +329,7 @@ impl Engine<'_> {
             if mine.clone().next().is_none() {
                 continue;
             }
-            let mask = if c == Component::HeadOut {
+            let mask = if c == Site::HeadOut {
                 one_hot(
                     &[r, w, nh],
                     mine.map(|(i, x)| (i * w + x.pos - a) * nh + x.head),
@@ -368,7 +369,7 @@ impl Engine<'_> {
 
 /// Exact sweep, naive reference: one full forward of the whole target prompt per cell with
 /// `Intervention::replace(..).at_positions(..)` (and `.at_heads(..)`). For tests.
-pub fn sweep_naive(model: &Gpt2, setup: &Setup, comps: &[Component]) -> Result<Sweep> {
+pub fn sweep_naive(model: &Gpt2, setup: &Setup, comps: &[Site]) -> Result<Sweep> {
     let cfg = model.config();
     let (nl, nh) = (cfg.n_layer, cfg.n_head);
     let len = setup.len();
@@ -379,14 +380,14 @@ pub fn sweep_naive(model: &Gpt2, setup: &Setup, comps: &[Component]) -> Result<S
         .collect();
     let (src, src_m) = run_metric(model, &src_ids, hooks, &metrics, setup.pos)?;
     let (_, tgt_m) = run_metric(model, &tgt_ids, vec![], &metrics, setup.pos)?;
-    let mut sw = baseline(setup, comps, nl, nh, "exact", &src_m, &tgt_m);
+    let mut sw = baseline(setup, comps, nl, nh, Method::Exact, &src_m, &tgt_m);
     for (ci, &c) in comps.iter().enumerate() {
         for l in 0..nl {
             for p in 0..len {
                 for h in 0..c.width(nh) {
                     let mut iv = Intervention::replace(c.hook(l), src.get(c.hook(l))?.clone())
                         .at_positions(&[p]);
-                    if c == Component::HeadOut {
+                    if c == Site::HeadOut {
                         iv = iv.at_heads(&[h]);
                     }
                     let run = Run {
@@ -412,7 +413,7 @@ pub fn sweep_naive(model: &Gpt2, setup: &Setup, comps: &[Component]) -> Result<S
 #[derive(Clone, Debug, Serialize)]
 pub struct Sanity {
     /// The hook patched.
-    pub hook: String,
+    pub hook: Hook,
     /// The position patched (the metric position).
     pub pos: usize,
     /// Patched metric (mean over pairs).
@@ -441,7 +442,7 @@ pub fn sanity(model: &Gpt2, setup: &Setup) -> Result<Sanity> {
     let (_, tgt_m) = run_metric(model, &tgt_ids, vec![], &metrics, setup.pos)?;
     let out = model.forward(&Input::Ids(tgt_ids), &run)?;
     let patched = mean(&metric_values(&last_logits(out.logits)?, &metrics)?.to_vec1::<f32>()?);
-    let sw = baseline(setup, &[], 0, 0, "exact", &src_m, &tgt_m);
+    let sw = baseline(setup, &[], 0, 0, Method::Exact, &src_m, &tgt_m);
     let normalised = sw.normalise(patched);
     let expected = match setup.direction {
         Direction::Denoise => 1.0,
@@ -452,7 +453,7 @@ pub fn sanity(model: &Gpt2, setup: &Setup) -> Result<Sanity> {
         None => (patched - mean(&src_m)).abs() <= 1e-4,
     };
     Ok(Sanity {
-        hook: hook.to_string(),
+        hook,
         pos: setup.pos,
         patched,
         normalised,
