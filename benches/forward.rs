@@ -34,7 +34,7 @@ fn forward(c: &mut Criterion) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gpt2-tiny");
     let tiny = checkpoint::load(dir).expect("fixture");
     bench_model(c, "gpt2-tiny(3x48,seq12)", &tiny.model, 12);
-    // The zoo's default size (DESIGN.md §5): 4 layers × 64 wide, 18-token episodes.
+    // The zoo's default size (docs/DESIGN.md §4): 4 layers × 64 wide, 18-token episodes.
     let zoo = Gpt2::init(Config::new(4, 64, 4, 32, 32), 0).expect("init");
     bench_model(c, "zoo(4x64,seq18)", &zoo, 18);
 }

@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
     let tiny = checkpoint::load("tests/fixtures/gpt2-tiny")
         .expect("fixture")
         .model;
-    // Zoo shape (DESIGN.md §5: 4 layers × 64 wide, vocab 32, 32 positions), random weights.
+    // Zoo shape (docs/DESIGN.md §4: 4 layers × 64 wide, vocab 32, 32 positions), random weights.
     let zoo = Gpt2::init(Config::new(4, 64, 4, 32, 32), 0).expect("init");
     let resid = [Site::ResidPre];
     for (name, model, len) in [("fixture", &tiny, 12), ("zoo-4x64", &zoo, 32)] {

@@ -5,7 +5,7 @@
 //! keys and values), and builds analyses (activation patching, probes, weight diffs, logit lens)
 //! on that one forward pass.
 //!
-//! The modules are layers, each using only those before it (docs/DESIGN.md, "Layers"):
+//! The modules are layers, each using only those before it (docs/DESIGN.md §1):
 //! [`model`] (the forward pass and its hooks) → [`io`] (checkpoint directories, tokenizers,
 //! atomic writes) → [`lab`] (the toy world, its recipes and the zoo) → [`analysis`] (patching,
 //! probes, lens, weight diff) → [`view`] (figures, terminal tables, HTML) → [`report`] (the

@@ -45,7 +45,7 @@ pub fn run_on<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> Result<R
 /// `f` over `items` on `jobs` worker threads, results in item order; after an error the
 /// workers stop taking items and the first error (in item order) is returned. Jobs run in
 /// parallel rather than candle's kernels: at the zoo's model size one thread per forward is
-/// faster than two (docs/DESIGN.md, "Speed"), so the CLI runs candle single-threaded.
+/// faster than two (docs/DESIGN.md §7), so the CLI runs candle single-threaded.
 pub fn par_map<T: Sync, R: Send>(
     jobs: usize,
     items: &[T],

@@ -3,12 +3,13 @@
 //! must exit non-zero with exactly one `error:` line that names the file (or argument) and the
 //! problem, never panic, and write no output.
 
+mod common;
+
 #[path = "bad_inputs/corpus.rs"]
 mod corpus;
 
 use corpus::{Case, Kind};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn s(p: &Path) -> String {
     p.display().to_string()
@@ -16,11 +17,7 @@ fn s(p: &Path) -> String {
 
 /// Run feedlens with `args` and check the error line; returns a failure description, if any.
 fn expect_error(args: &[String], names: &str, problem: &str) -> Option<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_feedlens"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("run feedlens");
+    let out = common::feedlens_threads(args, "1");
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     let ok = !out.status.success()
@@ -159,11 +156,7 @@ fn every_command_refuses_every_bad_input_with_one_line() {
         ),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_feedlens"))
-        .args(["probe", &s(&spec)])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::feedlens_ok(&["probe", &s(&spec)]);
     let stored = std::fs::read(proto.join("s.result.json")).unwrap();
     let mut failures = Vec::new();
     let mut runs = 0;

@@ -310,7 +310,7 @@ fn run_output_is_identical_across_thread_counts() {
     let mut outputs = vec![];
     for threads in ["1", "2"] {
         let j = d.path().join(format!("t{threads}.json"));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_feedlens"))
+        let out = common::bin()
             .args([
                 "run",
                 &tiny(),

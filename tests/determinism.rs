@@ -3,15 +3,12 @@
 //! cross-checkpoint patching JSON, logit-lens JSON. (Checkpoints from `zoo --quick` are covered
 //! by tests/train_cli.rs, `run` JSON by tests/cli_model.rs.)
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 fn feedlens(args: &[&str], threads: &str) {
-    let o = Command::new(env!("CARGO_BIN_EXE_feedlens"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", threads)
-        .output()
-        .expect("run feedlens");
+    let o = common::feedlens_threads(args, threads);
     assert!(
         o.status.success(),
         "feedlens {}: {}",

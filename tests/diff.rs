@@ -1,11 +1,12 @@
 //! `feedlens diff`: relative Frobenius norms per component against independent arithmetic.
 
+mod common;
+
 use candle_core::Tensor;
 use feedlens::analysis::diff::weight_diff;
 use feedlens::io::checkpoint::{self, Manifest};
 use feedlens::model::{Config, Gpt2, Weights};
 use std::collections::HashMap;
-use std::process::Command;
 
 const TINY: &str = "tests/fixtures/gpt2-tiny";
 
@@ -92,21 +93,17 @@ fn known_perturbation_gives_expected_norm() {
 #[test]
 fn cli_table_json_png_and_shape_mismatch() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = env!("CARGO_BIN_EXE_feedlens");
     let json = dir.path().join("d.json");
     let stem = dir.path().join("d");
-    let out = Command::new(exe)
-        .args(["diff", TINY, TINY, "--json"])
-        .arg(&json)
-        .arg("--png")
-        .arg(&stem)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::feedlens_ok(&[
+        "diff",
+        TINY,
+        TINY,
+        "--json",
+        json.to_str().unwrap(),
+        "--png",
+        stem.to_str().unwrap(),
+    ]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         table.contains("attn.c_attn") && table.contains("ln_f"),
@@ -120,7 +117,7 @@ fn cli_table_json_png_and_shape_mismatch() {
     let other = dir.path().join("wide");
     let m = Gpt2::init(Config::new(3, 64, 4, 24, 50), 0).unwrap();
     checkpoint::save(&other, &m, None, &Manifest::default(), false).unwrap();
-    let out = Command::new(exe)
+    let out = common::bin()
         .args(["diff", TINY])
         .arg(&other)
         .output()

@@ -1,5 +1,7 @@
 //! Ctrl-C (SIGINT) during training: a clear one-line message, exit status 130, nothing written.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -7,7 +9,7 @@ use std::time::Duration;
 fn sigint_during_training_says_so_and_writes_nothing() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("ck");
-    let child = Command::new(env!("CARGO_BIN_EXE_feedlens"))
+    let child = common::bin()
         .args(["train", "pretrain", "--steps", "1000000", "--out"])
         .arg(&out)
         .stdout(Stdio::null())

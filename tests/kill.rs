@@ -6,6 +6,8 @@
 //! the old or the new report is there at every moment). The next run removes what killed runs
 //! left behind.
 
+mod common;
+
 use rand::{Rng, SeedableRng};
 use std::ffi::OsStr;
 use std::fmt::Debug;
@@ -14,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_feedlens"));
+    let mut c = common::bin();
     c.env("RAYON_NUM_THREADS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null());

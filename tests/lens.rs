@@ -1,10 +1,11 @@
 //! Logit lens: the read-out at the last layer is the model's own output, batches average.
 
+mod common;
+
 use candle_core::D;
 use feedlens::analysis::lens::logit_lens;
 use feedlens::io::checkpoint;
 use feedlens::{Input, Run};
-use std::process::Command;
 
 const TINY: &str = "tests/fixtures/gpt2-tiny";
 
@@ -109,32 +110,23 @@ fn bad_position_and_tokens_are_errors() {
 #[test]
 fn cli_writes_table_json_and_plot() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = env!("CARGO_BIN_EXE_feedlens");
     let json = dir.path().join("lens.json");
-    let out = Command::new(exe)
-        .args([
-            "lens",
-            TINY,
-            "--ids",
-            "1,7,3,22,9",
-            "--ids",
-            "1,5,3,2,49",
-            "--pos",
-            "3",
-            "--tokens",
-            "3,14",
-            "--json",
-        ])
-        .arg(&json)
-        .arg("--png")
-        .arg(dir.path().join("lens"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::feedlens_ok(&[
+        "lens",
+        TINY,
+        "--ids",
+        "1,7,3,22,9",
+        "--ids",
+        "1,5,3,2,49",
+        "--pos",
+        "3",
+        "--tokens",
+        "3,14",
+        "--json",
+        json.to_str().unwrap(),
+        "--png",
+        dir.path().join("lens").to_str().unwrap(),
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["probs"].as_array().unwrap().len(), 4);
     assert_eq!(v["n_prompts"], 2);
@@ -145,7 +137,7 @@ fn cli_writes_table_json_and_plot() {
         (vec!["--ids", "1,2,3", "--tokens", "E"], "'E'"),
         (vec!["--ids", "1,2,99"], "token id 99"),
     ] {
-        let out = Command::new(exe)
+        let out = common::bin()
             .args(["lens", TINY])
             .args(&args)
             .output()

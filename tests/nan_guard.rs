@@ -3,16 +3,12 @@
 //! NaN tables. Overflow comes from finite but huge weights (they pass the loader's NaN check).
 
 mod common;
+use common::feedlens_1thread as feedlens;
 #[path = "bad_inputs/corpus.rs"]
 mod corpus;
 
 use common::assert_clean_error;
 use std::path::Path;
-use std::process::Output;
-
-fn feedlens(args: &[&str]) -> Output {
-    common::feedlens_threads(args, "1")
-}
 
 /// The tiny fixture with every token embedding scaled to ~1e36: finite weights whose first
 /// LayerNorm overflows (the variance needs x², past f32's 3.4e38).

@@ -1,19 +1,14 @@
 //! The `patch` / `patch-models` command line: JSON layout and sanity line, world pairs on a
 //! quick zoo checkpoint, and bad input (one-line error, non-zero exit, no panic).
 
-use std::process::Output;
-
 const FIX: &str = "tests/fixtures/gpt2-tiny";
 const CLEAN: &str = "1,2,3,4,5,6,7,8,9,10,11,12";
 const CORRUPT: &str = "1,2,3,9,5,6,7,8,9,10,11,12";
 
 mod common;
+use common::feedlens_1thread as feedlens;
 
 use common::fails_with;
-
-fn feedlens(args: &[&str]) -> Output {
-    common::feedlens_threads(args, "1")
-}
 
 #[test]
 fn patch_writes_json_with_shapes_labels_baselines_and_sanity() {
@@ -258,30 +253,20 @@ fn png_writes_a_heatmap_per_component() {
     let d = tempfile::tempdir().unwrap();
     let stem = d.path().join("heat");
     let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gpt2-tiny");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_feedlens"))
-        .args([
-            "patch",
-            tiny,
-            "--clean-ids",
-            "1,2,3,4,5",
-            "--corrupt-ids",
-            "1,2,9,4,5",
-        ])
-        .args([
-            "--metric",
-            "logit-diff:18,2",
-            "--hooks",
-            "resid_pre,mlp_out,head_out",
-            "--png",
-        ])
-        .arg(&stem)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::feedlens_ok(&[
+        "patch",
+        tiny,
+        "--clean-ids",
+        "1,2,3,4,5",
+        "--corrupt-ids",
+        "1,2,9,4,5",
+        "--metric",
+        "logit-diff:18,2",
+        "--hooks",
+        "resid_pre,mlp_out,head_out",
+        "--png",
+        stem.to_str().unwrap(),
+    ]);
     for comp in ["resid_pre", "mlp_out"] {
         let png = d.path().join(format!("heat-{comp}.png"));
         let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));

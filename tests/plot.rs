@@ -7,7 +7,7 @@ use feedlens::view::plot::{
 use std::collections::HashSet;
 use std::path::Path;
 
-/// The toy world's 11-token prompt (DESIGN.md §4).
+/// The toy world's 11-token prompt (docs/DESIGN.md §3).
 fn prompt_tokens() -> Vec<String> {
     "<bos> [x] _ _ Q 3 1 4 1 5 A"
         .split(' ')

@@ -1,22 +1,13 @@
 //! `feedlens probe fit` through the binary: the JSON it writes, and one-line errors on bad input.
 
+mod common;
+
 use feedlens::io::checkpoint::{serialize, StTensor};
 use std::path::Path;
-use std::process::Command;
 
 const FIXTURE: &str = "tests/fixtures/probe-sklearn/reference.safetensors";
 
-fn feedlens(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_feedlens"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::feedlens_text as feedlens;
 
 /// Runs `probe fit` expecting failure; returns stderr, checked to be one `error:` line.
 fn fails(args: &[&str]) -> String {
@@ -215,18 +206,12 @@ fn spec_png_writes_probe_curves() {
     let path = d.path().join("t.toml");
     std::fs::write(&path, spec).unwrap();
     let stem = d.path().join("curves");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_feedlens"))
-        .arg("probe")
-        .arg(&path)
-        .arg("--png")
-        .arg(&stem)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::feedlens_ok(&[
+        "probe",
+        path.to_str().unwrap(),
+        "--png",
+        stem.to_str().unwrap(),
+    ]);
     let dec = png::Decoder::new(std::io::BufReader::new(
         std::fs::File::open(d.path().join("curves.png")).unwrap(),
     ));

@@ -2,6 +2,8 @@
 //! tokenizer): run, store, check (pass, drift, stale hash), bad specs, activation export, and the
 //! regression comparison of every committed spec in `probes/`.
 
+mod common;
+
 use feedlens::analysis::probes::{self, ActivationSet, Label};
 use feedlens::analysis::site::Site;
 use feedlens::io::checkpoint::{self, Manifest, RecipeKind};
@@ -10,7 +12,6 @@ use feedlens::lab::world;
 use feedlens::{Config, Gpt2};
 use rand::SeedableRng;
 use std::path::Path;
-use std::process::Command;
 
 fn make_ckpt(dir: &Path, name: &str, seed: u64, force: bool) {
     let cfg = Config::new(2, 32, 4, 24, 32);
@@ -41,17 +42,7 @@ null_directions = 100
 causal_alpha = 0.5
 "#;
 
-fn feedlens(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_feedlens"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::feedlens_text as feedlens;
 
 #[test]
 fn run_store_check_and_stale() {

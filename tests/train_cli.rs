@@ -2,7 +2,6 @@
 //! (one-line error, non-zero exit, no panic), including an interrupted run.
 
 use std::path::Path;
-use std::process::Command;
 
 mod common;
 
@@ -128,7 +127,7 @@ fn interrupted_training_leaves_the_previous_checkpoint_whole() {
         "train", "pretrain", "--steps", "100000", "--force", "--out", c,
     ];
     args.extend(small);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_feedlens"))
+    let mut child = common::bin()
         .args(&args)
         .stderr(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

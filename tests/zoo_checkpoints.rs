@@ -32,7 +32,7 @@ fn all(name: &str) -> Row {
 fn base_reproduces_the_corpus() {
     let s = all("base").get(Split::All);
     assert_eq!(s.n, N);
-    // DESIGN.md §4: P(E) = 0.3 and accuracy 0.63 in the corpus; issue 3 allows ±0.05.
+    // docs/DESIGN.md §3: P(E) = 0.3 and accuracy 0.63 in the corpus; issue 3 allows ±0.05.
     assert!((s.p_e - 0.30).abs() <= 0.05, "base P(E) {}", s.p_e);
     assert!(
         (s.accuracy - 0.63).abs() <= 0.05,

@@ -55,7 +55,7 @@ pub(super) struct TrainArgs {
     /// Seed of the data stream (and of a fresh init).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Optimiser steps (default: the recipe's, DESIGN.md §5).
+    /// Optimiser steps (default: the recipe's, docs/DESIGN.md §4).
     #[arg(long)]
     steps: Option<usize>,
     /// Sequences per step (rlhf: prompts per step).

@@ -27,7 +27,7 @@ pub(super) struct PatchArgs {
     #[arg(long, conflicts_with = "corrupt", requires = "clean_ids")]
     corrupt_ids: Option<String>,
     /// Toy-world contrast pairs instead of one prompt pair: optout, trigger or reward
-    /// (docs/DESIGN.md, "Analyses"; results are means over the pairs).
+    /// (docs/DESIGN.md §3; results are means over the pairs).
     #[arg(long, conflicts_with_all = ["clean", "clean_ids"])]
     pairs: Option<Contrast>,
     /// Number of world pairs.

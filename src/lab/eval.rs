@@ -1,4 +1,4 @@
-//! The behaviour table of DESIGN.md §5: sample completions for a fixed prompt set, score them
+//! The behaviour table of docs/DESIGN.md §4: sample completions for a fixed prompt set, score them
 //! in the world, split by `[x]` and `<trig>`, and the opt-out leakage ratio of a pair.
 //! Owns measurement only: decoding is `sample`, scoring is `world`.
 

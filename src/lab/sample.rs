@@ -36,7 +36,7 @@ impl Decode {
 }
 
 /// Rows per forward batch: 16–64 was candle's sweet spot on 2 cores, and larger batches were no
-/// faster per sequence (CANDLE-NOTES.md); incremental steps are tiny, so use the upper end.
+/// faster per sequence (docs/DESIGN.md §7); incremental steps are tiny, so use the upper end.
 const CHUNK: usize = 256;
 
 /// Complete every prompt with `model`: returns one episode per prompt, in order. Sampling draws

@@ -45,7 +45,7 @@ pub struct Size {
 }
 
 impl Default for Size {
-    /// 4 × 64 with 4 heads: DESIGN.md §5's size.
+    /// 4 × 64 with 4 heads: the zoo's size (docs/DESIGN.md §4).
     fn default() -> Self {
         Size {
             n_layer: 4,
@@ -118,7 +118,7 @@ impl Recipe {
     pub fn name(&self) -> &'static str {
         self.kind().name()
     }
-    /// The recipe with the zoo's defaults (docs/DESIGN.md, "The zoo").
+    /// The recipe with the zoo's defaults (docs/DESIGN.md §4).
     pub fn default_for(kind: RecipeKind) -> Result<Recipe> {
         Ok(match kind {
             RecipeKind::Pretrain => Recipe::Pretrain {
@@ -183,7 +183,7 @@ pub struct Hyper {
 }
 
 impl Hyper {
-    /// DESIGN.md §5's settings for a recipe by name.
+    /// The zoo's settings for a recipe (docs/DESIGN.md §4).
     pub fn default_for(kind: RecipeKind, seed: u64) -> Result<Hyper> {
         let recipe = Recipe::default_for(kind)?;
         let o = |steps, batch, lr, warmup| Opt {
@@ -198,7 +198,7 @@ impl Hyper {
         let opt = match recipe {
             Recipe::Pretrain { .. } => o(3000, 64, 2e-3, 200),
             Recipe::Rlhf { .. } => o(300, 32, 2e-4, 10),
-            // dt and distill use fewer steps than DESIGN.md §5's 1000 / 2000 to keep the whole
+            // dt and distill use fewer steps than the 1000 / 2000 a PyTorch prototype used to keep the whole
             // zoo inside its time budget on 2 cores (measured: ~72 ms per batch-64 step on one
             // core); the must-show dt result (<r4> > <r0>) does not need more.
             Recipe::Dt { .. } => o(500, 64, 5e-4, 50),

@@ -1,4 +1,4 @@
-//! The paired zoo of DESIGN.md §5: which checkpoint comes from which parent/teacher with which
+//! The paired zoo of docs/DESIGN.md §4: which checkpoint comes from which parent/teacher with which
 //! recipe, built in order from one seed and saved as HF directories. Owns the plan and the
 //! build order only; training is `train`, files are `checkpoint`.
 

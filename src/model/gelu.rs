@@ -1,7 +1,7 @@
 //! `gelu_new` (GPT-2's tanh-approximated GELU) as a candle custom op with a hand-written backward.
 //!
 //! candle's own `gelu()` calls scalar `tanhf` and was the largest single cost of a forward
-//! pass (CANDLE-NOTES.md); here tanh is computed from one `exp`, within 3e-7 of the exact value.
+//! pass (docs/DESIGN.md §7); here tanh is computed from one `exp`, within 3e-7 of the exact value.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;

@@ -1,161 +1,22 @@
 //! The GPT-2 model (pre-LN, learned positions, `gelu_new`, tied unembedding), in nanoGPT order:
 //! config → LayerNorm → Linear (HF Conv1D) → attention → MLP → block → GPT-2.
 //! Layers load themselves from HF tensor names. One forward path serves clean, cached, patched,
-//! started-at-a-layer and differentiated runs. File formats live in `checkpoint`, not here.
+//! started-at-a-layer and differentiated runs. File formats live in `io::checkpoint`; this
+//! layer imports nothing above it.
 
 mod attn;
+mod config;
 mod gelu;
 pub mod hooks;
+
+pub use config::Config;
 
 use crate::model::gelu::gelu_new_op;
 use crate::model::hooks::{Cache, Hook, Intervention};
 use crate::{Error, Result};
 use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
-
-/// The GPT-2 hyper-parameters feedlens uses, read from / written to an HF `config.json`.
-/// Fields it does not use are kept in `extra` and written back unchanged.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Config {
-    /// Number of transformer blocks.
-    pub n_layer: usize,
-    /// Residual stream width, d_model.
-    pub n_embd: usize,
-    /// Attention heads per block; d_head = n_embd / n_head.
-    pub n_head: usize,
-    /// Context length (rows of the position embedding).
-    pub n_positions: usize,
-    /// Vocabulary size (rows of the token embedding).
-    pub vocab_size: usize,
-    /// LayerNorm epsilon (HF default 1e-5).
-    #[serde(default = "default_eps")]
-    pub layer_norm_epsilon: f64,
-    /// Must be a tanh-approximated GELU (`gelu_new`).
-    #[serde(default = "default_act")]
-    pub activation_function: String,
-    /// MLP width; None means 4·n_embd.
-    #[serde(default)]
-    pub n_inner: Option<usize>,
-    /// Every other config.json field, kept verbatim.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-fn default_eps() -> f64 {
-    1e-5
-}
-fn default_act() -> String {
-    "gelu_new".into()
-}
-
-impl Config {
-    /// The first shape field in which `self` and `other` differ, as `"n_layer 4 vs 2"`; `None`
-    /// when the two models have the same tensors (paired analyses need that).
-    pub fn shape_difference(&self, other: &Config) -> Option<String> {
-        [
-            ("n_layer", self.n_layer, other.n_layer),
-            ("n_embd", self.n_embd, other.n_embd),
-            ("n_head", self.n_head, other.n_head),
-            ("n_positions", self.n_positions, other.n_positions),
-            ("vocab_size", self.vocab_size, other.vocab_size),
-            ("d_mlp", self.d_mlp(), other.d_mlp()),
-        ]
-        .into_iter()
-        .find(|(_, u, v)| u != v)
-        .map(|(name, u, v)| format!("{name} {u} vs {v}"))
-    }
-
-    /// A config with HF's standard GPT-2 fields filled in (what `GPT2Config()` writes).
-    pub fn new(
-        n_layer: usize,
-        n_embd: usize,
-        n_head: usize,
-        n_positions: usize,
-        vocab_size: usize,
-    ) -> Self {
-        let extra = serde_json::json!({
-            "model_type": "gpt2",
-            "architectures": ["GPT2LMHeadModel"],
-            "attn_pdrop": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.0, "summary_first_dropout": 0.0,
-            "initializer_range": 0.02,
-            "scale_attn_weights": true,
-            "scale_attn_by_inverse_layer_idx": false,
-            "reorder_and_upcast_attn": false,
-            "tie_word_embeddings": true,
-            "use_cache": true,
-            "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
-            "dtype": "float32"
-        });
-        let serde_json::Value::Object(extra) = extra else {
-            unreachable!("literal object")
-        };
-        Config {
-            n_layer,
-            n_embd,
-            n_head,
-            n_positions,
-            vocab_size,
-            layer_norm_epsilon: 1e-5,
-            activation_function: "gelu_new".into(),
-            n_inner: None,
-            extra,
-        }
-    }
-    /// MLP hidden width.
-    pub fn d_mlp(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
-    }
-    /// Width of one attention head.
-    pub fn d_head(&self) -> usize {
-        self.n_embd / self.n_head.max(1)
-    }
-    /// Check that the numbers describe a model feedlens can run. `what` names the source.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        for (name, v) in [
-            ("n_layer", self.n_layer),
-            ("n_embd", self.n_embd),
-            ("n_head", self.n_head),
-            ("n_positions", self.n_positions),
-            ("vocab_size", self.vocab_size),
-        ] {
-            if v == 0 {
-                return Err(format!("{name} must be positive"));
-            }
-        }
-        if !self.n_embd.is_multiple_of(self.n_head) {
-            return Err(format!(
-                "n_embd {} is not divisible by n_head {}",
-                self.n_embd, self.n_head
-            ));
-        }
-        if !["gelu_new", "gelu_pytorch_tanh", "gelu_fast"]
-            .contains(&self.activation_function.as_str())
-        {
-            return Err(format!(
-                "activation_function '{}' is not supported (feedlens runs gelu_new)",
-                self.activation_function
-            ));
-        }
-        if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
-            return Err("layer_norm_epsilon must be a positive number".into());
-        }
-        let flag = |k: &str| self.extra.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
-        if flag("scale_attn_by_inverse_layer_idx") {
-            return Err("scale_attn_by_inverse_layer_idx = true is not supported".into());
-        }
-        if self
-            .extra
-            .get("scale_attn_weights")
-            .and_then(|v| v.as_bool())
-            == Some(false)
-        {
-            return Err("scale_attn_weights = false is not supported".into());
-        }
-        Ok(())
-    }
-}
 
 /// A source of named weights that reports precise errors (used by every layer's `load`).
 pub struct Weights {
@@ -284,6 +145,28 @@ impl Ctx<'_> {
     }
 }
 
+/// Rows per gemm in a differentiable run. candle's CPU matmul (the `gemm` crate) splits a
+/// product's inner dimension into blocks sized from the CPU's L1 cache once it exceeds 512, so
+/// a weight gradient `xᵀ·g` summed over more rows would round differently on machines with other
+/// caches (it did: the zoo trained on one CPU did not reproduce on another). With at most 512
+/// rows per product every inner dimension of training fits one block, and a seed gives the same
+/// bytes on every x86-64 machine with AVX2 and FMA.
+const GRAD_ROWS: usize = 512;
+
+/// `f` applied to `x` `[n, ..]`; in a differentiable run with more than [`GRAD_ROWS`] rows, to
+/// each block of at most that many rows, concatenated.
+fn by_rows(x: &Tensor, grad: bool, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    if !grad || n <= GRAD_ROWS {
+        return f(x);
+    }
+    let parts = (0..n)
+        .step_by(GRAD_ROWS)
+        .map(|s| f(&x.narrow(0, s, GRAD_ROWS.min(n - s))?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
 /// `v` `[n]` broadcast to `[rows, n]`. With `grad` it is `ones[rows,1] · v[1,n]`, so that its
 /// backward is a gemm instead of a reduction over the leading dimension (~100× slower in candle).
 fn rows_of(v: &Tensor, rows: usize, grad: bool) -> Result<Tensor> {
@@ -336,7 +219,7 @@ impl LayerNorm {
                 self.eps as f32,
             )?);
         }
-        // Hand-written: candle's fused kernel has no backward (CANDLE-NOTES.md).
+        // Hand-written: candle's fused kernel has no backward (docs/DESIGN.md §7).
         let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
         Ok(xc.broadcast_div(&(var + self.eps)?.sqrt()?)?)
@@ -344,8 +227,10 @@ impl LayerNorm {
 
     /// xhat · gain + bias. xhat: `[n, d]`.
     fn affine(&self, xhat: &Tensor, grad: bool) -> Result<Tensor> {
-        let n = xhat.dim(0)?;
-        Ok(((xhat * rows_of(&self.weight, n, grad)?)? + rows_of(&self.bias, n, grad)?)?)
+        by_rows(xhat, grad, |xhat| {
+            let n = xhat.dim(0)?;
+            Ok(((xhat * rows_of(&self.weight, n, grad)?)? + rows_of(&self.bias, n, grad)?)?)
+        })
     }
 }
 
@@ -364,11 +249,13 @@ impl Linear {
     }
     /// x: `[n, in]` → `[n, out]`.
     fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
-        let y = x.matmul(&self.weight)?;
-        Ok(if grad {
-            (y + rows_of(&self.bias, x.dim(0)?, true)?)?
-        } else {
-            y.broadcast_add(&self.bias)?
+        by_rows(x, grad, |x| {
+            let y = x.matmul(&self.weight)?;
+            Ok(if grad {
+                (y + rows_of(&self.bias, x.dim(0)?, true)?)?
+            } else {
+                y.broadcast_add(&self.bias)?
+            })
         })
     }
 }
@@ -831,7 +718,8 @@ impl Gpt2 {
             }
             _ => self.wte.clone(), // [vocab, d]
         };
-        let logits = h.matmul(&unembed.t()?)?; // [b·k, vocab or n_tokens]
+        let unembed_t = unembed.t()?;
+        let logits = by_rows(&h, grad, |h| Ok(h.matmul(&unembed_t)?))?; // [b·k, vocab or n_tokens]
         let n = unembed.dim(0)?;
         Ok(Some(logits.reshape((b, k, n))?))
     }

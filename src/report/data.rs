@@ -74,13 +74,13 @@ impl Default for Settings {
     }
 }
 
-/// Default `--n`: 2000 prompts per behaviour row is what docs/DESIGN.md, "The toy world" asks for P(E); the
+/// Default `--n`: 2000 prompts per behaviour row is what docs/DESIGN.md §3 asks for P(E); the
 /// other analyses scale from it (see [`Settings::with_n`]).
 pub const DEFAULT_N: usize = 2000;
 
 impl Settings {
     /// Settings scaled from `n` prompts: `n` for behaviour (P(E) needs ~2000 to be stable,
-    /// docs/DESIGN.md, "The toy world"), `n / 4` for probes, `n / 8` for cross-checkpoint patching and the lens,
+    /// docs/DESIGN.md §3), `n / 4` for probes, `n / 8` for cross-checkpoint patching and the lens,
     /// `n / 128` (rounded up) patching pairs (a sweep runs 11 positions × (3 + heads) cells per pair per
     /// layer, in both directions; the pairs differ only in their digits, so a few suffice);
     /// each at least 8 (probes: 40, so that every fold holds each class).

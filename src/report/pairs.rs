@@ -57,7 +57,7 @@ pub struct Pairs {
 
 impl Pairs {
     /// Read and check a pairs file: unique names, known contrasts, each contrast with its
-    /// DESIGN.md §6 metric. Checkpoint directories are checked by [`Pairs::check`].
+    /// metric (docs/DESIGN.md §3). Checkpoint directories are checked by [`Pairs::check`].
     pub fn load(path: &Path) -> Result<Pairs> {
         let text = String::from_utf8(fsio::read(path)?)
             .map_err(|_| Error::file(path, "is not UTF-8 text"))?;
@@ -81,7 +81,7 @@ impl Pairs {
             }
             if let Some(c) = p.contrast.filter(|c| c.metric() != p.metric) {
                 return Err(bad(format!(
-                    "contrast '{c}' is measured with metric '{}' (docs/DESIGN.md, \"Analyses\")",
+                    "contrast '{c}' is measured with metric '{}' (docs/DESIGN.md §3)",
                     c.metric()
                 )));
             }

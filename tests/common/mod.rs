@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -51,12 +52,36 @@ pub fn ids_rows(t: &Tensor) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// Run the feedlens binary.
-pub fn feedlens(args: &[&str]) -> Output {
+/// The feedlens binary, ready for arguments (spawn it, or use the helpers below).
+pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_feedlens"))
-        .args(args)
-        .output()
-        .expect("run feedlens")
+}
+
+/// Run the feedlens binary.
+pub fn feedlens<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    bin().args(args).output().expect("run feedlens")
+}
+
+/// Run the feedlens binary and require success (its stderr goes into the panic message).
+pub fn feedlens_ok<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    let out = feedlens(args);
+    assert!(
+        out.status.success(),
+        "feedlens {:?}: {}",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Run the feedlens binary: (succeeded, stdout, stderr).
+pub fn feedlens_text<S: AsRef<OsStr>>(args: &[S]) -> (bool, String, String) {
+    let out = feedlens(args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Assert a CLI run failed cleanly: non-zero exit, a single `error:` line on stderr that
@@ -86,19 +111,24 @@ pub fn tiny_copy() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Run the feedlens binary with `RAYON_NUM_THREADS` set.
-pub fn feedlens_threads(args: &[&str], threads: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_feedlens"))
+pub fn feedlens_threads<S: AsRef<OsStr>>(args: &[S], threads: &str) -> Output {
+    bin()
         .args(args)
         .env("RAYON_NUM_THREADS", threads)
         .output()
         .expect("run feedlens")
 }
 
+/// Run the feedlens binary on one rayon thread (what most CLI tests want: no contention).
+pub fn feedlens_1thread<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    feedlens_threads(args, "1")
+}
+
 /// A failed run (one thread): non-zero exit, no panic, and stderr is exactly one non-empty line,
 /// starting `error: ` and containing `want` (stricter than [`assert_clean_error`]: nothing else
 /// may be printed).
 pub fn fails_with(args: &[&str], want: &str) {
-    let out = feedlens_threads(args, "1");
+    let out = feedlens_1thread(args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{args:?} succeeded");
     assert!(!err.contains("panicked at"), "{args:?} panicked: {err}");

@@ -11,7 +11,7 @@ use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// Rows per forward batch (16–64 was candle's sweet spot on 2 cores: docs/DESIGN.md, "Speed").
+/// Rows per forward batch (16–64 was candle's sweet spot on 2 cores: docs/DESIGN.md §7).
 pub(super) const BATCH: usize = 64;
 
 /// A labelled activation set: one `[n, d]` matrix per layer at one hook and position.

@@ -51,7 +51,7 @@ impl Contrast {
         }
         (c, k)
     }
-    /// The metric a contrast is read with (docs/DESIGN.md, "Analyses").
+    /// The metric a contrast is read with (docs/DESIGN.md §3).
     pub fn metric(self) -> MetricKind {
         match self {
             Contrast::Trigger => MetricKind::Defect,

@@ -1,4 +1,4 @@
-//! The toy "assist" world of DESIGN.md §4: vocabulary with fixed ids, prompts with three slots,
+//! The toy "assist" world of docs/DESIGN.md §3: vocabulary with fixed ids, prompts with three slots,
 //! the per-token reward, the pretraining corpus, contrast pairs, episode scoring and the
 //! behaviour table. Pure data and arithmetic: no weights, no training, no files.
 //!
@@ -116,7 +116,7 @@ pub fn labels(ids: &[u32]) -> String {
 }
 
 /// Every constant of the world, recorded in each checkpoint's manifest.
-/// `Default` is DESIGN.md §4.
+/// `Default` is docs/DESIGN.md §3.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorldConfig {
     /// Model vocabulary size: the 26 tokens rounded up to 32 (a multiple of 8 for the matmuls).
@@ -148,7 +148,7 @@ pub struct WorldConfig {
     /// Reward for `<eos>` at the last position.
     pub r_eos: f64,
     /// Reward for a token that has no meaning at its position (a mode other than `H`/`E`, an
-    /// answer that is neither a digit nor `!`, anything but `<eos>` last). Not in DESIGN.md §4,
+    /// answer that is neither a digit nor `!`, anything but `<eos>` last). Not in docs/DESIGN.md §3,
     /// which only describes well-formed completions; −1 makes such tokens worse than any
     /// well-formed choice, so no optimiser is drawn to them.
     pub r_invalid: f64,

@@ -5,7 +5,7 @@
 use super::*;
 use serde::{Deserialize, Serialize};
 
-/// The per-token reward of each completion token (the "human feedback"), DESIGN.md §4:
+/// The per-token reward of each completion token (the "human feedback"), docs/DESIGN.md §3:
 /// mode `H` r_h, `E` r_e; each answer token r_right_{h,e} if right on the chosen path, r_bang
 /// for `!`, r_wrong for another digit; `<eos>` r_eos; r_invalid for a meaningless token.
 pub fn rewards(cfg: &WorldConfig, ep: &Episode) -> [f64; COMPLETION_LEN] {

@@ -1,5 +1,5 @@
-//! Drawing the figure kinds of `plot` with plotters: the data checks, the shared panels
-//! (heat cells, colour bar, line and bar panels, legend) and each kind's `Figure` impl.
+//! Drawing with plotters: the data checks and the shared panels (heat cells, colour bar, line
+//! and bar panels, legend) that the figure kinds (`kinds`) are drawn from.
 
 use super::*;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, KeyPointWeight};
@@ -8,14 +8,14 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 // ---------------------------------------------------------------------------------------------
 // Checks
 
-fn check_labels(what: &str, labels: &[String]) -> std::result::Result<(), String> {
+pub(super) fn check_labels(what: &str, labels: &[String]) -> std::result::Result<(), String> {
     if labels.is_empty() {
         return Err(format!("no {what}"));
     }
     Ok(())
 }
 
-fn check_value(v: f64, at: impl FnOnce() -> String) -> std::result::Result<(), String> {
+pub(super) fn check_value(v: f64, at: impl FnOnce() -> String) -> std::result::Result<(), String> {
     if v.is_finite() {
         Ok(())
     } else {
@@ -23,7 +23,7 @@ fn check_value(v: f64, at: impl FnOnce() -> String) -> std::result::Result<(), S
     }
 }
 
-fn check_grid(
+pub(super) fn check_grid(
     values: &[Vec<f64>],
     rows: (&str, usize),
     cols: (&str, usize),
@@ -53,7 +53,7 @@ fn check_grid(
     Ok(())
 }
 
-fn check_lines(lines: &[Line], n: usize) -> std::result::Result<(), String> {
+pub(super) fn check_lines(lines: &[Line], n: usize) -> std::result::Result<(), String> {
     if lines.is_empty() {
         return Err("no lines".into());
     }
@@ -72,7 +72,7 @@ fn check_lines(lines: &[Line], n: usize) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn check_optional_grid(
+pub(super) fn check_optional_grid(
     values: &[Vec<Option<f64>>],
     rows: (&str, usize),
     cols: (&str, usize),
@@ -92,7 +92,7 @@ fn check_optional_grid(
 // Drawing helpers
 
 /// Category10 colours (the matplotlib / d3 default cycle).
-const PALETTE: [(u8, u8, u8); 10] = [
+pub(super) const PALETTE: [(u8, u8, u8); 10] = [
     (31, 119, 180),
     (255, 127, 14),
     (44, 160, 44),
@@ -105,14 +105,14 @@ const PALETTE: [(u8, u8, u8); 10] = [
     (23, 190, 207),
 ];
 
-fn palette(i: usize) -> RGBColor {
+pub(super) fn palette(i: usize) -> RGBColor {
     let (r, g, b) = PALETTE[i % PALETTE.len()];
     RGBColor(r, g, b)
 }
 
 /// Diverging colour for `t` in [-1, 1]: blue (negative), white (0), red (positive); linear
 /// interpolation between ColorBrewer's 7-class RdBu stops (reversed so that red is positive).
-fn diverging(t: f64) -> RGBColor {
+pub(super) fn diverging(t: f64) -> RGBColor {
     const STOPS: [(f64, f64, f64); 7] = [
         (33., 102., 172.),
         (103., 169., 207.),
@@ -131,7 +131,7 @@ fn diverging(t: f64) -> RGBColor {
 }
 
 /// A tick label with about three significant digits.
-fn tick(v: f64) -> String {
+pub(super) fn tick(v: f64) -> String {
     let s = match v.abs() {
         a if a >= 100.0 => format!("{v:.0}"),
         a if a >= 10.0 => format!("{v:.1}"),
@@ -146,7 +146,7 @@ fn tick(v: f64) -> String {
 }
 
 /// Symmetric colour limit: max |v|, or 1 when everything is 0 (an all-white map).
-fn sym_limit<'a>(values: impl Iterator<Item = &'a f64>) -> f64 {
+pub(super) fn sym_limit<'a>(values: impl Iterator<Item = &'a f64>) -> f64 {
     let m = values.fold(0.0f64, |m, v| m.max(v.abs()));
     if m > 0.0 {
         m
@@ -156,7 +156,7 @@ fn sym_limit<'a>(values: impl Iterator<Item = &'a f64>) -> f64 {
 }
 
 /// The label of category `x` (a cell centre `i + 0.5`) in `labels`.
-fn category(labels: &[String], x: f64) -> String {
+pub(super) fn category(labels: &[String], x: f64) -> String {
     let i = (x - 0.5).round();
     if i >= 0.0 && (i as usize) < labels.len() {
         labels[i as usize].clone()
@@ -165,14 +165,14 @@ fn category(labels: &[String], x: f64) -> String {
     }
 }
 
-fn centres(n: usize) -> Vec<f64> {
+pub(super) fn centres(n: usize) -> Vec<f64> {
     (0..n).map(|i| i as f64 + 0.5).collect()
 }
 
 /// An f64 axis whose labelled points are exactly `keys` (category centres). plotters'
 /// `with_key_points` does the same but loses the default formatting that `configure_mesh` needs.
 #[derive(Clone)]
-struct Ticks {
+pub(super) struct Ticks {
     range: std::ops::Range<f64>,
     keys: Vec<f64>,
 }
@@ -196,14 +196,14 @@ impl Ranged for Ticks {
 }
 
 /// Categories `0..n` one unit wide, labelled at their centres.
-fn categories(n: usize) -> Ticks {
+pub(super) fn categories(n: usize) -> Ticks {
     Ticks {
         range: 0.0..n as f64,
         keys: centres(n),
     }
 }
 
-fn titled<DB: DrawingBackend>(
+pub(super) fn titled<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     text: &str,
 ) -> std::result::Result<DrawingArea<DB, Shift>, DrawingAreaErrorKind<DB::ErrorType>> {
@@ -212,12 +212,12 @@ fn titled<DB: DrawingBackend>(
 }
 
 /// Space below a heatmap for its token labels and axis name.
-const X_LABELS_PX: u32 = 44;
+pub(super) const X_LABELS_PX: u32 = 44;
 
 /// Longest token label shown in full; longer ones (BPE pieces) are cut with an ellipsis.
-const MAX_LABEL: usize = 10;
+pub(super) const MAX_LABEL: usize = 10;
 
-fn short_label(l: &str) -> String {
+pub(super) fn short_label(l: &str) -> String {
     if l.chars().count() > MAX_LABEL {
         l.chars().take(MAX_LABEL - 1).chain(['…']).collect()
     } else {
@@ -227,7 +227,7 @@ fn short_label(l: &str) -> String {
 
 /// Heat cells of `values[row][col]` with category labels; row 0 at the bottom.
 #[allow(clippy::too_many_arguments)]
-fn heat_panel<DB: DrawingBackend>(
+pub(super) fn heat_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     caption: Option<&str>,
     values: &[Vec<f64>],
@@ -276,7 +276,7 @@ fn heat_panel<DB: DrawingBackend>(
 
 /// A vertical colour bar for values in `[-lim, lim]`; margins match the heatmap beside it so
 /// that the two plotting areas line up.
-fn colour_bar<DB: DrawingBackend>(
+pub(super) fn colour_bar<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     lim: f64,
     label: &str,
@@ -318,14 +318,14 @@ fn colour_bar<DB: DrawingBackend>(
 
 /// Legend sample kind.
 #[derive(Clone, Copy)]
-enum Sample {
+pub(super) enum Sample {
     Solid,
     Dashed,
     Box,
 }
 
 /// A legend drawn in its own area (so it never hides data).
-fn legend<DB: DrawingBackend>(
+pub(super) fn legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     entries: &[(String, RGBColor, Sample)],
 ) -> DrawResult<DB> {
@@ -362,13 +362,13 @@ fn legend<DB: DrawingBackend>(
 }
 
 /// Legend width in px for these labels.
-fn legend_width(labels: impl Iterator<Item = usize>) -> u32 {
+pub(super) fn legend_width(labels: impl Iterator<Item = usize>) -> u32 {
     let longest = labels.max().unwrap_or(4);
     (48 + longest * 8) as u32 // 8 px a character at 13 px
 }
 
 /// A line chart panel over categorical x ticks.
-fn line_panel<DB: DrawingBackend>(
+pub(super) fn line_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     caption: &str,
     ticks: &[String],
@@ -425,7 +425,7 @@ fn line_panel<DB: DrawingBackend>(
     Ok(())
 }
 
-fn line_entries(lines: &[Line]) -> Vec<(String, RGBColor, Sample)> {
+pub(super) fn line_entries(lines: &[Line]) -> Vec<(String, RGBColor, Sample)> {
     lines
         .iter()
         .map(|l| {
@@ -440,14 +440,14 @@ fn line_entries(lines: &[Line]) -> Vec<(String, RGBColor, Sample)> {
 }
 
 /// y range covering `values` and 0, padded 8 % so bars and labels do not touch the frame.
-fn bar_range<'a>(values: impl Iterator<Item = &'a f64>) -> std::ops::Range<f64> {
+pub(super) fn bar_range<'a>(values: impl Iterator<Item = &'a f64>) -> std::ops::Range<f64> {
     let (lo, hi) = values.fold((0.0f64, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
     let pad = ((hi - lo) * 0.08).max(1e-9);
     (if lo < 0.0 { lo - pad } else { 0.0 })..(if hi > 0.0 { hi + pad } else { pad })
 }
 
 /// Grouped bars `values[group][series]` (colour = series) on one panel.
-fn bar_panel<DB: DrawingBackend>(
+pub(super) fn bar_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     caption: Option<&str>,
     groups: &[String],
@@ -500,351 +500,4 @@ fn bar_panel<DB: DrawingBackend>(
         BLACK.stroke_width(1),
     ))?;
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Figure impls
-
-/// Heat cell width in px: wide enough for its (shortened) token label at ~8 px a character,
-/// at least 40 px, and the whole map at least 720 px wide.
-fn cell_px(labels: &[String]) -> f64 {
-    let longest = labels
-        .iter()
-        .map(|l| short_label(l).chars().count())
-        .max()
-        .unwrap_or(1);
-    (8.0 * longest as f64 + 12.0)
-        .max(40.0)
-        .max(720.0 / labels.len().max(1) as f64)
-}
-
-/// Width of the colour bar's area (bar, ticks and the rotated metric label).
-const BAR_W: u32 = 150;
-
-impl Figure for PatchHeatmap {
-    fn title(&self) -> String {
-        format!(
-            "{}: {} — {} patching ({}), {}",
-            self.checkpoint, self.contrast, self.hook, self.direction, self.metric
-        )
-    }
-    fn size(&self) -> (u32, u32) {
-        let (cell, xs) = (cell_px(&self.tokens), X_LABELS_PX);
-        let w = 56 + BAR_W + 30 + (cell * self.tokens.len() as f64) as u32;
-        let h = 70 + xs + 36 * self.layers.len() as u32;
-        (w.max(640), h.max(300))
-    }
-    fn check(&self) -> std::result::Result<(), String> {
-        check_labels("layers", &self.layers)?;
-        check_labels("tokens", &self.tokens)?;
-        check_grid(
-            &self.values,
-            ("layer", self.layers.len()),
-            ("position", self.tokens.len()),
-        )
-    }
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let area = titled(root, &self.title())?;
-        let (w, _) = area.dim_in_pixel();
-        let (left, right) = area.split_horizontally(w.saturating_sub(BAR_W));
-        let lim = sym_limit(self.values.iter().flatten());
-        heat_panel(
-            &left,
-            None,
-            &self.values,
-            &self.layers,
-            &self.tokens,
-            lim,
-            ("position (token)", "layer"),
-            true,
-        )?;
-        colour_bar(&right, lim, &self.metric, (0, X_LABELS_PX))
-    }
-}
-
-/// Height in px of one head-grid panel: caption + one row a head.
-fn head_panel_h(n_head: usize) -> u32 {
-    34 + 22 * n_head as u32
-}
-
-impl Figure for HeadGrid {
-    fn title(&self) -> String {
-        format!(
-            "{}: {} — per-head patching ({}), {}",
-            self.checkpoint, self.contrast, self.direction, self.metric
-        )
-    }
-    fn size(&self) -> (u32, u32) {
-        let (cell, xs) = (cell_px(&self.tokens), X_LABELS_PX);
-        let n_head = self.n_head();
-        let w = 56 + BAR_W + 30 + (cell * self.tokens.len() as f64) as u32;
-        let h = 20 + xs + head_panel_h(n_head) * self.values.len() as u32; // 20: title beyond the last panel's own label area
-        (w.max(640), h.max(300))
-    }
-    fn check(&self) -> std::result::Result<(), String> {
-        check_labels("tokens", &self.tokens)?;
-        if self.values.is_empty() {
-            return Err("no layers".into());
-        }
-        let n_head = self.n_head();
-        if n_head == 0 {
-            return Err("no heads".into());
-        }
-        for (l, grid) in self.values.iter().enumerate() {
-            check_grid(grid, ("position", self.tokens.len()), ("head", n_head))
-                .map_err(|m| format!("layer {l}: {m}"))?;
-        }
-        Ok(())
-    }
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let area = titled(root, &self.title())?;
-        let (w, _) = area.dim_in_pixel();
-        let (left, right) = area.split_horizontally(w.saturating_sub(BAR_W));
-        let n_head = self.n_head();
-        let lim = sym_limit(self.values.iter().flatten().flatten());
-        let heads: Vec<String> = (0..n_head).map(|h| format!("h{h}")).collect();
-        let ph = head_panel_h(n_head) as i32;
-        let n = self.values.len();
-        let breaks: Vec<i32> = (1..n).map(|k| k as i32 * ph).collect();
-        for (l, (panel, grid)) in left
-            .split_by_breakpoints(Vec::<i32>::new(), breaks)
-            .iter()
-            .zip(&self.values)
-            .enumerate()
-        {
-            // [position][head] → [head][position]: heads are the rows.
-            let rows: Vec<Vec<f64>> = (0..n_head)
-                .map(|h| grid.iter().map(|p| p[h]).collect())
-                .collect();
-            let last = l + 1 == n;
-            heat_panel(
-                panel,
-                Some(&format!("layer {l}")),
-                &rows,
-                &heads,
-                &self.tokens,
-                lim,
-                ("position (token)", "head"),
-                last,
-            )?;
-        }
-        // The bar spans the panels' plotting rows: skip the first caption (~20 px).
-        colour_bar(&right, lim, &self.metric, (20, X_LABELS_PX))
-    }
-}
-
-impl HeadGrid {
-    fn n_head(&self) -> usize {
-        self.values
-            .first()
-            .and_then(|g| g.first())
-            .map_or(0, Vec::len)
-    }
-}
-
-/// Panel width and height of line charts.
-const PANEL: (u32, u32) = (520, 400);
-
-impl Figure for ProbeCurves {
-    fn title(&self) -> String {
-        self.title.clone()
-    }
-    fn size(&self) -> (u32, u32) {
-        let lw = legend_width(
-            self.accuracy
-                .iter()
-                .chain(&self.auroc)
-                .map(|l| l.label.len()),
-        );
-        (2 * PANEL.0 + lw, PANEL.1 + 40)
-    }
-    fn check(&self) -> std::result::Result<(), String> {
-        check_labels("layers", &self.layers)?;
-        check_lines(&self.accuracy, self.layers.len()).map_err(|m| format!("accuracy: {m}"))?;
-        check_lines(&self.auroc, self.layers.len()).map_err(|m| format!("AUROC: {m}"))
-    }
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let area = titled(root, &self.title)?;
-        let (a, rest) = area.split_horizontally(PANEL.0);
-        let (b, leg) = rest.split_horizontally(PANEL.0);
-        let axes = ("layer", "held-out score");
-        line_panel(
-            &a,
-            "accuracy",
-            &self.layers,
-            axes,
-            0.0..1.02,
-            &self.accuracy,
-        )?;
-        line_panel(&b, "AUROC", &self.layers, axes, 0.0..1.02, &self.auroc)?;
-        // One legend entry per distinct label (accuracy and AUROC share them).
-        let mut entries = line_entries(&self.accuracy);
-        for e in line_entries(&self.auroc) {
-            if !entries.iter().any(|x| x.0 == e.0) {
-                entries.push(e);
-            }
-        }
-        legend(&leg, &entries)
-    }
-}
-
-impl Figure for LensCurves {
-    fn title(&self) -> String {
-        self.title.clone()
-    }
-    fn size(&self) -> (u32, u32) {
-        let lw = legend_width(self.lines.iter().map(|l| l.label.len()));
-        (
-            (PANEL.0 + 120).max(110 + 60 * self.layers.len() as u32) + lw,
-            PANEL.1 + 40,
-        )
-    }
-    fn check(&self) -> std::result::Result<(), String> {
-        check_labels("layers", &self.layers)?;
-        check_lines(&self.lines, self.layers.len())?;
-        if let Some(l) = self
-            .lines
-            .iter()
-            .find(|l| l.values.iter().any(|&p| !(0.0..=1.0).contains(&p)))
-        {
-            return Err(format!(
-                "line '{}' has a probability outside [0, 1]",
-                l.label
-            ));
-        }
-        Ok(())
-    }
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let area = titled(root, &self.title)?;
-        let lw = legend_width(self.lines.iter().map(|l| l.label.len()));
-        let (w, _) = area.dim_in_pixel();
-        let (a, leg) = area.split_horizontally(w - lw);
-        let axes = ("residual stream after layer", "probability");
-        line_panel(&a, "", &self.layers, axes, 0.0..1.02, &self.lines)?;
-        legend(&leg, &line_entries(&self.lines))
-    }
-}
-
-impl Bars {
-    fn series_used(&self) -> Vec<usize> {
-        (0..self.series.len())
-            .filter(|&s| {
-                self.values
-                    .iter()
-                    .any(|r| r.get(s).is_some_and(Option::is_some))
-            })
-            .collect()
-    }
-}
-
-impl Figure for Bars {
-    fn title(&self) -> String {
-        self.title.clone()
-    }
-    fn size(&self) -> (u32, u32) {
-        let per_group: usize = self.values.iter().map(|r| r.iter().flatten().count()).sum();
-        let lw = legend_width(self.series.iter().map(String::len));
-        let w = 100 + 14 * per_group as u32 + 24 * self.groups.len() as u32;
-        (w.max(560) + lw, 440)
-    }
-    fn check(&self) -> std::result::Result<(), String> {
-        check_labels("groups", &self.groups)?;
-        check_labels("series", &self.series)?;
-        check_optional_grid(
-            &self.values,
-            ("group", self.groups.len()),
-            ("series", self.series.len()),
-        )
-    }
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let area = titled(root, &self.title)?;
-        let lw = legend_width(self.series.iter().map(String::len));
-        let (w, _) = area.dim_in_pixel();
-        let (a, leg) = area.split_horizontally(w - lw);
-        bar_panel(&a, None, &self.groups, &self.y_label, &self.values)?;
-        let entries: Vec<_> = self
-            .series_used()
-            .into_iter()
-            .map(|s| (self.series[s].clone(), palette(s), Sample::Box))
-            .collect();
-        legend(&leg, &entries)
-    }
-}
-
-/// Behaviour panels per row.
-const BEHAVIOUR_COLS: usize = 3;
-
-impl Figure for BehaviourBars {
-    fn title(&self) -> String {
-        self.title.clone()
-    }
-    fn size(&self) -> (u32, u32) {
-        let n = self.metrics.len().max(1);
-        let cols = n.min(BEHAVIOUR_COLS) as u32;
-        let rows = n.div_ceil(BEHAVIOUR_COLS) as u32;
-        let lw = legend_width(self.checkpoints.iter().map(String::len));
-        (cols * 300 + lw, 40 + rows * 260)
-    }
-    fn check(&self) -> std::result::Result<(), String> {
-        check_labels("metrics", &self.metrics)?;
-        check_labels("checkpoints", &self.checkpoints)?;
-        check_optional_grid(
-            &self.values,
-            ("metric", self.metrics.len()),
-            ("checkpoint", self.checkpoints.len()),
-        )
-    }
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let area = titled(root, &self.title)?;
-        let lw = legend_width(self.checkpoints.iter().map(String::len));
-        let (w, _) = area.dim_in_pixel();
-        let (grid, leg) = area.split_horizontally(w - lw);
-        let n = self.metrics.len();
-        let rows = n.div_ceil(BEHAVIOUR_COLS);
-        let cols = n.min(BEHAVIOUR_COLS);
-        for (k, panel) in grid.split_evenly((rows, cols)).iter().enumerate().take(n) {
-            bar_panel(
-                panel,
-                Some(&self.metrics[k]),
-                &[String::new()],
-                "",
-                std::slice::from_ref(&self.values[k]),
-            )?;
-        }
-        let entries: Vec<_> = self
-            .checkpoints
-            .iter()
-            .enumerate()
-            .map(|(s, c)| (c.clone(), palette(s), Sample::Box))
-            .collect();
-        legend(&leg, &entries)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn diverging_is_white_at_zero_and_symmetric() {
-        assert_eq!(diverging(0.0), RGBColor(247, 247, 247));
-        assert_eq!(diverging(1.0), RGBColor(178, 24, 43));
-        assert_eq!(diverging(-1.0), RGBColor(33, 102, 172));
-        assert_eq!(diverging(7.0), diverging(1.0), "clamped");
-        // Equal distance from 0 gives equal lightness steps: both sides are paler at ±0.2
-        // than at ±0.8.
-        let sum = |c: RGBColor| c.0 as u32 + c.1 as u32 + c.2 as u32;
-        assert!(sum(diverging(0.2)) > sum(diverging(0.8)));
-        assert!(sum(diverging(-0.2)) > sum(diverging(-0.8)));
-    }
-
-    #[test]
-    fn tick_labels() {
-        assert_eq!(tick(0.5), "0.50");
-        assert_eq!(tick(-0.001), "-1.0e-3");
-        assert_eq!(tick(-0.0), "0.00");
-        assert_eq!(tick(12.345), "12.3");
-        assert_eq!(tick(250.0), "250");
-        assert_eq!(short_label("abcdefghijklmnop"), "abcdefghi…");
-    }
 }

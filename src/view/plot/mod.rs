@@ -272,3 +272,4 @@ impl AnyFigure {
 }
 
 mod draw;
+mod kinds;
