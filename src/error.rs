@@ -1,4 +1,5 @@
 //! Library error type: every variant names the file or argument at fault, in one line.
+//! Must not carry multi-line messages: every message is folded into one line.
 
 use std::path::{Path, PathBuf};
 

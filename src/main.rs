@@ -1,5 +1,6 @@
 //! The `feedlens` command line: a thin clap layer over the library (`src/cli/`). Every failure,
 //! a bad flag included, is one `error:` line on stderr and a non-zero exit.
+//! Must not hold logic beyond parsing, dispatch and error printing.
 
 use clap::Parser;
 

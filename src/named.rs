@@ -3,7 +3,7 @@
 //! parses it with an error listing the known names, and serde reads and writes the name, so
 //! TOML, JSON and the command line all use it and nothing inside passes the string around.
 //! Values are ordered by name, so a map keyed by them serialises in the order its string keys
-//! would.
+//! would. Must not hold any enum itself: each lives with the module that owns it.
 
 /// Define a named enum: `named! { /// doc  pub enum Site("component") { /// doc  ResidPre = "resid_pre", ... } }`.
 /// The string after the type name says what a value is, for the parse error

@@ -1,4 +1,5 @@
 //! Thread pools for feedlens's own parallel work (zoo entries, report analyses, the CLI).
+//! Must not change results: every parallel kernel computes each output the same way on any thread.
 //!
 //! rayon hands a parallel kernel called from a thread outside its pool to a pool worker and
 //! blocks the caller: two context switches per kernel, and every thread outside the pool shares

@@ -1,6 +1,6 @@
 //! Weight differences between two checkpoints of one architecture: the relative Frobenius norm
 //! ‖B − A‖ / ‖A‖ per layer and component. Owns only this arithmetic over [`Gpt2::tensors`];
-//! plotting is `plot`'s, file output the CLI's.
+//! plotting is `plot`'s, file output the CLI's. Must not draw or print (that is `view`).
 
 use crate::model::Gpt2;
 use crate::{Error, Result};

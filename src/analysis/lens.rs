@@ -1,6 +1,7 @@
 //! Logit lens: the model's own final LayerNorm and unembedding applied to the residual stream
 //! after every layer, read as next-token probabilities at one position. Owns only the choice of
 //! residuals and the read-out; the maths is the model's forward started at layer `n_layer`.
+//! Must not draw or print; must not re-implement the forward pass.
 
 use crate::model::{Gpt2, Input, Logits, Run, Start};
 use crate::{Hook, Result};

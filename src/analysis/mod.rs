@@ -1,6 +1,7 @@
 //! Analyses of checkpoints: activation patching, linear probes, the logit lens and the weight
 //! diff. Each returns plain data (serialisable results); none draws, prints or writes files
 //! other than through `io`, and none imports `view` or `report`.
+//! Must not import `view` or `report`.
 
 pub mod diff;
 pub mod lens;

@@ -1,6 +1,7 @@
 //! `Site`: the short names of the activations an analysis reads or patches at one layer
 //! (`resid_pre`, `attn_out`, `head_out`, ...), shared by patching and probes, and the hook each
 //! names. Owns the names and which analysis accepts which; the hooks themselves are `model`'s.
+//! Must not run a model.
 
 use crate::{Hook, Result};
 

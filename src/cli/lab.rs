@@ -1,5 +1,6 @@
 //! `zoo`, `train` and `eval`: building the paired zoo, training one recipe, and the behaviour
 //! table with its opt-out leakage ratios.
+//! Must not hold a domain rule (recipes, buckets and leakage pairing are `lab`'s).
 
 use super::{bar, load, JsonOut};
 use anyhow::Result;

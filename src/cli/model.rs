@@ -1,4 +1,5 @@
 //! `inspect` and `run`: a checkpoint's contents, and one forward pass with chosen hook values.
+//! Must not hold a domain rule.
 
 use super::{load, prompts, write_json, JsonOut};
 use anyhow::{Context, Result};

@@ -1,5 +1,6 @@
 //! `patch` and `patch-models`: activation patching within one checkpoint (a prompt pair or the
 //! world's contrast pairs) and across two.
+//! Must not hold a domain rule (pairs and metrics are `analysis::patching`'s).
 
 use super::{check_plots, load, prompts, write_plot, JsonOut};
 use anyhow::Result;

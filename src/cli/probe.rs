@@ -1,5 +1,6 @@
 //! `probe`, `probe fit` and `check`: running a probe spec into its stored result (and its
 //! figure), fitting one probe on a user's activations, and re-checking every stored result.
+//! Must not hold a domain rule.
 
 use super::{check_plots, write_json, write_plot, JsonOut};
 use anyhow::Result;

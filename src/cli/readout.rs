@@ -1,4 +1,5 @@
 //! `diff` and `lens`: the weight diff of two checkpoints and the logit lens of one.
+//! Must not hold a domain rule.
 
 use super::{check_plots, load, prompts, write_plot, JsonOut, PlotOut};
 use anyhow::Result;

@@ -1,5 +1,6 @@
 //! `report`: every analysis of the pairs file's pairs into one self-contained HTML report, with
 //! a progress bar per stage and the stage timings.
+//! Must not hold a domain rule (what the report runs is `report`'s).
 
 use anyhow::Result;
 use feedlens::report::{self, Pairs, Settings};

@@ -1,6 +1,6 @@
 //! HF GPT-2 checkpoint directories: `config.json`, `model.safetensors`, optional
 //! `tokenizer.json`, and feedlens's `feedlens.json` manifest. Owns reading and writing them;
-//! the model's maths lives in `model`.
+//! the model's maths lives in `model`. Must not know the toy world or any analysis.
 
 use crate::io::fsio;
 use crate::io::tokens::Tokens;

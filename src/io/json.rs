@@ -1,4 +1,5 @@
 //! JSON encodings of tensors: `{"shape": [...], "data": nested arrays}`.
+//! Must not write files (`fsio` does).
 
 use crate::Result;
 use candle_core::{DType, Tensor};

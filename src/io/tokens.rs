@@ -1,4 +1,5 @@
 //! Text ↔ token ids through a checkpoint's `tokenizer.json` (HF `tokenizers` format).
+//! Must not know the toy world.
 
 use crate::{Error, Result};
 use std::path::Path;

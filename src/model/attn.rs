@@ -2,6 +2,7 @@
 //! written in the hook layouts. candle's batched matmul issues one (threaded) gemm call per
 //! batch × head, which dominates a forward at these sizes; here each (batch, head) is one
 //! rayon task of plain loops. No backward: differentiated runs use candle's ops.
+//! Must not be used for differentiable runs (no backward); those use candle ops.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;

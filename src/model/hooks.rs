@@ -1,5 +1,6 @@
 //! Hook points (TransformerLens names), the activation cache, and interventions at a hook.
 //! Owns naming and editing of activations; the forward pass that produces them is `model`.
+//! Must not import anything above `model`.
 
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};

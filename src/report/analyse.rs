@@ -1,7 +1,7 @@
 //! Running every analysis a report needs: per-checkpoint analyses once each (behaviour,
 //! patching over each contrast, probes, logit lens), then each pair's own (weight diff,
 //! cross-checkpoint patching, probe transfer, leakage) and its summary. Owns the work lists and
-//! their order; the numbers come from `lab` and `analysis`.
+//! their order; the numbers come from `lab` and `analysis`. Must not word or draw anything.
 
 use super::data::{
     CheckpointData, PairData, PatchData, ProbeData, PromptKind, PromptSet, ReportData, Settings,

@@ -1,6 +1,6 @@
 //! What a report holds: its settings and the data of every checkpoint and pair
 //! (serialised as `data.json`), and the generated summary with every number it shows. Plain
-//! data; computed by `analyse`, worded by `summary`, drawn by `page`.
+//! data; computed by `analyse`, worded by `summary`, drawn by `page`. Must not compute.
 
 use crate::analysis::diff::WeightDiff;
 use crate::analysis::lens::LensResult;

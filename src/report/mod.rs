@@ -5,6 +5,7 @@
 //! self-contained HTML page. The layer above every analysis: `pairs` reads the pairs file,
 //! `analyse` runs the work, `summary` words it, `page` lays it out; the numbers come from `lab`
 //! and `analysis`, the figures from `view`, the files from `io::fsio`.
+//! Must not be imported by any layer below it.
 //!
 //! ```no_run
 //! use feedlens::report::{self, Pairs, Settings, Silent};

@@ -1,7 +1,7 @@
 //! The one place where an analysis result becomes a figure: each function takes a result (a
 //! sweep, probe layers, a lens read-out, a weight diff, cross-checkpoint patching, behaviour
 //! rows) and returns the plot data the CLI and the report both draw. Titles and axis labels are
-//! made here; captions around a figure are the page's.
+//! made here; captions around a figure are the page's. Must not compute an analysis or run a model.
 //!
 //! Colouring of patching maps (both directions): the share of the clean–corrupt gap a patch
 //! moves, restored when denoising and removed when noising ([`Sweep::share`]), so red means

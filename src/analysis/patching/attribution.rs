@@ -1,5 +1,6 @@
 //! Attribution patching: the first-order estimate of every cell of an exact sweep from one
 //! source forward, one target forward and one backward, and its agreement with the exact sweep.
+//! Must not re-implement the forward pass; it differentiates `Gpt2::forward`.
 
 use super::sweep::baseline;
 use super::{last_logits, mean, metric_values, run_metric, Method, Setup, Sweep};

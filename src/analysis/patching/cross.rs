@@ -1,5 +1,6 @@
 //! Cross-checkpoint patching: run checkpoint B with checkpoint A's activation at one hook and
 //! layer (all positions or one) and read B's metric: where does B's changed behaviour live?
+//! Must not run checkpoints of different shapes; must not draw or print.
 
 use super::{last_logits, mean, metric_values, run_metric, Metric};
 use crate::analysis::site::Site;

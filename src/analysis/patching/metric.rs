@@ -1,5 +1,6 @@
 //! The scalar a patching run reads from the logits at the metric position (a logit difference
 //! or a log-prob), evaluated per row, differentiably; and running a batch to its metric.
+//! Must not know the toy world: the world's metrics are built in `pairs`.
 
 use crate::model::{Gpt2, Logits, Run};
 use crate::{Error, Hook, Input, Result};

@@ -1,6 +1,6 @@
 //! Prompt pairs: a clean and a corrupted prompt aligned position by position, checked into a
 //! [`Setup`] with the metric position and direction; the toy world's contrast pairs; the default
-//! metric of a pair given on the command line.
+//! metric of a pair given on the command line. Must not run sweeps.
 
 use super::{last_logits, Direction, Metric};
 use crate::lab::world::{self, Contrast, MetricKind, Mode, Prompt, PromptDist, WorldConfig};

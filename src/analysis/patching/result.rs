@@ -1,5 +1,6 @@
 //! The result of a sweep: one grid of patched metrics per site, normalised against the
 //! clean–corrupt gap, with its JSON and the share arithmetic the report's sentences use.
+//! Must not run a model.
 
 use super::{Direction, Method};
 use crate::analysis::site::Site;

@@ -1,5 +1,6 @@
 //! `feedlens patch` as one call: the exact sweep and/or the attribution estimate, their
 //! agreement when both ran, and the sanity check.
+//! Must not format output (the terminal table is `view::tables`).
 
 use super::{attribution, compare, sanity, sweep, Agreement, Method, Metric, Sanity, Setup, Sweep};
 use crate::analysis::site::Site;

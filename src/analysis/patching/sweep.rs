@@ -1,6 +1,7 @@
 //! Exact patching sweeps: the fast engine (one batched forward per layer, started at that layer
 //! from the cached residual with cached keys/values), the naive reference (one full forward per
 //! cell) and the whole-residual sanity check.
+//! Must not change results when it batches: fast = naive to 1e-5.
 
 use super::{
     last_logits, mean, metric_values, one_hot, run_metric, Direction, Grid, Method, Metric, Setup,

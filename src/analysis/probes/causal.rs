@@ -1,5 +1,6 @@
 //! The causal check of a probe direction: add ±α·u or project u out at the probed hook and
 //! position, and measure the change of the `E` − `H` logit difference at the decision position.
+//! Must not fit probes (the direction is given).
 
 use super::sets::{ActivationSet, BATCH};
 use crate::lab::world::{self, Prompt};

@@ -1,5 +1,6 @@
 //! `feedlens check`: re-run a probe spec and compare the fresh result with the stored one
 //! (checkpoint hashes, shapes and labels exactly, metrics within the spec's tolerance).
+//! Must not write files.
 
 use super::math::Scores;
 use super::spec::{result_paths, run_spec, SpecResult};

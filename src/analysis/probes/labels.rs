@@ -1,5 +1,6 @@
 //! What a probe decodes: the toy world's labels, what each means, which pair of checkpoints
 //! probes which, and the prompts each label is probed on. Pure data over the world.
+//! Must not run a model.
 
 use crate::lab::world::{self, Contrast, MetricKind, Prompt, PromptDist, WorldConfig};
 use rand::{Rng, SeedableRng};

@@ -1,6 +1,7 @@
 //! Probing one activation set layer by layer (k-fold logistic and mass-mean scores, control
 //! task, null baselines) and scoring a probe fitted on one set on another (transfer). Shared by
 //! probe specs and the report; the maths is `math`, the activations come from `sets`.
+//! Must not load checkpoints or write files.
 
 use super::math::{self, Encoded, LayerOptions, Scores};
 use super::sets::ActivationSet;

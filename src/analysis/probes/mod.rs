@@ -2,6 +2,7 @@
 //! them layer by layer, probe specs (`probes/*.toml`) run into stored results and checked for
 //! drift, the causal check of a probe direction, and fitting one probe on activations a user
 //! brings. The maths is `math` (pure); activations come from `Gpt2::forward`.
+//! Must not import `view` or `report`.
 
 pub mod causal;
 pub mod check;

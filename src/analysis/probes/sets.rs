@@ -1,5 +1,5 @@
 //! Labelled activation sets: run a model on world prompts, read one site at one position for
-//! every layer, and label the rows; exported as safetensors for numpy users.
+//! every layer, and label the rows; exported as safetensors for numpy users. Must not fit probes.
 
 use super::labels::Label;
 use crate::analysis::site::Site;

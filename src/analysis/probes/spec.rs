@@ -1,6 +1,6 @@
 //! Probe specs (`probes/NAME.toml`): parsing and validation, running one into its stored
 //! result (`NAME.result.json`) and weights (`NAME.safetensors`), and writing them. The result
-//! is the regression baseline that `check` compares against.
+//! is the regression baseline that `check` compares against. Must not draw or print.
 
 use super::causal::{causal_check, CausalResult};
 use super::labels::{sample_prompts, Label};

@@ -1,5 +1,5 @@
 //! Contrasts (two prompts identical except one slot) and the metric each is read with. Pure
-//! data over prompts; the patching that uses them is `analysis::patching`.
+//! data over prompts; the patching that uses them is `analysis::patching`. Must not run a model.
 
 use super::*;
 use rand::Rng;

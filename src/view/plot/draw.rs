@@ -1,5 +1,6 @@
 //! Drawing with plotters: the data checks and the shared panels (heat cells, colour bar, line
 //! and bar panels, legend) that the figure kinds (`kinds`) are drawn from.
+//! Must not know what an analysis is: only plot data.
 
 use super::*;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, KeyPointWeight};

@@ -1,5 +1,5 @@
 //! Each figure kind's `Figure` impl: its title, size, data check and drawing from the panels
-//! of `draw`.
+//! of `draw`. Must not know what an analysis is: only plot data.
 
 use super::draw::*;
 use super::*;
