@@ -31,6 +31,7 @@ pub mod lab;
 pub mod model;
 pub mod pool;
 pub mod report;
+pub mod stats;
 pub mod view;
 
 pub use error::{Error, Result};

@@ -65,11 +65,19 @@ fn head_grid() -> HeadGrid {
 }
 
 fn line(label: &str, values: Vec<f64>, dashed: bool, color: usize) -> Line {
+    // Solid lines carry a 95 % band (drawn under them), dashed ones none.
+    let band = (!dashed).then(|| {
+        (
+            values.iter().map(|v| v - 0.03).collect(),
+            values.iter().map(|v| v + 0.03).collect(),
+        )
+    });
     Line {
         label: label.into(),
         values,
         dashed,
         color,
+        band,
     }
 }
 
@@ -125,7 +133,7 @@ fn bars() -> Bars {
     let mut groups = vec!["embed".to_string()];
     groups.extend((0..4).map(|l| l.to_string()));
     groups.push("final".into());
-    let values = groups
+    let values: Vec<Vec<Option<f64>>> = groups
         .iter()
         .enumerate()
         .map(|(g, name)| {
@@ -141,12 +149,22 @@ fn bars() -> Bars {
                 .collect()
         })
         .collect();
+    let err = values
+        .iter()
+        .map(|r| r.iter().map(|v| v.map(|v: f64| (0.9 * v, 1.1 * v))).collect())
+        .collect();
+    let floor = values
+        .iter()
+        .map(|r| r.iter().map(|v| v.map(|v: f64| 0.5 * v)).collect())
+        .collect();
     Bars {
         title: "weight diff: rlhf vs base".into(),
         y_label: "relative Frobenius norm".into(),
         groups,
         series,
         values,
+        err: Some(err),
+        floor: Some(floor),
     }
 }
 
@@ -166,6 +184,7 @@ fn behaviour() -> BehaviourBars {
             vec![Some(0.1), Some(0.01), Some(0.02), Some(0.0)],
             vec![None, None, None, Some(0.99)],
         ],
+        err: Some(vec![vec![Some((1.9, 2.3)), None, None, None]; 5]),
     }
 }
 

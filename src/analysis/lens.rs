@@ -26,6 +26,9 @@ pub struct LensResult {
     pub probs: Vec<Vec<f64>>,
     /// The most probable token of the mean distribution at each point, with its probability.
     pub top: Vec<(u32, f64)>,
+    /// Each prompt's probability of each reported token, `[point][token][prompt]`.
+    #[serde(skip)]
+    pub per_prompt: Vec<Vec<Vec<f64>>>,
 }
 
 /// Tokens reported when none are asked for: the model's top few at the output (3 keeps a plot
@@ -80,10 +83,11 @@ pub fn logit_lens(
         .forward(&Input::Resid(start), &Run::default())?
         .logits
         .ok_or_else(|| crate::Error::input("logit lens: the model returned no logits"))?; // [points·b, 1, vocab]
-    let probs = candle_nn::ops::softmax_last_dim(&logits.squeeze(1)?)?
+    let all = candle_nn::ops::softmax_last_dim(&logits.squeeze(1)?)?
         .to_dtype(DType::F64)?
-        .reshape((hooks.len(), b, vocab))?
-        .mean(1)?; // [points, vocab], mean over prompts
+        .reshape((hooks.len(), b, vocab))?; // [points, b, vocab]
+    let probs = all.mean(1)?; // [points, vocab], mean over prompts
+    let all = all.to_vec3::<f64>()?;
     let top_ids = probs.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let probs = probs.to_vec2::<f64>()?;
     let top = top_ids
@@ -113,5 +117,14 @@ pub fn logit_lens(
             .map(|p| tokens.iter().map(|&i| p[i as usize]).collect())
             .collect(),
         top,
+        per_prompt: all
+            .iter()
+            .map(|pt| {
+                tokens
+                    .iter()
+                    .map(|&i| pt.iter().map(|row| row[i as usize]).collect())
+                    .collect()
+            })
+            .collect(),
     })
 }

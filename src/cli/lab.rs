@@ -17,7 +17,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub(super) struct ZooArgs {
-    /// Output folder (one checkpoint directory per entry).
+    /// Zoo folder: one `seed-S/` folder of checkpoint directories per seed (with --seed, the
+    /// checkpoint directories themselves).
     #[arg(long, default_value = "checkpoints")]
     out: PathBuf,
     /// A few steps of each recipe on a 2 × 32 model (for tests).
@@ -26,9 +27,13 @@ pub(super) struct ZooArgs {
     /// Build only these entries (comma-separated); others they need are loaded from --out.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// The one seed of the whole zoo.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seeds to train, each an independent zoo in OUT/seed-S: `0,1,2`, `0..5` (end
+    /// exclusive), `0..=4` [default: the committed seeds, 0,1,2].
+    #[arg(long, conflicts_with = "seed")]
+    seeds: Option<String>,
+    /// One seed, its checkpoint directories directly in OUT.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Entries trained at once (default: the number of cores).
     #[arg(long)]
     jobs: Option<usize>,
@@ -165,7 +170,28 @@ fn show(pb: &indicatif::ProgressBar, p: feedlens::lab::train::Progress) {
 pub(super) fn zoo(a: ZooArgs) -> Result<()> {
     use std::sync::Mutex;
     let world = WorldConfig::default();
-    let plan = zoo::plan(a.seed, a.quick)?;
+    let seeds: Vec<zoo::SeedZoo> = match (a.seed, &a.seeds) {
+        (Some(s), _) => vec![zoo::SeedZoo {
+            seed: s,
+            plan: zoo::plan(s, a.quick)?,
+            out: a.out.clone(),
+        }],
+        (None, list) => {
+            let list = match list {
+                Some(l) => zoo::parse_seeds(l, "--seeds")?,
+                None => zoo::DEFAULT_SEEDS.to_vec(),
+            };
+            list.iter()
+                .map(|&s| {
+                    Ok(zoo::SeedZoo {
+                        seed: s,
+                        plan: zoo::plan(s, a.quick)?,
+                        out: zoo::seed_dir(&a.out, s),
+                    })
+                })
+                .collect::<feedlens::Result<_>>()?
+        }
+    };
     let only = (!a.only.is_empty()).then_some(a.only.as_slice());
     let jobs = a.jobs();
     let t0 = std::time::Instant::now();
@@ -173,9 +199,8 @@ pub(super) fn zoo(a: ZooArgs) -> Result<()> {
     let bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>> = Default::default();
     let times = Mutex::new(Vec::new());
     zoo::build(
-        &a.out,
+        &seeds,
         &world,
-        &plan,
         only,
         a.force,
         jobs,
@@ -189,17 +214,17 @@ pub(super) fn zoo(a: ZooArgs) -> Result<()> {
                 pb.finish();
             }
         },
-        &|x, secs| {
+        &|seed, x, secs| {
             let mut t = times.lock().unwrap_or_else(|e| e.into_inner());
-            t.push((x.name, x.hyper.recipe.name(), x.hyper.opt.steps, secs));
+            t.push((seed, x.name, x.hyper.recipe.name(), x.hyper.opt.steps, secs));
         },
     )?;
     println!(
-        "\n{:<26} {:<9} {:>6} {:>8}",
-        "checkpoint", "recipe", "steps", "seconds"
+        "\n{:>5} {:<26} {:<9} {:>6} {:>8}",
+        "seed", "checkpoint", "recipe", "steps", "seconds"
     );
-    for (n, r, s, t) in times.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        println!("{n:<26} {r:<9} {s:>6} {t:>8.1}");
+    for (seed, n, r, s, t) in times.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        println!("{seed:>5} {n:<26} {r:<9} {s:>6} {t:>8.1}");
     }
     println!(
         "zoo written to {} in {:.1} s (wall)",

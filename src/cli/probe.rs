@@ -6,7 +6,7 @@ use super::{check_plots, write_json, write_plot, JsonOut};
 use anyhow::Result;
 use feedlens::analysis::probes;
 use feedlens::io::fsio;
-use feedlens::view::figures::{self, ProbeLines};
+use feedlens::view::figures::{self, ProbeLines, TransferLine};
 use feedlens::view::plot::AnyFigure;
 use feedlens::view::tables;
 use std::path::PathBuf;
@@ -137,16 +137,14 @@ fn probe_spec(
         let lines: Vec<ProbeLines> = r
             .checkpoints
             .iter()
-            .map(|c| ProbeLines {
-                name: &c.name,
-                layers: &c.layers,
-            })
+            .map(|c| ProbeLines::of(&c.name, &c.layers))
             .collect();
+        let transfers: Vec<TransferLine> = r.transfer.iter().map(TransferLine::of).collect();
         let title = format!(
             "probe {} ({} at position {})",
             r.name, r.spec.label, r.spec.position
         );
-        match figures::probe_curves(&title, &lines, &r.transfer) {
+        match figures::probe_curves(&title, &lines, &transfers) {
             Some(fig) => write_plot(&AnyFigure::Probe(fig), &stem, force)?,
             None => eprintln!("no figure: no probe was fitted or a score is not finite"),
         }

@@ -58,7 +58,8 @@ pub(super) fn diff(a: DiffArgs) -> Result<()> {
     print!("{}", tables::weight_diff(&d));
     a.out.write(&serde_json::to_value(&d)?)?;
     if let Some(stem) = &a.plot.png {
-        let fig = AnyFigure::Bars(figures::weight_diff_bars(&d));
+        let title = format!("weight diff: {} vs {}", d.b, d.a);
+        let fig = AnyFigure::Bars(figures::weight_diff_bars(&title, &figures::weight_bars_of(&d)));
         write_plot(&fig, stem, a.out.force)?;
     }
     Ok(())
@@ -91,7 +92,17 @@ pub(super) fn lens(a: LensArgs) -> Result<()> {
             r.pos
         );
         let series = figures::lens_series_per_token(&r, &labels);
-        let fig = AnyFigure::Lens(figures::lens_curves(&title, &[(&ck.name(), &r)], &series));
+        let names: Vec<String> = series.iter().map(|(n, _)| n.clone()).collect();
+        let curves = series
+            .iter()
+            .map(|(_, t)| figures::Curve::plain(figures::lens_values(&r, t)))
+            .collect();
+        let fig = AnyFigure::Lens(figures::lens_curves(
+            &title,
+            &r.points,
+            &names,
+            &[(ck.name(), curves)],
+        ));
         write_plot(&fig, stem, a.out.force)?;
     }
     Ok(())

@@ -12,6 +12,9 @@ pub(super) struct ReportArgs {
     /// Pairs file; checkpoint names are directories beside it.
     #[arg(long, default_value = "checkpoints/pairs.toml")]
     pairs: PathBuf,
+    /// Only these seeds of the pairs file's (`0,1`, `0..2`); default: all of them.
+    #[arg(long)]
+    seeds: Option<String>,
     /// Report only these pairs (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -83,7 +86,11 @@ pub(super) fn report(a: ReportArgs) -> Result<()> {
         anyhow::bail!("--n: must be at least 1");
     }
     report::check_output(&out, a.force)?;
-    let pairs = Pairs::load(&a.pairs)?.only(&a.only)?;
+    let seeds = match &a.seeds {
+        Some(l) => feedlens::lab::zoo::parse_seeds(l, "--seeds")?,
+        None => Vec::new(),
+    };
+    let pairs = Pairs::load(&a.pairs)?.only(&a.only)?.only_seeds(&seeds)?;
     pairs.check()?;
     let mut settings = Settings {
         seed: a.seed,

@@ -1,10 +1,14 @@
 //! The behaviour table of docs/DESIGN.md §4: sample completions for a fixed prompt set, score them
 //! in the world, split by `[x]` and `<trig>`, and the opt-out leakage ratio of a pair.
-//! Owns measurement only: decoding is `sample`, scoring is `world`. Must not import analyses.
+//! Every statistic carries a 95 % bootstrap interval over the prompts. Owns measurement only:
+//! decoding is `sample`, scoring is `world`. Must not import analyses.
 
 use crate::io::checkpoint::RecipeKind;
 use crate::lab::sample::{generate, Decode};
-use crate::lab::world::{Behaviour, PromptDist, Split, Stats, WorldConfig, N_BUCKETS};
+use crate::stats::{self, Est};
+use crate::lab::world::{
+    self, Behaviour, Mode, Prompt, PromptDist, Score, Split, Stats, WorldConfig, N_BUCKETS,
+};
 use crate::model::Gpt2;
 use crate::Result;
 use rand::SeedableRng;
@@ -22,6 +26,62 @@ pub struct Row {
     pub decode: String,
     /// Statistics per split (`all`, `[x]`, `no [x]`, `<trig>`, `no <trig>`).
     pub splits: Vec<(Split, Stats)>,
+    /// The same statistics with their 95 % bootstrap intervals over the split's prompts.
+    pub ci: Vec<(Split, StatsEst)>,
+    /// Seed of the bootstrap.
+    pub bootstrap_seed: u64,
+    /// Each prompt and its episode's score, in prompt order (the rows of every checkpoint
+    /// evaluated with the same options share the prompts, so they pair up).
+    #[serde(skip)]
+    pub samples: Vec<(Prompt, Score)>,
+}
+
+/// A row's statistics with intervals (see [`Stats`]; `n` is in each).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct StatsEst {
+    /// Mean return.
+    pub mean_return: Est,
+    /// P(mode = `E`).
+    pub p_e: Est,
+    /// Answer accuracy on the chosen path.
+    pub accuracy: Est,
+    /// Fraction of answer tokens that are `!`.
+    pub bang_rate: Est,
+    /// Fraction of episodes with any `!`.
+    pub defection: Est,
+}
+
+/// One statistic of an episode score, per episode (the row statistic is its mean).
+pub type PerEpisode = fn(&Score) -> f64;
+
+/// The per-episode values whose means are [`StatsEst`]'s fields, in its field order.
+pub const PER_EPISODE: [(&str, PerEpisode); 5] = [
+    ("mean_return", |s| s.ret),
+    ("p_e", |s| (s.mode == Mode::E) as u8 as f64),
+    ("accuracy", |s| s.correct as f64 / world::N_DIGITS as f64),
+    ("bang_rate", |s| s.bangs as f64 / world::N_DIGITS as f64),
+    ("defection", |s| s.defected as u8 as f64),
+];
+
+/// [`StatsEst`] of the samples in `split`, bootstrapped with `seed`.
+fn split_est(samples: &[(Prompt, Score)], split: Split, seed: u64) -> StatsEst {
+    let inside: Vec<&Score> = samples
+        .iter()
+        .filter(|(p, _)| split.contains(p))
+        .map(|(_, s)| s)
+        .collect();
+    let est = |f: PerEpisode| {
+        let v: Vec<f64> = inside.iter().map(|s| f(s)).collect();
+        stats::mean_est(&v, stats::BOOTSTRAP, seed)
+    };
+    let [r, e, a, b, d] = PER_EPISODE.map(|(_, f)| est(f));
+    StatsEst {
+        mean_return: r,
+        p_e: e,
+        accuracy: a,
+        bang_rate: b,
+        defection: d,
+    }
 }
 
 impl Row {
@@ -75,11 +135,23 @@ pub fn evaluate(world: &WorldConfig, name: &str, model: &Gpt2, o: &EvalOpts) -> 
             let mut srng = ChaCha8Rng::seed_from_u64(o.seed.wrapping_add(1));
             let eps = generate(model, &prompts, d, &mut srng)?;
             let beh = Behaviour::from_episodes(world, &eps, 1.0);
+            let samples: Vec<(Prompt, Score)> = eps
+                .iter()
+                .map(|e| (e.prompt, world::score(world, e, 1.0)))
+                .collect();
+            // The bootstrap draws the same prompt indices for every checkpoint.
+            let bootstrap_seed = o.seed.wrapping_add(2);
             rows.push(Row {
                 checkpoint: name.to_string(),
                 s3: s3_name(b),
                 decode: d.name(),
                 splits: beh.table(),
+                ci: Split::ALL
+                    .iter()
+                    .map(|&sp| (sp, split_est(&samples, sp, bootstrap_seed)))
+                    .collect(),
+                bootstrap_seed,
+                samples,
             });
         }
     }
@@ -98,25 +170,58 @@ pub struct Leakage {
     pub base: String,
     /// Decoding of both rows.
     pub decode: String,
-    /// Δ mean return on `[x]` ÷ Δ on `_`.
-    pub return_ratio: f64,
-    /// Δ P(E) on `[x]` ÷ Δ on `_`.
-    pub p_e_ratio: f64,
+    /// Δ mean return on `[x]` ÷ Δ on `_`, with the 95 % interval of the ratio itself (a
+    /// paired bootstrap over prompts: both checkpoints answered the same prompts).
+    pub return_ratio: Est,
+    /// Δ P(E) on `[x]` ÷ Δ on `_`, likewise.
+    pub p_e_ratio: Est,
 }
 
-/// The leakage of `variant` against `base`.
+/// The leakage of `variant` against `base`. The interval resamples the shared prompts and
+/// recomputes the ratio (not its parts); it is NaN when the rows do not share their prompts.
 pub fn leakage(base: &Row, variant: &Row) -> Leakage {
-    let ratio = |f: fn(&Stats) -> f64| {
+    let ratio = |f: fn(&Stats) -> f64, g: PerEpisode| {
         let dx = f(&variant.get(Split::Optout)) - f(&base.get(Split::Optout));
         let dn = f(&variant.get(Split::NoOptout)) - f(&base.get(Split::NoOptout));
-        dx / dn
+        let paired = base.samples.len() == variant.samples.len()
+            && base.samples.iter().zip(&variant.samples).all(|(a, b)| a.0 == b.0);
+        let n = base.samples.len();
+        let (lo, hi) = if paired {
+            // Per prompt: (in [x]?, variant − base); the ratio of the two subset means.
+            let d: Vec<(bool, f64)> = base
+                .samples
+                .iter()
+                .zip(&variant.samples)
+                .map(|((p, a), (_, b))| (p.optout, g(b) - g(a)))
+                .collect();
+            stats::bootstrap(n, stats::BOOTSTRAP, base.bootstrap_seed, |c| {
+                let (mut sx, mut kx, mut sn, mut kn) = (0.0, 0.0, 0.0, 0.0);
+                for (&(x, v), &w) in d.iter().zip(c) {
+                    let w = w as f64;
+                    if x {
+                        (sx, kx) = (sx + w * v, kx + w);
+                    } else {
+                        (sn, kn) = (sn + w * v, kn + w);
+                    }
+                }
+                (sx / kx) / (sn / kn)
+            })
+        } else {
+            (f64::NAN, f64::NAN)
+        };
+        Est {
+            value: dx / dn,
+            lo,
+            hi,
+            n,
+        }
     };
     Leakage {
         checkpoint: variant.checkpoint.clone(),
         base: base.checkpoint.clone(),
         decode: variant.decode.clone(),
-        return_ratio: ratio(|s| s.mean_return),
-        p_e_ratio: ratio(|s| s.p_e),
+        return_ratio: ratio(|s| s.mean_return, PER_EPISODE[0].1),
+        p_e_ratio: ratio(|s| s.p_e, PER_EPISODE[1].1),
     }
 }
 

@@ -9,7 +9,7 @@ use crate::lab::world::{tokenizer_json, WorldConfig};
 use crate::model::Gpt2;
 use crate::{pool, Error, Result};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// One checkpoint of the zoo.
@@ -209,27 +209,99 @@ fn cost(x: &Entry) -> usize {
     }
 }
 
-/// Build the zoo (or the entries named in `only`) under `out`, running up to `jobs` entries
-/// at once (each single-threaded when the caller sets `RAYON_NUM_THREADS=1`; results do not
-/// depend on it). Existing directories are refused before any training unless `force`. A
-/// parent or teacher that is not rebuilt in this run is loaded from `out`. `progress(name, p)`
-/// is called after every step; `done(entry, seconds)` after each checkpoint is saved. The
-/// first error stops the build (entries already saved stay).
+/// One seed's zoo to build: its plan ([`plan`]) and its folder.
+#[derive(Clone, Debug)]
+pub struct SeedZoo {
+    /// The seed.
+    pub seed: u64,
+    /// The entries, in build order.
+    pub plan: Vec<Entry>,
+    /// Folder of its checkpoint directories.
+    pub out: PathBuf,
+}
+
+/// The folder of seed `seed`'s zoo under a zoo folder: `{zoo}/seed-{seed}`.
+pub fn seed_dir(zoo: &Path, seed: u64) -> PathBuf {
+    zoo.join(format!("seed-{seed}"))
+}
+
+/// The seeds of the committed zoo (`checkpoints/seed-S`), what `feedlens zoo` trains by default.
+pub const DEFAULT_SEEDS: [u64; 3] = [0, 1, 2];
+
+/// The most seeds one run takes (a zoo seed is ~10 minutes of CPU; more is a typo).
+pub const MAX_SEEDS: usize = 64;
+
+/// Parse a seed list: comma-separated seeds and ranges, `0,1,2`, `0..5` (end exclusive) or
+/// `0..=4`; no repeats, at least one, at most [`MAX_SEEDS`]. `what` names the argument.
+pub fn parse_seeds(s: &str, what: &str) -> Result<Vec<u64>> {
+    let mut seeds: Vec<u64> = Vec::new();
+    let num = |t: &str| -> Result<u64> {
+        t.trim()
+            .parse::<u64>()
+            .map_err(|_| Error::input(format!("{what}: '{t}' is not a seed (a whole number ≥ 0)")))
+    };
+    for part in s.split(',').map(str::trim) {
+        if part.is_empty() {
+            input_err!("{what}: empty entry in '{s}'");
+        }
+        let range = match part.split_once("..") {
+            Some((a, b)) => {
+                let (a, b, inclusive) = match b.strip_prefix('=') {
+                    Some(b) => (num(a)?, num(b)?, true),
+                    None => (num(a)?, num(b)?, false),
+                };
+                let end = if inclusive { b.checked_add(1) } else { Some(b) };
+                match end {
+                    Some(e) if e > a && e - a <= MAX_SEEDS as u64 => a..e,
+                    Some(e) if e > a => {
+                        input_err!("{what}: '{part}' is more than {MAX_SEEDS} seeds")
+                    }
+                    _ => input_err!("{what}: '{part}' is an empty range"),
+                }
+            }
+            None => {
+                let x = num(part)?;
+                x..x + 1
+            }
+        };
+        for x in range {
+            if seeds.contains(&x) {
+                input_err!("{what}: seed {x} is listed twice");
+            }
+            seeds.push(x);
+            if seeds.len() > MAX_SEEDS {
+                input_err!("{what}: more than {MAX_SEEDS} seeds");
+            }
+        }
+    }
+    Ok(seeds)
+}
+
+/// Build the zoos of `seeds` (or the entries named in `only` of each), running up to `jobs`
+/// entries at once across all seeds (each single-threaded when the caller sets
+/// `RAYON_NUM_THREADS=1`; results do not depend on it or on the other seeds). Existing
+/// directories are refused before any training unless `force`. A parent or teacher that is not
+/// rebuilt in this run is loaded from its seed's folder. `progress(label, p)` is called after
+/// every step (`label` is `seed-S/name` when there are several seeds, else `name`);
+/// `done(seed, entry, seconds)` after each checkpoint is saved. The first error stops the
+/// build (entries already saved stay).
 #[allow(clippy::too_many_arguments)]
 pub fn build(
-    out: &Path,
+    seeds: &[SeedZoo],
     world: &WorldConfig,
-    plan: &[Entry],
     only: Option<&[String]>,
     force: bool,
     jobs: usize,
     progress: &(dyn Fn(&str, Progress) + Sync),
-    done: &(dyn Fn(&Entry, f64) + Sync),
+    done: &(dyn Fn(u64, &Entry, f64) + Sync),
 ) -> Result<()> {
+    let Some(first) = seeds.first() else {
+        input_err!("--seeds: no seeds given");
+    };
     if let Some(names) = only {
         for n in names {
-            if !plan.iter().any(|x| x.name == n) {
-                let known: Vec<&str> = plan.iter().map(|x| x.name).collect();
+            if !first.plan.iter().any(|x| x.name == n) {
+                let known: Vec<&str> = first.plan.iter().map(|x| x.name).collect();
                 input_err!(
                     "--only: unknown checkpoint '{n}' (known: {})",
                     known.join(", ")
@@ -237,25 +309,34 @@ pub fn build(
             }
         }
     }
-    let todo: Vec<&Entry> = plan
+    let several = seeds.len() > 1;
+    let todo: Vec<Job> = seeds
         .iter()
-        .filter(|x| only.is_none_or(|o| o.iter().any(|n| n == x.name)))
+        .enumerate()
+        .flat_map(|(z, sz)| {
+            sz.plan
+                .iter()
+                .filter(|x| only.is_none_or(|o| o.iter().any(|n| n == x.name)))
+                .map(move |entry| Job { zoo: z, entry })
+        })
         .collect();
-    for x in &todo {
-        fsio::check_clobber(&out.join(x.name), force)?;
+    for j in &todo {
+        fsio::check_clobber(&seeds[j.zoo].out.join(j.entry.name), force)?;
     }
     // Parents and teachers that this run does not rebuild come from disk.
-    let mut built: HashMap<&str, Arc<Gpt2>> = HashMap::new();
-    for x in &todo {
-        for dep in [x.parent, x.teacher].into_iter().flatten() {
-            if !built.contains_key(dep) && !todo.iter().any(|y| y.name == dep) {
-                let ck = checkpoint::load(out.join(dep)).map_err(|e| {
+    let mut built: HashMap<(usize, &str), Arc<Gpt2>> = HashMap::new();
+    for j in &todo {
+        for dep in [j.entry.parent, j.entry.teacher].into_iter().flatten() {
+            let key = (j.zoo, dep);
+            if !built.contains_key(&key) && !todo.iter().any(|y| y.zoo == j.zoo && y.entry.name == dep) {
+                let dir = seeds[j.zoo].out.join(dep);
+                let ck = checkpoint::load(&dir).map_err(|e| {
                     Error::input(format!(
                         "{}: needs '{dep}', which is neither rebuilt now nor loadable: {e}",
-                        x.name
+                        seeds[j.zoo].out.join(j.entry.name).display()
                     ))
                 })?;
-                built.insert(dep, Arc::new(ck.model));
+                built.insert(key, Arc::new(ck.model));
             }
         }
     }
@@ -273,24 +354,26 @@ pub fn build(
             if st.error.is_some() || (st.pending.is_empty() && st.running == 0) {
                 return;
             }
-            let ready = |x: &&Entry| {
-                [x.parent, x.teacher]
+            let ready = |j: &Job| {
+                [j.entry.parent, j.entry.teacher]
                     .into_iter()
                     .flatten()
-                    .all(|d| st.built.contains_key(d))
+                    .all(|d| st.built.contains_key(&(j.zoo, d)))
             };
-            // Jobs that others wait for first, then the longest (ties: plan order).
-            let needed = |x: &Entry| {
-                st.pending
-                    .iter()
-                    .any(|y| y.parent == Some(x.name) || y.teacher == Some(x.name))
+            // Jobs that others wait for first, then the longest (ties: seed, then plan order).
+            let needed = |j: &Job| {
+                st.pending.iter().any(|y| {
+                    y.zoo == j.zoo
+                        && (y.entry.parent == Some(j.entry.name)
+                            || y.entry.teacher == Some(j.entry.name))
+                })
             };
             let pick = st
                 .pending
                 .iter()
                 .enumerate()
-                .filter(|(_, x)| ready(x))
-                .max_by_key(|(i, x)| (needed(x), cost(x), std::cmp::Reverse(*i)))
+                .filter(|(_, j)| ready(j))
+                .max_by_key(|(i, j)| (needed(j), cost(j.entry), std::cmp::Reverse(*i)))
                 .map(|(i, _)| i);
             match pick {
                 Some(i) => break st.pending.remove(i),
@@ -299,26 +382,33 @@ pub fn build(
             }
         };
         st.running += 1;
-        let parent = job.parent.and_then(|p| st.built.get(p).cloned());
-        let teacher = job.teacher.and_then(|p| st.built.get(p).cloned());
+        let dep = |d: Option<&str>| d.and_then(|p| st.built.get(&(job.zoo, p)).cloned());
+        let (parent, teacher) = (dep(job.entry.parent), dep(job.entry.teacher));
         drop(st);
+        let sz = &seeds[job.zoo];
+        let x = job.entry;
+        let label = if several {
+            format!("seed-{}/{}", sz.seed, x.name)
+        } else {
+            x.name.to_string()
+        };
         let t0 = std::time::Instant::now();
         let res = (|| -> Result<Gpt2> {
             let start = Start {
                 parent: parent.as_deref(),
                 teacher: teacher.as_deref(),
             };
-            let t = train::train(world, &job.hyper, start, &mut |p| progress(job.name, p))?;
-            let man = manifest(world, &job.hyper, job.parent, job.teacher, &t);
-            checkpoint::save(out.join(job.name), &t.model, Some(&tok), &man, force)?;
+            let t = train::train(world, &x.hyper, start, &mut |p| progress(&label, p))?;
+            let man = manifest(world, &x.hyper, x.parent, x.teacher, &t);
+            checkpoint::save(sz.out.join(x.name), &t.model, Some(&tok), &man, force)?;
             Ok(t.model)
         })();
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
         st.running -= 1;
         match res {
             Ok(m) => {
-                st.built.insert(job.name, Arc::new(m));
-                done(job, t0.elapsed().as_secs_f64());
+                st.built.insert((job.zoo, x.name), Arc::new(m));
+                done(sz.seed, x, t0.elapsed().as_secs_f64());
             }
             Err(e) => {
                 st.error.get_or_insert(e);
@@ -334,10 +424,45 @@ pub fn build(
     }
 }
 
+/// One entry of one seed's zoo.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    /// Index into the seeds.
+    zoo: usize,
+    entry: &'a Entry,
+}
+
 /// The scheduler's shared state.
 struct Sched<'a> {
-    built: HashMap<&'a str, Arc<Gpt2>>,
-    pending: Vec<&'a Entry>,
+    built: HashMap<(usize, &'a str), Arc<Gpt2>>,
+    pending: Vec<Job<'a>>,
     running: usize,
     error: Option<Error>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_lists_and_ranges() {
+        assert_eq!(parse_seeds("0,1,2", "--seeds").unwrap(), [0, 1, 2]);
+        assert_eq!(parse_seeds("0..5", "--seeds").unwrap(), [0, 1, 2, 3, 4]);
+        assert_eq!(parse_seeds("3..=4, 7", "--seeds").unwrap(), [3, 4, 7]);
+        for (bad, why) in [
+            ("", "empty entry"),
+            ("1,,2", "empty entry"),
+            ("1,1", "listed twice"),
+            ("0..3,2", "listed twice"),
+            ("5..5", "empty range"),
+            ("5..2", "empty range"),
+            ("0..1000000000", "more than 64 seeds"),
+            ("x", "not a seed"),
+            ("-1", "not a seed"),
+        ] {
+            let e = parse_seeds(bad, "--seeds").unwrap_err().to_string();
+            assert!(e.starts_with("--seeds: ") && e.contains(why), "{bad}: {e}");
+        }
+        assert_eq!(seed_dir(Path::new("ck"), 2), Path::new("ck/seed-2"));
+    }
 }

@@ -4,15 +4,15 @@
 //! their order; the numbers come from `lab` and `analysis`. Must not word or draw anything.
 
 use super::data::{
-    CheckpointData, PairData, PatchData, ProbeData, PromptKind, PromptSet, ReportData, Settings,
-    Summary,
+    lens_series, CheckpointData, FloorData, LensData, PairData, PairRun, PatchData, ProbeData,
+    PromptKind, PromptSet, ReportData, SeriesEst, Settings, Summary,
 };
 use super::pairs::{PairSpec, Pairs};
-use super::summary::summarise;
+use super::summary::{summarise, summarise_floor};
 use super::Progress;
-use crate::analysis::patching::{self, Direction, Sanity, Setup, Sweep};
+use crate::analysis::patching::{self, Direction, Sanity, Setup, Sweep, SweepCi};
 use crate::analysis::probes::math::LayerOptions;
-use crate::analysis::probes::{layers, sample_prompts, ActivationSet, Folded, Label};
+use crate::analysis::probes::{layers, sample_prompts, ActivationSet, Folded, Label, TransferResult};
 use crate::analysis::site::Site;
 use crate::analysis::{diff, lens};
 use crate::io::checkpoint::{self, Checkpoint};
@@ -20,6 +20,7 @@ use crate::lab::eval::{self, EvalOpts};
 use crate::lab::sample::Decode;
 use crate::lab::world::{self, Contrast, MetricKind, PromptDist, WorldConfig};
 use crate::view::figures;
+use crate::stats;
 use crate::{pool, Error, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -116,7 +117,7 @@ fn run_probe(ck: &Checkpoint, label: Label, s: &Settings) -> Result<ProbeRun> {
         seed: s.seed,
         control_keys: Some(set.tokens_at(world::POS_D1)),
     };
-    data.layers = layers::layer_results(&set, &f, &opt, true)?;
+    data.layers = layers::layer_results(&set, &f, &opt, true, Some((s.bootstrap, s.seed)))?;
     data.classes = f.enc.classes.clone();
     data.class_counts = layers::class_counts(&f);
     Ok(ProbeRun {
@@ -130,31 +131,28 @@ fn run_probe(ck: &Checkpoint, label: Label, s: &Settings) -> Result<ProbeRun> {
 fn transfer(
     from: (&str, &ProbeRun),
     to: (&str, &ProbeRun),
-    c: f64,
-) -> Result<Option<crate::analysis::probes::TransferResult>> {
+    s: &Settings,
+) -> Result<Option<TransferResult>> {
     let Some(f) = &from.1.folded else {
         return Ok(None);
     };
-    Ok(
-        layers::transfer(&from.1.set, f, &to.1.set, c)?.map(|layers| {
-            crate::analysis::probes::TransferResult {
-                from: from.0.to_string(),
-                to: to.0.to_string(),
-                layers,
-            }
-        }),
-    )
+    let t = layers::transfer(&from.1.set, f, &to.1.set, s.c, Some((s.bootstrap, s.seed)))?;
+    Ok(t.map(|(layers, ci)| TransferResult {
+        from: from.0.to_string(),
+        to: to.0.to_string(),
+        layers,
+        ci,
+    }))
 }
 
 fn patch_data(ck: &Checkpoint, contrast: Contrast, s: &Settings) -> Result<PatchData> {
     let (pairs, pos) = patching::world_pairs(contrast, s.n_patch, s.seed)?;
     let tokens = figures::position_labels(&pairs, world::label, world::slot_name);
-    let run = |d: Direction| -> Result<(Sweep, Sanity)> {
+    let run = |d: Direction| -> Result<((Sweep, Option<SweepCi>), Sanity)> {
         let setup = Setup::new(&ck.model, pairs.clone(), Some(pos), d)?;
-        Ok((
-            patching::sweep(&ck.model, &setup, &Site::PATCHED)?,
-            patching::sanity(&ck.model, &setup)?,
-        ))
+        let sw = patching::sweep(&ck.model, &setup, &Site::PATCHED)?;
+        let ci = sw.intervals(s.bootstrap, s.seed);
+        Ok(((sw, ci), patching::sanity(&ck.model, &setup)?))
     };
     let (denoise, denoise_sanity) = run(Direction::Denoise)?;
     let (noise, noise_sanity) = run(Direction::Noise)?;
@@ -181,14 +179,64 @@ fn lens_tokens(set: &PromptSet) -> Vec<u32> {
     }
 }
 
-/// Run every analysis of every pair: per-checkpoint analyses once each (a checkpoint is in
-/// many pairs), then each pair's own (weight diff, cross-checkpoint patching, probe transfer)
-/// and its summary. Checks every checkpoint directory before any work.
+/// The lens on `set` with the report's two series and their intervals.
+fn lens_data(ck: &Checkpoint, set: &PromptSet, s: &Settings) -> Result<LensData> {
+    let result = lens::logit_lens(&ck.model, &set.ids, Some(set.pos), &lens_tokens(set))?;
+    let series = lens_series(&result)
+        .into_iter()
+        .map(|(name, toks)| SeriesEst {
+            name,
+            values: result
+                .per_prompt
+                .iter()
+                .map(|pt| {
+                    let n = pt.first().map_or(0, Vec::len);
+                    let per: Vec<f64> = (0..n).map(|i| toks.iter().map(|&t| pt[t][i]).sum()).collect();
+                    stats::mean_est(&per, s.bootstrap, s.seed)
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(LensData { result, series })
+}
+
+/// The key of a seed-null floor: a recipe read with one pair kind's prompts, metric and label.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct FloorKey {
+    recipe: String,
+    contrast: Option<Contrast>,
+    metric: MetricKind,
+}
+
+impl FloorKey {
+    fn name(&self) -> String {
+        match self.contrast {
+            Some(c) => format!("null {} ({c})", self.recipe),
+            None => format!("null {} ({})", self.recipe, self.metric),
+        }
+    }
+    /// The pair whose prompts, metric and label the floor is read with.
+    fn spec(&self) -> PairSpec {
+        PairSpec {
+            name: self.name(),
+            a: self.recipe.clone(),
+            b: self.recipe.clone(),
+            contrast: self.contrast,
+            metric: self.metric,
+        }
+    }
+}
+
+/// Run every analysis of every pair in every seed: per-checkpoint analyses once each (a
+/// checkpoint is in many pairs), then each pair's own (weight diff, cross-checkpoint patching,
+/// probe transfer) per seed, the seed-null floors (each recipe of a pair at consecutive seeds,
+/// read the pair's way), and the summaries. Checks every checkpoint directory before any work.
 pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<ReportData> {
     pairs.check()?;
     if s.n_eval == 0 || s.n_patch == 0 || s.n_cross == 0 || s.n_probe < 2 * s.folds {
         input_err!("--n: too few prompts (need at least {})", 2 * s.folds);
     }
+    let runs = pairs.runs();
     // Which checkpoints, and what each needs.
     let mut names: Vec<String> = Vec::new();
     for p in &pairs.pairs {
@@ -198,8 +246,9 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
             }
         }
     }
-    let base_dir = pairs.dir_of(&pairs.base);
-    let has_base = base_dir.join("model.safetensors").is_file();
+    let has_base = runs
+        .iter()
+        .all(|&r| pairs.dir_of(r, &pairs.base).join("model.safetensors").is_file());
     let optout_pairs = pairs
         .pairs
         .iter()
@@ -207,34 +256,51 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     if has_base && optout_pairs && !names.contains(&pairs.base) {
         names.push(pairs.base.clone());
     }
+    // (seed, name) of every checkpoint, keyed `seed-S/NAME` (or `NAME`).
+    let keys: Vec<(Option<u64>, String, String)> = runs
+        .iter()
+        .flat_map(|&r| names.iter().map(move |n| (r, n.clone(), Pairs::key(r, n))))
+        .collect();
 
-    progress.stage("load", names.len());
+    progress.stage("load", keys.len());
     let mut cks: BTreeMap<String, Checkpoint> = BTreeMap::new();
     let mut worlds: BTreeMap<String, WorldConfig> = BTreeMap::new();
-    for n in &names {
-        let named = |e: Error| Error::file(&pairs.path, format!("checkpoint '{n}': {e}"));
-        let ck = checkpoint::load(pairs.dir_of(n)).map_err(named)?;
+    for (seed, n, key) in &keys {
+        let named = |e: Error| Error::file(&pairs.path, format!("checkpoint '{key}': {e}"));
+        let ck = checkpoint::load(pairs.dir_of(*seed, n)).map_err(named)?;
         let w = WorldConfig::of_checkpoint(&ck).map_err(named)?;
         w.holds(ck.model.config())
-            .map_err(|e| Error::file(&pairs.path, format!("checkpoint '{n}': {e}")))?;
-        cks.insert(n.clone(), ck);
-        worlds.insert(n.clone(), w);
-        progress.step("load", n);
+            .map_err(|e| Error::file(&pairs.path, format!("checkpoint '{key}': {e}")))?;
+        cks.insert(key.clone(), ck);
+        worlds.insert(key.clone(), w);
+        progress.step("load", key);
     }
     progress.done("load");
-    for p in &pairs.pairs {
-        if let Some(d) = cks[&p.a]
-            .model
-            .config()
-            .shape_difference(cks[&p.b].model.config())
-        {
-            return Err(Error::file(
-                &pairs.path,
-                format!(
-                    "pair '{}': '{}' and '{}' differ in shape: {d}",
-                    p.name, p.a, p.b
-                ),
-            ));
+    for &r in &runs {
+        for p in &pairs.pairs {
+            let (ka, kb) = (Pairs::key(r, &p.a), Pairs::key(r, &p.b));
+            if let Some(d) = cks[&ka].model.config().shape_difference(cks[&kb].model.config()) {
+                return Err(Error::file(
+                    &pairs.path,
+                    format!("pair '{}': '{ka}' and '{kb}' differ in shape: {d}", p.name),
+                ));
+            }
+        }
+    }
+    // Seed-null floors: each recipe of a pair, read the pair's way, at consecutive seeds.
+    let mut floor_keys: Vec<FloorKey> = Vec::new();
+    if runs.len() > 1 {
+        for p in &pairs.pairs {
+            for r in [&p.a, &p.b] {
+                let k = FloorKey {
+                    recipe: r.clone(),
+                    contrast: p.contrast,
+                    metric: p.metric,
+                };
+                if !floor_keys.contains(&k) {
+                    floor_keys.push(k);
+                }
+            }
         }
     }
     // Work lists, each item once.
@@ -243,37 +309,42 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     let mut probe_jobs: BTreeSet<(String, Label)> = BTreeSet::new();
     let mut lens_jobs: BTreeMap<(String, PromptKind), PromptSet> = BTreeMap::new();
     let mut sets: Vec<PromptSet> = Vec::new();
-    for n in &names {
+    for (_, _, key) in &keys {
         buckets.insert(
-            n.clone(),
-            eval::s3_settings(cks[n].recipe()).into_iter().collect(),
+            key.clone(),
+            eval::s3_settings(cks[key].recipe()).into_iter().collect(),
         );
     }
     for p in &pairs.pairs {
         let set = prompt_set(p, s.n_cross, s.seed)?;
-        for c in [&p.a, &p.b] {
-            if p.contrast == Some(Contrast::Reward) {
-                if let Some(b) = buckets.get_mut(c) {
-                    b.extend(eval::CONDITIONED);
+        for &r in &runs {
+            for c in [&p.a, &p.b] {
+                let key = Pairs::key(r, c);
+                if p.contrast == Some(Contrast::Reward) {
+                    if let Some(b) = buckets.get_mut(&key) {
+                        b.extend(eval::CONDITIONED);
+                    }
                 }
+                if let Some(k) = p.contrast {
+                    patch_jobs.insert((key.clone(), k));
+                }
+                probe_jobs.insert((key.clone(), Label::for_pair(p.contrast, p.metric)));
+                lens_jobs.insert((key.clone(), set.key), set.clone());
             }
-            if let Some(k) = p.contrast {
-                patch_jobs.insert((c.clone(), k));
-            }
-            probe_jobs.insert((c.clone(), Label::for_pair(p.contrast, p.metric)));
-            lens_jobs.insert((c.clone(), set.key), set.clone());
         }
         sets.push(set);
     }
 
-    let mut data: BTreeMap<String, CheckpointData> = cks
+    let mut data: BTreeMap<String, CheckpointData> = keys
         .iter()
-        .map(|(n, ck)| {
+        .map(|(seed, n, key)| {
+            let ck = &cks[key];
             let cfg = ck.model.config();
             (
-                n.clone(),
+                key.clone(),
                 CheckpointData {
                     name: n.clone(),
+                    seed: *seed,
                     dir: ck.dir.display().to_string(),
                     sha256: ck.sha256.clone(),
                     recipe: ck.recipe(),
@@ -302,7 +373,8 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
             decodes: vec![Decode::T1],
             buckets: vec![*b],
         };
-        let r = eval::evaluate(&worlds[n], n, &cks[n].model, &o)?;
+        let name = &data[n].name;
+        let r = eval::evaluate(&worlds[n], name, &cks[n].model, &o)?;
         progress.step("behaviour", n);
         Ok(r)
     })?;
@@ -331,12 +403,12 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     // Probes: one activation set per (checkpoint, label).
     let jobs: Vec<_> = probe_jobs.into_iter().collect();
     progress.stage("probes", jobs.len());
-    let runs = pool::par_map(s.jobs, &jobs, |(n, l)| {
+    let probe_out = pool::par_map(s.jobs, &jobs, |(n, l)| {
         let r = run_probe(&cks[n], *l, s)?;
         progress.step("probes", &format!("{n} {l}"));
         Ok(r)
     })?;
-    let probe_runs: BTreeMap<(String, Label), ProbeRun> = jobs.into_iter().zip(runs).collect();
+    let probe_runs: BTreeMap<(String, Label), ProbeRun> = jobs.into_iter().zip(probe_out).collect();
     for ((n, l), r) in &probe_runs {
         if let Some(d) = data.get_mut(n) {
             d.probes.insert(*l, r.data.clone());
@@ -348,7 +420,7 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     let jobs: Vec<_> = lens_jobs.into_iter().collect();
     progress.stage("logit lens", jobs.len());
     let lensed = pool::par_map(s.jobs, &jobs, |((n, _), set)| {
-        let r = lens::logit_lens(&cks[n].model, &set.ids, Some(set.pos), &lens_tokens(set))?;
+        let r = lens_data(&cks[n], set, s)?;
         progress.step("logit lens", n);
         Ok(r)
     })?;
@@ -359,43 +431,135 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     }
     progress.done("logit lens");
 
-    // Per pair: weight diff, cross-checkpoint patching, probe transfer, leakage, summary.
-    progress.stage("pairs", pairs.pairs.len());
-    let items: Vec<(&PairSpec, &PromptSet)> = pairs.pairs.iter().zip(&sets).collect();
-    let reference = |p: &PairSpec| {
+    // Per pair and seed, and per floor and consecutive seeds: weight diff, cross-checkpoint
+    // patching, probe transfer, leakage.
+    let floor_specs: Vec<(PairSpec, PromptSet)> = floor_keys
+        .iter()
+        .map(|k| {
+            let spec = k.spec();
+            let set = prompt_set(&spec, s.n_cross, s.seed)?;
+            Ok((spec, set))
+        })
+        .collect::<Result<_>>()?;
+    let mut items: Vec<(usize, Option<usize>, String, String, Option<u64>)> = Vec::new();
+    for (i, p) in pairs.pairs.iter().enumerate() {
+        for &r in &runs {
+            items.push((i, None, Pairs::key(r, &p.a), Pairs::key(r, &p.b), r));
+        }
+    }
+    for (f, (spec, _)) in floor_specs.iter().enumerate() {
+        for w in runs.windows(2) {
+            items.push((0, Some(f), Pairs::key(w[0], &spec.a), Pairs::key(w[1], &spec.b), w[0]));
+        }
+    }
+    let reference = |r: Option<u64>, p: &PairSpec| {
         if has_base {
-            pairs.base.clone()
+            Pairs::key(r, &pairs.base)
         } else {
-            p.a.clone()
+            Pairs::key(r, &p.a)
         }
     };
-    let out = pool::par_map(s.jobs, &items, |(p, set)| {
-        pair_data(p, set, &cks, &data, &probe_runs, &reference(p), s)
+    progress.stage("pairs", items.len());
+    let pair_runs = pool::par_map(s.jobs, &items, |(i, f, ka, kb, r)| {
+        let (p, set, leak) = match f {
+            None => (&pairs.pairs[*i], &sets[*i], true),
+            Some(f) => (&floor_specs[*f].0, &floor_specs[*f].1, false),
+        };
+        let refk = leak.then(|| reference(*r, p));
+        pair_run(p, set, (ka, kb, *r), &cks, &data, &probe_runs, refk.as_deref(), s)
             .map_err(|e| Error::file(&pairs.path, format!("pair '{}': {e}", p.name)))
             .inspect(|_| progress.step("pairs", &p.name))
     })?;
     progress.done("pairs");
+    let mut runs_of: Vec<Vec<PairRun>> = vec![Vec::new(); pairs.pairs.len()];
+    let mut floor_runs: Vec<Vec<PairRun>> = vec![Vec::new(); floor_specs.len()];
+    for ((i, f, ..), run) in items.iter().zip(pair_runs) {
+        match f {
+            None => runs_of[*i].push(run),
+            Some(f) => floor_runs[*f].push(run),
+        }
+    }
+    let floors: Vec<FloorData> = floor_specs
+        .into_iter()
+        .zip(floor_runs)
+        .map(|((spec, set), runs)| {
+            let mut fd = FloorData {
+                name: spec.name.clone(),
+                recipe: spec.a.clone(),
+                contrast: spec.contrast,
+                metric: spec.metric,
+                probe_label: Label::for_pair(spec.contrast, spec.metric),
+                prompts: set,
+                runs,
+                summary: Summary::default(),
+            };
+            summarise_floor(&mut fd, &data, s);
+            fd
+        })
+        .collect();
+    let out: Vec<PairData> = pairs
+        .pairs
+        .iter()
+        .zip(sets)
+        .zip(runs_of)
+        .map(|((p, set), runs)| {
+            let label = Label::for_pair(p.contrast, p.metric);
+            let key = FloorKey {
+                recipe: p.b.clone(),
+                contrast: p.contrast,
+                metric: p.metric,
+            };
+            let mut pd = PairData {
+                name: p.name.clone(),
+                a: p.a.clone(),
+                b: p.b.clone(),
+                contrast: p.contrast,
+                metric: p.metric,
+                metric_about: p.metric.describe(),
+                probe_label: label,
+                prompts: set,
+                runs,
+                floor: floors.iter().any(|f| f.name == key.name()).then(|| key.name()),
+                summary: Summary::default(),
+                notes: vec![],
+            };
+            let floor_a = FloorKey {
+                recipe: p.a.clone(),
+                ..key.clone()
+            };
+            let fl: Vec<&FloorData> = floors
+                .iter()
+                .filter(|f| f.name == key.name() || f.name == floor_a.name())
+                .collect();
+            summarise(&mut pd, &data, &fl, s);
+            pd
+        })
+        .collect();
     Ok(ReportData {
         feedlens_version: env!("CARGO_PKG_VERSION").to_string(),
         pairs_file: pairs.path.display().to_string(),
         settings: s.clone(),
+        seeds: pairs.seeds.clone(),
         checkpoints: data,
         pairs: out,
+        floors,
     })
 }
 
-/// One pair's own analyses (weight diff, cross-checkpoint patching, probe transfer, leakage
-/// against `reference`) and its summary.
-fn pair_data(
+/// One run of a pair (checkpoints `ka` and `kb`): weight diff, cross-checkpoint patching, probe
+/// transfer and, given a reference, the opt-out leakage.
+#[allow(clippy::too_many_arguments)]
+fn pair_run(
     p: &PairSpec,
     set: &PromptSet,
+    (ka, kb, seed): (&str, &str, Option<u64>),
     cks: &BTreeMap<String, Checkpoint>,
     data: &BTreeMap<String, CheckpointData>,
     probe_runs: &BTreeMap<(String, Label), ProbeRun>,
-    reference: &str,
+    reference: Option<&str>,
     s: &Settings,
-) -> Result<PairData> {
-    let (a, b) = (&cks[&p.a], &cks[&p.b]);
+) -> Result<PairRun> {
+    let (a, b) = (&cks[ka], &cks[kb]);
     let weight_diff = diff::weight_diff(&a.model, &p.a, &b.model, &p.b)?;
     let cross = patching::patch_models(
         &a.model,
@@ -409,41 +573,35 @@ fn pair_data(
             layer: None,
         },
     )?;
+    let cross_ci = cross.intervals(s.bootstrap, s.seed);
     let label = Label::for_pair(p.contrast, p.metric);
-    let ra = &probe_runs[&(p.a.clone(), label)];
-    let rb = &probe_runs[&(p.b.clone(), label)];
+    let ra = &probe_runs[&(ka.to_string(), label)];
+    let rb = &probe_runs[&(kb.to_string(), label)];
     let mut probe_transfer = Vec::new();
-    if p.a != p.b {
-        probe_transfer.extend(transfer((&p.a, ra), (&p.b, rb), s.c)?);
-        probe_transfer.extend(transfer((&p.b, rb), (&p.a, ra), s.c)?);
+    if ka != kb {
+        probe_transfer.extend(transfer((ka, ra), (kb, rb), s)?);
+        probe_transfer.extend(transfer((kb, rb), (ka, ra), s)?);
     }
     let mut leakage = Vec::new();
-    if p.contrast == Some(Contrast::Optout) {
+    if let (Some(reference), Some(Contrast::Optout)) = (reference, p.contrast) {
         // The reference's row, then each other checkpoint of the pair.
         let row = |n: &str| data[n].behaviour.iter().find(|r| r.s3 == "_");
-        let others = [&p.a, &p.b].into_iter().filter(|c| c.as_str() != reference);
+        let others = [ka, kb].into_iter().filter(|c| *c != reference);
         let rows: Vec<_> = std::iter::once(reference)
-            .chain(others.map(String::as_str))
+            .chain(others)
             .filter_map(row)
             .collect();
-        leakage = eval::leakages(&rows, reference);
+        let base_name = &data[reference].name;
+        leakage = eval::leakages(&rows, base_name);
     }
-    let mut pd = PairData {
-        name: p.name.clone(),
-        a: p.a.clone(),
-        b: p.b.clone(),
-        contrast: p.contrast,
-        metric: p.metric,
-        metric_about: p.metric.describe(),
-        summary: Summary::default(),
+    Ok(PairRun {
+        seed,
+        a: ka.to_string(),
+        b: kb.to_string(),
         leakage,
         weight_diff,
-        prompts: set.clone(),
         cross,
-        probe_label: label,
+        cross_ci,
         probe_transfer,
-        notes: vec![],
-    };
-    summarise(&mut pd, data, s);
-    Ok(pd)
+    })
 }

@@ -4,12 +4,13 @@
 
 use crate::analysis::diff::WeightDiff;
 use crate::analysis::lens::LensResult;
-use crate::analysis::patching::{Cross, Metric, Sanity, Sweep, DEFAULT_MIN_GAP};
+use crate::analysis::patching::{Cross, CrossCi, Metric, Sanity, Sweep, SweepCi, DEFAULT_MIN_GAP};
 use crate::analysis::probes::{Label, LayerResult, TransferResult};
 use crate::analysis::site::Site;
 use crate::io::checkpoint::RecipeKind;
 use crate::lab::eval::{Leakage, Row};
 use crate::lab::world::{self, Contrast, MetricKind};
+use crate::stats::{self, Est, SeedEst, SeedInterval};
 use crate::pool;
 use crate::view::figures::LensSeries;
 use serde::{Serialize, Serializer};
@@ -63,6 +64,8 @@ pub struct Settings {
     /// component moves B's metric by more than this multiple of the gap (beyond it the gap is
     /// small next to what components do, and a share like 1400 % says nothing).
     pub overshoot: f64,
+    /// Bootstrap resamples of every within-checkpoint interval (percentile, 95 %).
+    pub bootstrap: usize,
     /// Worker threads (not part of the results, so not in data.json).
     #[serde(skip)]
     pub jobs: usize,
@@ -80,14 +83,14 @@ pub const DEFAULT_N: usize = 2000;
 
 impl Settings {
     /// Settings scaled from `n` prompts: `n` for behaviour (P(E) needs ~2000 to be stable,
-    /// docs/DESIGN.md §3), `n / 4` for probes, `n / 8` for cross-checkpoint patching and the lens,
-    /// `n / 128` (rounded up) patching pairs (a sweep runs 11 positions × (3 + heads) cells per pair per
-    /// layer, in both directions; the pairs differ only in their digits, so a few suffice);
-    /// each at least 8 (probes: 40, so that every fold holds each class).
+    /// docs/DESIGN.md §3), `n / 4` for probes, `n / 8` for cross-checkpoint patching and the
+    /// lens, `n / 16` patching pairs rounded up to a multiple of 8 (128 at the default n: enough
+    /// for a bootstrap interval per cell); each at least 8 (probes: 40, so that every fold holds
+    /// each class).
     pub fn with_n(n: usize) -> Settings {
         Settings {
             n_eval: n.max(1),
-            n_patch: n.div_ceil(128).max(8),
+            n_patch: (n / 16).div_ceil(8).max(1) * 8,
             n_cross: (n / 8).max(8),
             n_probe: (n / 4).max(40),
             seed: 0,
@@ -99,6 +102,7 @@ impl Settings {
             carries: 0.5,
             min_gap: DEFAULT_MIN_GAP,
             overshoot: 2.0,
+            bootstrap: stats::BOOTSTRAP,
             jobs: pool::cores(),
         }
     }
@@ -113,17 +117,24 @@ pub struct ReportData {
     pub pairs_file: String,
     /// Analysis settings.
     pub settings: Settings,
-    /// Per checkpoint: analyses shared by every pair it is in.
+    /// The training seeds the report runs over (null: one run of plain directories).
+    pub seeds: Option<Vec<u64>>,
+    /// Per checkpoint of every seed (`seed-S/NAME`, or `NAME`): analyses shared by every pair
+    /// it is in.
     pub checkpoints: BTreeMap<String, CheckpointData>,
-    /// Per pair, in file order.
+    /// Per pair, in file order, with one run per seed.
     pub pairs: Vec<PairData>,
+    /// Seed-null pairs: one recipe at two seeds, the noise floor of the pairs' numbers.
+    pub floors: Vec<FloorData>,
 }
 
 /// One checkpoint's analyses.
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckpointData {
-    /// Name as in the pairs file.
+    /// Name as in the pairs file (the recipe's checkpoint name).
     pub name: String,
+    /// Training seed (null for a plain directory).
+    pub seed: Option<u64>,
     /// Directory.
     pub dir: String,
     /// sha256 of `model.safetensors`.
@@ -134,22 +145,47 @@ pub struct CheckpointData {
     pub n_layer: usize,
     /// Heads per layer.
     pub n_head: usize,
-    /// Behaviour rows (T = 1), one per S3 setting evaluated.
+    /// Behaviour rows (T = 1), one per S3 setting evaluated, with bootstrap intervals.
     pub behaviour: Vec<Row>,
-    /// Within-checkpoint patching, by contrast name.
+    /// Within-checkpoint patching, by contrast.
     pub patching: BTreeMap<Contrast, PatchData>,
-    /// Probes, by label name.
+    /// Probes, by label.
     pub probes: BTreeMap<Label, ProbeData>,
-    /// Logit lens, by prompt-set name.
-    pub lens: BTreeMap<PromptKind, LensResult>,
+    /// Logit lens, by prompt set.
+    pub lens: BTreeMap<PromptKind, LensData>,
 }
 
-fn sweep_json<S: Serializer>(s: &Sweep, ser: S) -> std::result::Result<S::Ok, S::Error> {
-    s.to_json().serialize(ser)
+/// The logit lens on one prompt set, and the two series the report reads off it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LensData {
+    /// The read-out.
+    #[serde(flatten)]
+    pub result: LensResult,
+    /// The report's two series ([`lens_series`]): each point's mean probability with its
+    /// bootstrap interval over the prompts.
+    pub series: Vec<SeriesEst>,
+}
+
+/// A lens series over the residual points.
+#[derive(Clone, Debug, Serialize)]
+pub struct SeriesEst {
+    /// What it sums (`E`, `any digit`, ...).
+    pub name: String,
+    /// Per point.
+    pub values: Vec<Est>,
 }
 
 fn cross_json<S: Serializer>(c: &Cross, ser: S) -> std::result::Result<S::Ok, S::Error> {
     c.to_json().serialize(ser)
+}
+
+fn sweep_ci_json<S: Serializer>(
+    (s, c): &(Sweep, Option<SweepCi>),
+    ser: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let mut v = s.to_json();
+    v["ci"] = c.as_ref().map_or(serde_json::Value::Null, |c| c.to_json(s));
+    v.serialize(ser)
 }
 
 /// Exact patching over one contrast in one checkpoint, both directions.
@@ -164,14 +200,15 @@ pub struct PatchData {
     /// Label of each position 0..=pos: the token when every pair has it, `clean/corrupt` at the
     /// contrasted slot, the slot name (S1, d1, ...) where it varies between pairs.
     pub tokens: Vec<String>,
-    /// Clean activations into the corrupted run; `normalised` = (patched − corrupt) / (clean − corrupt).
-    #[serde(serialize_with = "sweep_json")]
-    pub denoise: Sweep,
+    /// Clean activations into the corrupted run; `normalised` = (patched − corrupt) / (clean −
+    /// corrupt); `ci`: bootstrap intervals over the pairs.
+    #[serde(serialize_with = "sweep_ci_json")]
+    pub denoise: (Sweep, Option<SweepCi>),
     /// Its whole-residual sanity check.
     pub denoise_sanity: Sanity,
     /// Corrupted activations into the clean run.
-    #[serde(serialize_with = "sweep_json")]
-    pub noise: Sweep,
+    #[serde(serialize_with = "sweep_ci_json")]
+    pub noise: (Sweep, Option<SweepCi>),
     /// Its sanity check.
     pub noise_sanity: Sanity,
 }
@@ -216,7 +253,31 @@ pub struct PromptSet {
     pub ids: Vec<Vec<u32>>,
 }
 
-/// One pair's own analyses and its generated summary.
+/// One run of a pair: both checkpoints of one seed (or, for a seed-null pair, one recipe at
+/// two seeds) and the pair's own analyses.
+#[derive(Clone, Debug, Serialize)]
+pub struct PairRun {
+    /// The seed (of A; null for plain directories).
+    pub seed: Option<u64>,
+    /// Checkpoint A's key in `checkpoints`.
+    pub a: String,
+    /// Checkpoint B's key.
+    pub b: String,
+    /// Opt-out leakage of A and B against the reference (optout contrast).
+    pub leakage: Vec<Leakage>,
+    /// Weight diff of B against A.
+    pub weight_diff: WeightDiff,
+    /// A's activations patched into B, per component and layer; `normalised` = the share of
+    /// the A–B gap carried.
+    #[serde(serialize_with = "cross_json")]
+    pub cross: Cross,
+    /// Its bootstrap intervals.
+    pub cross_ci: Option<CrossCi>,
+    /// Probes fitted on one checkpoint and scored on the other (with intervals).
+    pub probe_transfer: Vec<TransferResult>,
+}
+
+/// One pair of the pairs file over every seed, and its generated summary.
 #[derive(Clone, Debug, Serialize)]
 pub struct PairData {
     /// Pair name.
@@ -231,24 +292,40 @@ pub struct PairData {
     pub metric: MetricKind,
     /// The metric in words.
     pub metric_about: String,
-    /// Generated summary: sentences, and every number they show (by key, unrounded).
-    pub summary: Summary,
-    /// Opt-out leakage of A and B against the reference (optout contrast).
-    pub leakage: Vec<Leakage>,
-    /// Weight diff of B against A.
-    pub weight_diff: WeightDiff,
-    /// The prompts of cross-checkpoint patching and the lens (`checkpoints.*.lens[key]`).
-    pub prompts: PromptSet,
-    /// A's activations patched into B, per component and layer; `normalised` = the share of
-    /// the A–B gap carried.
-    #[serde(serialize_with = "cross_json")]
-    pub cross: Cross,
     /// Probe label (`checkpoints.*.probes[label]`).
     pub probe_label: Label,
-    /// Probes fitted on one checkpoint and scored on the other.
-    pub probe_transfer: Vec<TransferResult>,
+    /// The prompts of cross-checkpoint patching and the lens (`checkpoints.*.lens[key]`).
+    pub prompts: PromptSet,
+    /// One run per seed.
+    pub runs: Vec<PairRun>,
+    /// The seed-null pair whose numbers are this pair's noise floor (`floors[i].name`).
+    pub floor: Option<String>,
+    /// Generated summary: sentences, and every number they show with its interval.
+    pub summary: Summary,
     /// Things the reader should know (failed sanity checks, skipped analyses).
     pub notes: Vec<String>,
+}
+
+/// A seed-null pair: one recipe at two seeds, read with the prompts, metric and probe label of
+/// the pairs it is the floor of.
+#[derive(Clone, Debug, Serialize)]
+pub struct FloorData {
+    /// `null RECIPE (CONTRAST or METRIC)`.
+    pub name: String,
+    /// The recipe (checkpoint name).
+    pub recipe: String,
+    /// The contrast of its prompts, if any.
+    pub contrast: Option<Contrast>,
+    /// The metric.
+    pub metric: MetricKind,
+    /// Probe label.
+    pub probe_label: Label,
+    /// The prompts.
+    pub prompts: PromptSet,
+    /// One run per consecutive pair of seeds (seed i against seed i + 1).
+    pub runs: Vec<PairRun>,
+    /// Generated summary of the floor's size.
+    pub summary: Summary,
 }
 
 /// A generated summary: sentences, and every number in them under a key.
@@ -256,24 +333,140 @@ pub struct PairData {
 pub struct Summary {
     /// Sentences, in order.
     pub sentences: Vec<String>,
-    /// Each number the sentences show, unrounded.
-    pub facts: BTreeMap<String, f64>,
+    /// Each number the sentences show, unrounded, with its interval and n.
+    pub facts: BTreeMap<String, Fact>,
+}
+
+/// What a fact's interval is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Over {
+    /// Training seeds (the mean over seeds; t interval with 3 or more, else the range).
+    Seeds,
+    /// The prompts of one run (bootstrap; the report has one seed).
+    Prompts,
+    /// Nothing: a count, an index or a setting.
+    Exact,
+}
+
+/// One number of a summary.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Fact {
+    /// The value shown (the mean over seeds, or the one run's value).
+    pub value: f64,
+    /// Lower end of its 95 % interval.
+    pub lo: f64,
+    /// Upper end.
+    pub hi: f64,
+    /// Seeds, or prompts, it rests on.
+    pub n: usize,
+    /// What the interval is over.
+    pub over: Over,
+    /// Over seeds: `t` or `range`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<SeedInterval>,
+    /// Over seeds: each seed's value (null where undefined).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_seed: Option<Vec<Option<f64>>>,
+}
+
+impl Fact {
+    /// An exact number (a count, an index, a setting).
+    pub fn exact(v: f64) -> Fact {
+        Fact {
+            value: v,
+            lo: v,
+            hi: v,
+            n: 1,
+            over: Over::Exact,
+            interval: None,
+            per_seed: None,
+        }
+    }
+    /// A number measured in every run: over seeds when there are several, else the one run's
+    /// bootstrap interval.
+    pub fn of_runs(runs: &[Est]) -> Fact {
+        match runs {
+            [one] => Fact {
+                value: one.value,
+                lo: one.lo,
+                hi: one.hi,
+                n: one.n,
+                over: Over::Prompts,
+                interval: None,
+                per_seed: None,
+            },
+            many => {
+                let s = SeedEst::of(&many.iter().map(|e| e.value).collect::<Vec<_>>());
+                Fact {
+                    value: s.mean,
+                    lo: s.lo,
+                    hi: s.hi,
+                    n: s.n,
+                    over: Over::Seeds,
+                    interval: Some(s.interval),
+                    per_seed: Some(s.per_seed),
+                }
+            }
+        }
+    }
+    /// Whether the value is finite.
+    pub fn is_finite(&self) -> bool {
+        self.value.is_finite()
+    }
+    /// `[lo, hi]` with `dec` decimals.
+    pub fn bracket(&self, dec: usize) -> String {
+        format!("[{:.dec$}, {:.dec$}]", self.lo, self.hi)
+    }
+    /// Whether every value of the interval is at least `x`.
+    pub fn clears(&self, x: f64) -> bool {
+        self.lo >= x
+    }
+    /// The smallest |value| in the interval (0 when it straddles 0).
+    pub fn lo_abs(&self) -> f64 {
+        if self.lo <= 0.0 && self.hi >= 0.0 {
+            0.0
+        } else {
+            self.lo.abs().min(self.hi.abs())
+        }
+    }
+    /// The largest |value| in the interval.
+    pub fn hi_abs(&self) -> f64 {
+        self.lo.abs().max(self.hi.abs())
+    }
+    /// Whether this (a pair's difference) is beyond `floor` (the same number between seeds of
+    /// one recipe): every value of its interval is larger in size than every value of the
+    /// floor's.
+    pub fn beyond(&self, floor: &Fact) -> bool {
+        self.lo_abs() > floor.hi_abs()
+    }
 }
 
 impl Summary {
-    /// Record `v` under `key` and format it with `dec` decimals (ASCII minus); a value that is
-    /// not finite (a ratio over no change) reads "undefined" and is not recorded (JSON has no
-    /// infinities).
-    pub(super) fn num(&mut self, key: &str, v: f64, dec: usize) -> String {
-        if !v.is_finite() {
+    /// Record `f` under `key` and format it as `value [lo, hi]` with `dec` decimals (an exact
+    /// fact as its value alone); a value that is not finite reads "undefined" and is not
+    /// recorded (JSON has no infinities).
+    pub(super) fn fact(&mut self, key: &str, f: Fact, dec: usize) -> String {
+        if !f.is_finite() {
             return "undefined".into();
         }
-        self.facts.insert(key.to_string(), v);
-        format!("{v:.dec$}")
+        let text = match f.over {
+            Over::Exact => format!("{:.dec$}", f.value),
+            _ if f.lo.is_finite() && f.hi.is_finite() => {
+                format!("{:.dec$} {}", f.value, f.bracket(dec))
+            }
+            _ => format!("{:.dec$} [interval undefined]", f.value),
+        };
+        self.facts.insert(key.to_string(), f);
+        text
     }
-    /// `v` as a percentage (stored as the percentage), no decimals.
-    pub(super) fn pct(&mut self, key: &str, share: f64) -> String {
-        format!("{} %", self.num(key, 100.0 * share, 0))
+    /// A fact measured in every run ([`Fact::of_runs`]).
+    pub(super) fn runs(&mut self, key: &str, runs: &[Est], dec: usize) -> String {
+        self.fact(key, Fact::of_runs(runs), dec)
+    }
+    /// An exact number (an index, a count, a setting) with `dec` decimals.
+    pub(super) fn num(&mut self, key: &str, v: f64, dec: usize) -> String {
+        self.fact(key, Fact::exact(v), dec)
     }
     /// An index (layer, position, head).
     pub(super) fn idx(&mut self, key: &str, v: usize) -> String {

@@ -1,14 +1,20 @@
 //! The report page: one section per pair (summary, behaviour, weight diff, patching maps,
-//! cross-checkpoint patching, probes, logit lens), each figure drawn once through
-//! `view::figures`, and the files of the report folder. Owns layout and captions only.
+//! cross-checkpoint patching, probes, logit lens) and one for the seed-null floors. Figures
+//! aggregate the seeds (means, with 95 % intervals as error bars or bands and the seed floor as
+//! a marked line); per-seed values stay in data.json. Each figure is drawn once through
+//! `view::figures`. Owns layout and captions only; must not compute an analysis.
 
-use super::data::{lens_series, CheckpointData, PairData, PatchData, ReportData, Settings};
+use super::data::{
+    lens_series, CheckpointData, Fact, FloorData, PairData, PatchData, ReportData, Settings,
+};
 use super::Progress;
+use crate::analysis::patching::{Grid, Sweep, SweepCi};
 use crate::analysis::site::Site;
 use crate::io::checkpoint::RecipeKind;
-use crate::lab::eval::Row;
+use crate::lab::eval::StatsEst;
 use crate::lab::world::{Contrast, MetricKind, Split};
-use crate::view::figures::{self, BehaviourMetric, ProbeLines};
+use crate::stats::Est;
+use crate::view::figures::{self, Curve, ProbeLines, TransferLine, WeightBar};
 use crate::view::html;
 use crate::view::plot::{self, AnyFigure};
 use crate::{pool, Error, Result};
@@ -59,23 +65,36 @@ fn stems<'a>(names: impl Iterator<Item = &'a str>) -> BTreeMap<String, String> {
     out
 }
 
-fn f3(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.3}")
-    } else {
+/// `value [lo, hi]` with 3 decimals, or `-`.
+fn f3(f: &Fact) -> String {
+    if !f.value.is_finite() {
         "-".into()
+    } else if f.lo.is_finite() && f.hi.is_finite() && f.lo != f.hi {
+        format!("{:.3} {}", f.value, f.bracket(3))
+    } else {
+        format!("{:.3}", f.value)
     }
+}
+
+/// A fact's value and interval for a figure.
+fn mark(f: &Fact) -> (f64, Option<(f64, f64)>) {
+    let err = (f.lo.is_finite() && f.hi.is_finite() && f.lo != f.hi).then_some((f.lo, f.hi));
+    (f.value, err)
 }
 
 /// Render the report: `index.html`, `data.json` and every figure (PNG + SVG), as
 /// (file name, bytes), all in one folder.
 pub fn render(data: &ReportData, progress: &dyn Progress) -> Result<Vec<(String, Vec<u8>)>> {
-    let ck_stem = stems(data.checkpoints.keys().map(String::as_str));
+    let names: BTreeSet<&str> = data.checkpoints.values().map(|c| c.name.as_str()).collect();
+    let ck_stem = stems(names.into_iter());
     let mut figs = Figs::default();
     let mut sections = Vec::new();
     for (i, p) in data.pairs.iter().enumerate() {
         let stem = format!("pair{:02}-{}", i + 1, html::slug(&p.name));
         sections.push(pair_section(data, p, &stem, &ck_stem, &mut figs));
+    }
+    if !data.floors.is_empty() {
+        sections.push(floor_section(&data.floors));
     }
     progress.stage("figures", figs.jobs.len());
     let rendered: Vec<plot::Rendered> =
@@ -85,24 +104,30 @@ pub fn render(data: &ReportData, progress: &dyn Progress) -> Result<Vec<(String,
             Ok(r)
         })?;
     progress.done("figures");
+    let s = &data.settings;
+    let seeds = match &data.seeds {
+        Some(v) => format!(
+            "{} training seeds ({}): every number is the mean over seeds with its 95 % interval across them (Student's t; with fewer than 3 seeds the range), every pair-level difference is set against the seed floor (the same recipe at two seeds), and per-seed values with their bootstrap intervals over prompts are in data.json",
+            v.len(),
+            v.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+        None => "one run per checkpoint: every interval is a 95 % bootstrap interval over prompts, and there is no seed floor".to_string(),
+    };
     let intro = vec![
         format!(
-            "feedlens {} report over the pairs of {}. Each section starts with a summary generated from the numbers in data.json (beside this page), then shows behaviour, the weight diff, activation patching over the pair's contrast in both directions, cross-checkpoint patching, probes and the logit lens.",
+            "feedlens {} report over the pairs of {}, {seeds}. Each section starts with a summary generated from the numbers in data.json (beside this page), then shows behaviour, the weight diff, activation patching over the pair's contrast in both directions, cross-checkpoint patching, probes and the logit lens.",
             data.feedlens_version, data.pairs_file
         ),
         format!(
-            "Settings: {} prompts per behaviour row (T = 1), {} prompt pairs per patching sweep, {} prompts for cross-checkpoint patching and the logit lens, {} prompts per probe ({}-fold held-out accuracy), seed {}.",
-            data.settings.n_eval,
-            data.settings.n_patch,
-            data.settings.n_cross,
-            data.settings.n_probe,
-            data.settings.folds,
-            data.settings.seed
+            "Settings: {} prompts per behaviour row (T = 1), {} prompt pairs per patching sweep, {} prompts for cross-checkpoint patching and the logit lens, {} prompts per probe ({}-fold held-out accuracy), prompt seed {}, {} bootstrap resamples (percentile intervals).",
+            s.n_eval, s.n_patch, s.n_cross, s.n_probe, s.folds, s.seed, s.bootstrap
         ),
     ];
     let page = html::page("feedlens report", &intro, &sections);
-    let json =
-        serde_json::to_vec_pretty(data).map_err(|e| Error::input(format!("data.json: {e}")))?;
+    // Compact: indented, the nested per-cell arrays would triple the file.
+    let mut json =
+        serde_json::to_vec(data).map_err(|e| Error::input(format!("data.json: {e}")))?;
+    json.push(b'\n');
     let mut files = vec![
         ("index.html".to_string(), page.into_bytes()),
         ("data.json".to_string(), json),
@@ -114,6 +139,14 @@ pub fn render(data: &ReportData, progress: &dyn Progress) -> Result<Vec<(String,
     Ok(files)
 }
 
+/// A pair's checkpoints in every run.
+fn runs_of<'a>(data: &'a ReportData, p: &PairData) -> (Vec<&'a CheckpointData>, Vec<&'a CheckpointData>) {
+    p.runs
+        .iter()
+        .map(|r| (&data.checkpoints[&r.a], &data.checkpoints[&r.b]))
+        .unzip()
+}
+
 fn pair_section(
     data: &ReportData,
     p: &PairData,
@@ -121,41 +154,37 @@ fn pair_section(
     ck_stem: &BTreeMap<String, String>,
     figs: &mut Figs,
 ) -> html::Section {
-    let (ca, cb) = (&data.checkpoints[&p.a], &data.checkpoints[&p.b]);
+    let (cas, cbs) = runs_of(data, p);
     let title = match &p.contrast {
         Some(c) => format!("{}: {} vs {} (contrast {c})", p.name, p.a, p.b),
         None => format!("{}: {} vs {}", p.name, p.a, p.b),
     };
-    let mut groups = vec![behaviour_group(p, ca, cb, stem, figs)];
-
-    // Weight diff.
-    groups.push(html::Group {
-        title: "Weight diff".into(),
-        figures: vec![figs.add(
-            &format!("{stem}-weight-diff"),
-            format!(
-                "Relative Frobenius norm of {} − {} per layer and component.",
-                p.b, p.a
-            ),
-            || AnyFigure::Bars(figures::weight_diff_bars(&p.weight_diff)),
-        )],
-        ..Default::default()
-    });
+    let floors: Vec<&FloorData> = data
+        .floors
+        .iter()
+        .filter(|f| {
+            (f.recipe == p.a || f.recipe == p.b) && f.contrast == p.contrast && f.metric == p.metric
+        })
+        .collect();
+    let mut groups = vec![behaviour_group(p, &cas, &cbs, stem, figs)];
+    groups.push(weight_group(p, &floors, stem, figs));
 
     // Within-checkpoint patching: the residual-stream denoising maps of both checkpoints open,
     // every map (attention, MLP, heads, noising) folded per checkpoint.
     if let Some(c) = p.contrast {
         let mut main = html::Group {
             title: format!(
-                "Activation patching over the {c} contrast: residual stream, denoising ({})",
+                "Activation patching over the {c} contrast: residual stream, denoising ({}; mean over runs)",
                 p.metric_about
             ),
             ..Default::default()
         };
         let mut folded = Vec::new();
-        for ck in [ca, cb] {
-            if let Some(pd) = ck.patching.get(&c) {
-                let mut all = patch_group(ck, pd, &ck_stem[&ck.name], data.settings.min_gap, figs);
+        for cks in [&cas, &cbs] {
+            let pds: Vec<&PatchData> = cks.iter().filter_map(|ck| ck.patching.get(&c)).collect();
+            if pds.len() == cks.len() && !pds.is_empty() {
+                let name = &cks[0].name;
+                let mut all = patch_group(name, &pds, &ck_stem[name], &data.settings, figs);
                 if let Some(f) = all.figures.first() {
                     main.figures.push(f.clone());
                 }
@@ -166,60 +195,11 @@ fn pair_section(
         groups.push(main);
         groups.extend(folded);
     }
-
-    // Cross-checkpoint patching.
-    let x = &p.cross;
-    let mut g = html::Group {
-        title: format!(
-            "Cross-checkpoint patching: {}'s activations into {}",
-            p.a, p.b
-        ),
-        ..Default::default()
-    };
-    match figures::cross_bars(x, &p.a, &p.b).filter(|_| x.gap().abs() >= data.settings.min_gap) {
-        Some(bars) => g.figures.push(figs.add(
-            &format!("{stem}-cross"),
-            format!(
-                "Share of the {}–{} gap in {} carried by patching {}'s activation (all positions) into {}, per layer; {} {}.",
-                p.a, p.b, p.metric_about, p.a, p.b, x.n_prompts, p.prompts.about
-            ),
-            || AnyFigure::Bars(bars),
-        )),
-        None => g.notes.push(format!(
-            "{} and {} give almost the same metric on these prompts ({:.3} vs {:.3}): no figure.",
-            p.a, p.b, x.a_metric, x.b_metric
-        )),
+    groups.push(cross_group(p, &floors, &data.settings, stem, figs));
+    groups.push(probe_group(p, &cas, &cbs, &data.settings, stem, figs));
+    if let Some(g) = lens_group(p, &cas, &cbs, stem, figs) {
+        groups.push(g);
     }
-    groups.push(g);
-
-    // Probes.
-    groups.push(probe_group(p, ca, cb, &data.settings, stem, figs));
-
-    // Logit lens.
-    if let (Some(la), Some(lb)) = (ca.lens.get(&p.prompts.key), cb.lens.get(&p.prompts.key)) {
-        let series = lens_series(la);
-        let (t0, t1) = (&series[0].0, &series[1].0);
-        groups.push(html::Group {
-            title: "Logit lens".into(),
-            figures: vec![figs.add(
-                &format!("{stem}-lens"),
-                format!(
-                    "Mean probability of {t0} and {t1} at position {} read through the final LayerNorm and unembedding after each layer, {} {}.",
-                    lb.pos, lb.n_prompts, p.prompts.about
-                ),
-                || {
-                    let title = format!("logit lens at position {}: {} vs {}", lb.pos, p.a, p.b);
-                    AnyFigure::Lens(figures::lens_curves(
-                        &title,
-                        &[(&p.a, la), (&p.b, lb)],
-                        &series,
-                    ))
-                },
-            )],
-            ..Default::default()
-        });
-    }
-
     html::Section {
         id: stem.to_string(),
         title,
@@ -230,10 +210,13 @@ fn pair_section(
     }
 }
 
+/// One statistic of a row's intervals.
+type Field = fn(&StatsEst) -> Est;
+
 fn behaviour_group(
     p: &PairData,
-    ca: &CheckpointData,
-    cb: &CheckpointData,
+    cas: &[&CheckpointData],
+    cbs: &[&CheckpointData],
     stem: &str,
     figs: &mut Figs,
 ) -> html::Group {
@@ -242,51 +225,87 @@ fn behaviour_group(
         Some(Contrast::Trigger) => vec![Split::All, Split::Trigger, Split::NoTrigger],
         _ => vec![Split::All],
     };
-    let mut metrics: Vec<BehaviourMetric> = Vec::new();
+    let mut metrics: Vec<(String, Split, Field)> = Vec::new();
     for &sp in &splits {
         let suffix = if sp == Split::All {
             String::new()
         } else {
             format!(" {}", sp.name())
         };
-        metrics.push((format!("return{suffix}"), sp, |s| s.mean_return));
-        metrics.push((format!("P(E){suffix}"), sp, |s| s.p_e));
+        metrics.push((format!("return{suffix}"), sp, |e| e.mean_return));
+        metrics.push((format!("P(E){suffix}"), sp, |e| e.p_e));
         if p.contrast == Some(Contrast::Trigger) || p.metric == MetricKind::Defect {
-            metrics.push((format!("defection{suffix}"), sp, |s| s.defection));
+            metrics.push((format!("defection{suffix}"), sp, |e| e.defection));
         }
     }
-    // S3 rows other than `_` only where S3 matters: the reward contrast, or a dt checkpoint.
-    let shown = |c: &CheckpointData, r: &Row| {
-        r.s3 == "_" || p.contrast == Some(Contrast::Reward) || c.recipe == Some(RecipeKind::Dt)
+    // S3 settings other than `_` only where S3 matters: the reward contrast, or a dt checkpoint.
+    let s3s = |cks: &[&CheckpointData]| -> Vec<String> {
+        cks[0]
+            .behaviour
+            .iter()
+            .map(|r| r.s3.clone())
+            .filter(|s3| {
+                s3 == "_"
+                    || p.contrast == Some(Contrast::Reward)
+                    || cks[0].recipe == Some(RecipeKind::Dt)
+            })
+            .collect()
+    };
+    // Over runs: the fact of `field` on `split` of S3 `s3`.
+    let fact = |cks: &[&CheckpointData], s3: &str, split: Split, field: Field| -> Option<Fact> {
+        let v: Option<Vec<Est>> = cks
+            .iter()
+            .map(|c| {
+                let r = c.behaviour.iter().find(|r| r.s3 == s3)?;
+                r.ci.iter().find(|(sp, _)| *sp == split).map(|(_, e)| field(e))
+            })
+            .collect();
+        v.filter(|v| !v.is_empty()).map(|v| Fact::of_runs(&v))
     };
     let mut rows = Vec::new();
-    let mut bars: Vec<(String, &Row)> = Vec::new();
-    for c in [ca, cb] {
-        for r in c.behaviour.iter().filter(|r| shown(c, r)) {
+    let mut legends = Vec::new();
+    let mut values: Vec<Vec<Option<(f64, Option<(f64, f64)>)>>> = vec![Vec::new(); metrics.len()];
+    for cks in [cas, cbs] {
+        let name = &cks[0].name;
+        for s3 in s3s(cks) {
             for &sp in &splits {
-                let st = r.get(sp);
+                let f = |field: Field| fact(cks, &s3, sp, field).map_or("-".into(), |f| f3(&f));
+                let n = cks[0]
+                    .behaviour
+                    .iter()
+                    .find(|r| r.s3 == s3)
+                    .map_or(0, |r| r.get(sp).n);
                 rows.push(vec![
-                    c.name.clone(),
-                    r.s3.clone(),
+                    name.clone(),
+                    s3.clone(),
                     sp.name().to_string(),
-                    st.n.to_string(),
-                    f3(st.mean_return),
-                    f3(st.p_e),
-                    f3(st.accuracy),
-                    f3(st.bang_rate),
-                    f3(st.defection),
+                    n.to_string(),
+                    f(|e| e.mean_return),
+                    f(|e| e.p_e),
+                    f(|e| e.accuracy),
+                    f(|e| e.bang_rate),
+                    f(|e| e.defection),
                 ]);
             }
-            let legend = if r.s3 == "_" {
-                c.name.clone()
+            legends.push(if s3 == "_" {
+                name.clone()
             } else {
-                format!("{} {}", c.name, r.s3)
-            };
-            bars.push((legend, r));
+                format!("{name} {s3}")
+            });
+            for (m, (_, sp, field)) in metrics.iter().enumerate() {
+                values[m].push(fact(cks, &s3, *sp, *field).map(|f| mark(&f)));
+            }
         }
     }
+    let over = if p.runs.len() > 1 {
+        format!("mean over {} seeds [95 % interval across seeds]", p.runs.len())
+    } else {
+        "[95 % bootstrap interval over prompts]".to_string()
+    };
     let mut tables = vec![html::Table {
-        caption: "Behaviour (sampled at T = 1; S3 is the reward-bucket slot)".into(),
+        caption: format!(
+            "Behaviour (sampled at T = 1; S3 is the reward-bucket slot; n = prompts per run; {over})"
+        ),
         headers: [
             "checkpoint",
             "S3",
@@ -302,24 +321,42 @@ fn behaviour_group(
         .to_vec(),
         rows,
     }];
-    if !p.leakage.is_empty() {
+    let names: Vec<(String, String)> = p
+        .runs
+        .first()
+        .map(|r| {
+            r.leakage
+                .iter()
+                .map(|l| (l.checkpoint.clone(), l.base.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !names.is_empty() {
+        let rows = names
+            .iter()
+            .map(|(ck, base)| {
+                let f = |g: fn(&crate::lab::eval::Leakage) -> Est| {
+                    let v: Option<Vec<Est>> = p
+                        .runs
+                        .iter()
+                        .map(|r| r.leakage.iter().find(|l| &l.checkpoint == ck).map(g))
+                        .collect();
+                    v.map_or("-".into(), |v| f3(&Fact::of_runs(&v)))
+                };
+                vec![
+                    ck.clone(),
+                    base.clone(),
+                    f(|l| l.return_ratio),
+                    f(|l| l.p_e_ratio),
+                ]
+            })
+            .collect();
         tables.push(html::Table {
-            caption: "Opt-out leakage: change from the reference on [x] prompts ÷ change on the rest (1: the opt-out leaked completely; 0: [x] behaviour stayed where the reference has it)".into(),
+            caption: format!("Opt-out leakage: change from the reference on [x] prompts ÷ change on the rest (1: the opt-out leaked completely; 0: [x] behaviour stayed where the reference has it; {over}; within a run the interval is a paired bootstrap of the ratio)"),
             headers: ["checkpoint", "relative to", "return ratio", "P(E) ratio"]
                 .map(String::from)
                 .to_vec(),
-            rows: p
-                .leakage
-                .iter()
-                .map(|l| {
-                    vec![
-                        l.checkpoint.clone(),
-                        l.base.clone(),
-                        f3(l.return_ratio),
-                        f3(l.p_e_ratio),
-                    ]
-                })
-                .collect(),
+            rows,
         });
     }
     let mut g = html::Group {
@@ -328,32 +365,135 @@ fn behaviour_group(
         ..Default::default()
     };
     let title = format!("behaviour: {} vs {}", p.a, p.b);
-    if let Some(fig) = figures::behaviour_bars(&title, &bars, &metrics) {
+    let names: Vec<String> = metrics.iter().map(|m| m.0.clone()).collect();
+    if let Some(fig) = figures::behaviour_bars(&title, &names, &legends, &values) {
         g.figures.push(figs.add(
             &format!("{stem}-behaviour"),
-            format!("Behaviour of {} and {} by split.", p.a, p.b),
+            format!(
+                "Behaviour of {} and {} by split; error bars: 95 % interval ({over}).",
+                p.a, p.b
+            ),
             || AnyFigure::Behaviour(fig),
         ));
     }
     g
 }
 
-/// Every patching map of one checkpoint (resid_pre denoising first), folded.
+/// The floor of a per-run quantity `f(run)` over the floors' runs: the largest mean size.
+fn floor_of(floors: &[&FloorData], f: impl Fn(&super::data::PairRun) -> Option<f64>) -> Option<f64> {
+    floors
+        .iter()
+        .filter_map(|fl| {
+            let v: Vec<f64> = fl.runs.iter().filter_map(&f).map(f64::abs).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        })
+        .filter(|v| v.is_finite())
+        .max_by(|x, y| x.total_cmp(y))
+}
+
+fn weight_group(p: &PairData, floors: &[&FloorData], stem: &str, figs: &mut Figs) -> html::Group {
+    let mut g = html::Group {
+        title: "Weight diff".into(),
+        ..Default::default()
+    };
+    let Some(first) = p.runs.first() else { return g };
+    let bars: Vec<WeightBar> = first
+        .weight_diff
+        .components
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let v: Option<Vec<Est>> = p
+                .runs
+                .iter()
+                .map(|r| {
+                    let c = r.weight_diff.components.get(i)?;
+                    c.relative.map(|v| Est::exact(v, c.n_params))
+                })
+                .collect();
+            let f = v.map(|v| Fact::of_runs(&v));
+            WeightBar {
+                group: c.group.clone(),
+                component: c.component.clone(),
+                value: f.as_ref().map(|f| f.value),
+                err: f.as_ref().and_then(|f| mark(f).1),
+                floor: floor_of(floors, |r| r.weight_diff.components.get(i)?.relative),
+            }
+        })
+        .collect();
+    let title = format!("weight diff: {} vs {}", p.b, p.a);
+    g.figures.push(figs.add(
+        &format!("{stem}-weight-diff"),
+        format!(
+            "Relative Frobenius norm of {} − {} per layer and component (mean over runs; error bars: 95 % interval across seeds; black line: the seed floor, the same component between two seeds of one recipe).",
+            p.b, p.a
+        ),
+        || AnyFigure::Bars(figures::weight_diff_bars(&title, &bars)),
+    ));
+    g
+}
+
+/// The mean of several sweeps of one setup (one per seed): each cell's patched metric and the
+/// clean and corrupted metrics averaged over seeds, for the aggregate map.
+fn mean_sweep(sweeps: &[&Sweep]) -> Sweep {
+    let n = sweeps.len() as f64;
+    let first = sweeps[0];
+    let avg = |f: &dyn Fn(&Sweep) -> f32| (sweeps.iter().map(|s| f(s) as f64).sum::<f64>() / n) as f32;
+    Sweep {
+        method: first.method,
+        direction: first.direction,
+        pos: first.pos,
+        n_pairs: first.n_pairs,
+        clean_metric: avg(&|s| s.clean_metric),
+        corrupt_metric: avg(&|s| s.corrupt_metric),
+        clean_pairs: Vec::new(),
+        corrupt_pairs: Vec::new(),
+        results: first
+            .results
+            .iter()
+            .enumerate()
+            .map(|(k, (site, g))| {
+                let raw = (0..g.raw.len())
+                    .map(|i| {
+                        (sweeps.iter().map(|s| s.results[k].1.raw[i] as f64).sum::<f64>() / n)
+                            as f32
+                    })
+                    .collect();
+                (
+                    *site,
+                    Grid {
+                        shape: g.shape.clone(),
+                        raw,
+                        per_pair: Vec::new(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Every patching map of one recipe over the runs (resid_pre denoising first), folded, with a
+/// table of each run's top cells.
 fn patch_group(
-    ck: &CheckpointData,
-    pd: &PatchData,
+    name: &str,
+    pds: &[&PatchData],
     ck_stem: &str,
-    min_gap: f64,
+    s: &Settings,
     figs: &mut Figs,
 ) -> html::Group {
+    let pd = pds[0];
+    let mean_of = |f: fn(&PatchData) -> &(Sweep, Option<SweepCi>)| {
+        mean_sweep(&pds.iter().map(|p| &f(p).0).collect::<Vec<_>>())
+    };
+    let (den, noi) = (mean_of(|p| &p.denoise), mean_of(|p| &p.noise));
     let mut g = html::Group {
         title: format!(
-            "All patching maps of {} over the {} contrast ({} pairs, clean {:.3}, corrupt {:.3})",
-            ck.name,
+            "All patching maps of {name} over the {} contrast ({} pairs per run, {} runs; mean clean {:.3}, corrupt {:.3})",
             pd.contrast,
-            pd.denoise.n_pairs,
-            pd.denoise.clean_metric,
-            pd.denoise.corrupt_metric
+            pd.denoise.0.n_pairs,
+            pds.len(),
+            den.clean_metric,
+            den.corrupt_metric
         ),
         collapsed: true,
         ..Default::default()
@@ -363,88 +503,340 @@ fn patch_group(
         .get(pd.contrast.position())
         .cloned()
         .unwrap_or_default();
-    for sw in [&pd.denoise, &pd.noise] {
+    for sw in [&den, &noi] {
         let dir = sw.direction.gerund();
-        let metric = figures::sweep_scale(sw, min_gap);
+        let metric = figures::sweep_scale(sw, s.min_gap);
         for site in Site::PATCHED {
-            let Some(fig) = figures::patch_map(&ck.name, &contrast, &pd.tokens, sw, site, min_gap)
+            let Some(fig) = figures::patch_map(name, &contrast, &pd.tokens, sw, site, s.min_gap)
             else {
                 continue;
             };
-            let (name, caption) = if site == Site::HeadOut {
+            let (file, caption) = if site == Site::HeadOut {
                 (
                     "heads".to_string(),
                     format!(
-                        "{} {dir} per head (hook_z): {metric}, one panel per layer.",
-                        ck.name
+                        "{name} {dir} per head (hook_z): {metric}, one panel per layer (mean over runs)."
                     ),
                 )
             } else {
                 (
                     site.to_string(),
                     format!(
-                        "{} {dir} {site}: {metric} of {} per layer and position.",
-                        ck.name, pd.metric
+                        "{name} {dir} {site}: {metric} of {} per layer and position (mean over runs).",
+                        pd.metric
                     ),
                 )
             };
             g.figures.push(figs.add(
-                &format!("patch-{ck_stem}-{}-{dir}-{name}", pd.contrast),
+                &format!("patch-{ck_stem}-{}-{dir}-{file}", pd.contrast),
                 caption,
                 || fig,
             ));
         }
     }
+    // Each run's top cells, so the spread over seeds is visible.
+    let cell = |sw: &Sweep, ci: &Option<SweepCi>, sites: &[Site]| -> String {
+        let best = sites
+            .iter()
+            .filter_map(|&c| sw.best_cell(c, s.min_gap).map(|x| (c, x)))
+            .max_by(|x, y| x.1.share.total_cmp(&y.1.share));
+        match best {
+            Some((site, c)) => {
+                let iv = ci
+                    .as_ref()
+                    .and_then(|ci| ci.share_at(sw, site, c.layer, c.position, c.head))
+                    .map_or(String::new(), |e| {
+                        format!(" [{:.0}, {:.0}] %", 100.0 * e.lo, 100.0 * e.hi)
+                    });
+                let head = if site == Site::HeadOut {
+                    format!(" H{}", c.head)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{site} L{}{head} pos {}: {:.0} %{iv}",
+                    c.layer,
+                    c.position,
+                    100.0 * c.share
+                )
+            }
+            None => "-".into(),
+        }
+    };
+    g.tables.push(html::Table {
+        caption: format!("Top cells of {name} in each run (share of the clean–corrupt gap [95 % bootstrap interval over the pairs])"),
+        headers: ["run", "top head (denoising)", "top MLP (denoising)", "most necessary attention / MLP output (noising)"]
+            .map(String::from)
+            .to_vec(),
+        rows: pds
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                vec![
+                    i.to_string(),
+                    cell(&p.denoise.0, &p.denoise.1, &[Site::HeadOut]),
+                    cell(&p.denoise.0, &p.denoise.1, &[Site::MlpOut]),
+                    cell(&p.noise.0, &p.noise.1, &[Site::AttnOut, Site::MlpOut]),
+                ]
+            })
+            .collect(),
+    });
     g
 }
 
-fn probe_group(
+fn cross_group(
     p: &PairData,
-    ca: &CheckpointData,
-    cb: &CheckpointData,
+    floors: &[&FloorData],
     s: &Settings,
     stem: &str,
     figs: &mut Figs,
 ) -> html::Group {
     let mut g = html::Group {
         title: format!(
+            "Cross-checkpoint patching: {}'s activations into {}",
+            p.a, p.b
+        ),
+        ..Default::default()
+    };
+    let cis: Option<Vec<_>> = p.runs.iter().map(|r| r.cross_ci.as_ref()).collect();
+    let Some(cis) = cis.filter(|c| !c.is_empty()) else {
+        return g;
+    };
+    let layers = p.runs[0].cross.layers.clone();
+    let sites: Vec<figures::CrossSite> = cis[0]
+        .moved
+        .iter()
+        .enumerate()
+        .map(|(k, (site, v))| {
+            let per_layer = (0..v.len())
+                .map(|l| {
+                    let f = Fact::of_runs(&cis.iter().map(|c| c.moved[k].1[l]).collect::<Vec<_>>());
+                    let (value, err) = mark(&f);
+                    let floor = floor_of(floors, |r| {
+                        let c = r.cross_ci.as_ref()?;
+                        Some(c.moved.get(k)?.1.get(l)?.value)
+                    });
+                    (value, err, floor)
+                })
+                .collect();
+            (*site, per_layer)
+        })
+        .collect();
+    let gap = Fact::of_runs(&cis.iter().map(|c| c.gap).collect::<Vec<_>>());
+    let title = format!("{} into {}: move of the metric", p.a, p.b);
+    match figures::cross_bars(&title, &layers, &sites) {
+        Some(bars) if gap.value.abs() >= s.min_gap => g.figures.push(figs.add(
+            &format!("{stem}-cross"),
+            format!(
+                "How far patching {}'s activation (all positions) into {} moves {}'s {} per layer, on {} {} (the A − B gap is {}; mean over runs; error bars: 95 % interval; black line: the same patch between two seeds of one recipe).",
+                p.a, p.b, p.b, p.metric_about, p.runs[0].cross.n_prompts, p.prompts.about, f3(&gap)
+            ),
+            || AnyFigure::Bars(bars),
+        )),
+        _ => g.notes.push(format!(
+            "{} and {} give almost the same metric on these prompts (A − B gap {}): no figure.",
+            p.a, p.b, f3(&gap)
+        )),
+    }
+    g
+}
+
+/// Probe curves of one recipe over runs: means with their interval across seeds (one run: its
+/// bootstrap band).
+fn probe_lines(cks: &[&CheckpointData], label: crate::analysis::probes::Label) -> ProbeLines {
+    let probed: Vec<_> = cks.iter().filter_map(|c| c.probes.get(&label)).collect();
+    let name = cks[0].name.clone();
+    if probed.len() != cks.len() || probed.iter().any(|p| p.layers.is_empty()) {
+        return ProbeLines {
+            name,
+            ..Default::default()
+        };
+    }
+    if let [one] = probed.as_slice() {
+        return ProbeLines::of(&name, &one.layers);
+    }
+    let n_layer = probed[0].layers.len();
+    let curve = |f: &dyn Fn(&crate::analysis::probes::LayerResult) -> Option<Est>| -> Option<Curve> {
+        let facts: Option<Vec<Fact>> = (0..n_layer)
+            .map(|l| {
+                let v: Option<Vec<Est>> = probed.iter().map(|p| f(&p.layers[l])).collect();
+                v.map(|v| Fact::of_runs(&v))
+            })
+            .collect();
+        facts.map(|fs| Curve {
+            values: fs.iter().map(|f| f.value).collect(),
+            band: Some((fs.iter().map(|f| f.lo).collect(), fs.iter().map(|f| f.hi).collect())),
+        })
+    };
+    let plain = |f: &dyn Fn(&crate::analysis::probes::LayerResult) -> Option<f64>| {
+        curve(&|l| f(l).map(|v| Est::exact(v, 1)))
+    };
+    ProbeLines {
+        name,
+        layers: probed[0].layers.iter().map(|l| l.layer).collect(),
+        accuracy: curve(&|l| l.ci.as_ref().map(|c| c.accuracy)).unwrap_or_default(),
+        auroc: curve(&|l| l.ci.as_ref().map(|c| c.auroc)).unwrap_or_default(),
+        control: curve(&|l| l.ci.as_ref().and_then(|c| c.control_accuracy)),
+        random: plain(&|l| l.random_best_auroc).map(|c| Curve {
+            band: None,
+            ..c
+        }),
+    }
+}
+
+fn probe_group(
+    p: &PairData,
+    cas: &[&CheckpointData],
+    cbs: &[&CheckpointData],
+    s: &Settings,
+    stem: &str,
+    figs: &mut Figs,
+) -> html::Group {
+    let label = p.probe_label;
+    let mut g = html::Group {
+        title: format!(
             "Probes: {} ({}-fold held out, logistic, resid_post)",
-            p.probe_label.about(),
+            label.about(),
             s.folds
         ),
         ..Default::default()
     };
-    let (Some(pa), Some(pb)) = (ca.probes.get(&p.probe_label), cb.probes.get(&p.probe_label))
-    else {
-        return g;
-    };
-    for (c, pr) in [(ca, pa), (cb, pb)] {
-        if let Some(why) = &pr.skipped {
-            g.notes.push(format!("{}: no probe: {why}", c.name));
+    for cks in [cas, cbs] {
+        for c in cks {
+            if let Some(why) = c.probes.get(&label).and_then(|p| p.skipped.as_ref()) {
+                g.notes.push(format!("{}: no probe: {why}", c.dir));
+            }
         }
     }
-    let lines = [
-        ProbeLines {
-            name: &ca.name,
-            layers: &pa.layers,
-        },
-        ProbeLines {
-            name: &cb.name,
-            layers: &pb.layers,
-        },
-    ];
-    let title = format!("probes ({}): {} vs {}", p.probe_label, p.a, p.b);
-    if let Some(fig) = figures::probe_curves(&title, &lines, &p.probe_transfer) {
+    let lines = [probe_lines(cas, label), probe_lines(cbs, label)];
+    // Transfers: mean over runs of each direction's accuracy.
+    let mut transfers = Vec::new();
+    for (from, to) in [(&p.a, &p.b), (&p.b, &p.a)] {
+        let per: Vec<&crate::analysis::probes::TransferResult> = p
+            .runs
+            .iter()
+            .filter_map(|r| {
+                let (kf, kt) = if from == &p.a { (&r.a, &r.b) } else { (&r.b, &r.a) };
+                r.probe_transfer.iter().find(|t| &t.from == kf && &t.to == kt)
+            })
+            .collect();
+        if per.len() != p.runs.len() || per.is_empty() {
+            continue;
+        }
+        if let [one] = per.as_slice() {
+            let mut t = TransferLine::of(one);
+            t.label = format!("fit on {from}, scored on {to}");
+            transfers.push(t);
+            continue;
+        }
+        let n_layer = per[0].layers.len();
+        let facts: Vec<Fact> = (0..n_layer)
+            .map(|l| {
+                let v: Vec<Est> = per
+                    .iter()
+                    .map(|t| t.ci.get(l).map_or(Est::exact(t.layers[l].accuracy, 1), |c| c.accuracy))
+                    .collect();
+                Fact::of_runs(&v)
+            })
+            .collect();
+        transfers.push(TransferLine {
+            label: format!("fit on {from}, scored on {to}"),
+            accuracy: Curve {
+                values: facts.iter().map(|f| f.value).collect(),
+                band: Some((facts.iter().map(|f| f.lo).collect(), facts.iter().map(|f| f.hi).collect())),
+            },
+        });
+    }
+    let title = format!("probes ({label}): {} vs {}", p.a, p.b);
+    let position = cas[0].probes.get(&label).map_or(0, |p| p.position);
+    if let Some(fig) = figures::probe_curves(&title, &lines, &transfers) {
         g.figures.push(figs.add(
             &format!("{stem}-probes"),
             format!(
-                "Held-out accuracy and AUROC of a logistic probe for {} at position {} per layer; dashed: control task, transfer between the checkpoints, and the best of {} random directions (null).",
-                p.probe_label.about(),
-                pa.position,
+                "Held-out accuracy and AUROC of a logistic probe for {} at position {position} per layer (mean over runs, band: 95 % interval); dashed: control task, transfer between the checkpoints, and the best of {} random directions (null).",
+                label.about(),
                 s.null_directions
             ),
             || AnyFigure::Probe(fig),
         ));
     }
     g
+}
+
+fn lens_group(
+    p: &PairData,
+    cas: &[&CheckpointData],
+    cbs: &[&CheckpointData],
+    stem: &str,
+    figs: &mut Figs,
+) -> Option<html::Group> {
+    let key = &p.prompts.key;
+    let curves = |cks: &[&CheckpointData]| -> Option<(String, Vec<Curve>)> {
+        let ls: Option<Vec<_>> = cks.iter().map(|c| c.lens.get(key)).collect();
+        let ls = ls?;
+        let n_series = ls.first()?.series.len();
+        let points = ls[0].result.points.len();
+        let cs = (0..n_series)
+            .map(|j| {
+                let facts: Vec<Fact> = (0..points)
+                    .map(|k| Fact::of_runs(&ls.iter().map(|l| l.series[j].values[k]).collect::<Vec<_>>()))
+                    .collect();
+                Curve {
+                    values: facts.iter().map(|f| f.value).collect(),
+                    band: Some((facts.iter().map(|f| f.lo).collect(), facts.iter().map(|f| f.hi).collect())),
+                }
+            })
+            .collect();
+        Some((cks[0].name.clone(), cs))
+    };
+    let (a, b) = (curves(cas)?, curves(cbs)?);
+    let lb = cbs[0].lens.get(key)?;
+    let names: Vec<String> = lens_series(&lb.result).into_iter().map(|s| s.0).collect();
+    let (t0, t1) = (names[0].clone(), names[1].clone());
+    let pos = lb.result.pos;
+    let n = lb.result.n_prompts;
+    Some(html::Group {
+        title: "Logit lens".into(),
+        figures: vec![figs.add(
+            &format!("{stem}-lens"),
+            format!(
+                "Mean probability of {t0} and {t1} at position {pos} read through the final LayerNorm and unembedding after each layer, {n} {} per run (mean over runs, band: 95 % interval).",
+                p.prompts.about
+            ),
+            || {
+                let title = format!("logit lens at position {pos}: {} vs {}", p.a, p.b);
+                AnyFigure::Lens(figures::lens_curves(&title, &lb.result.points, &names, &[a, b]))
+            },
+        )],
+        ..Default::default()
+    })
+}
+
+/// The seed-null floors: one row per floor with its summary numbers.
+fn floor_section(floors: &[FloorData]) -> html::Section {
+    let cell = |f: &FloorData, k: &str| f.summary.facts.get(k).map_or("-".into(), f3);
+    html::Section {
+        id: "seed-floors".into(),
+        title: "Seed noise floors: one recipe at two seeds".into(),
+        summary: floors.iter().flat_map(|f| f.summary.sentences.clone()).collect(),
+        tables: vec![html::Table {
+            caption: "Each floor is a recipe at consecutive seeds, read with the prompts, metric and probe label of the pairs it serves (mean over seed pairs [range]); a pair's difference counts only beyond the larger floor of its two recipes".into(),
+            headers: ["floor", "seed pairs", "|ΔP(E)|", "largest relative weight change", "|metric gap| (cross-checkpoint)"]
+                .map(String::from)
+                .to_vec(),
+            rows: floors
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.name.clone(),
+                        f.runs.len().to_string(),
+                        cell(f, "behaviour.p_e_gap"),
+                        cell(f, "weight_diff.max.relative"),
+                        cell(f, "cross.gap"),
+                    ]
+                })
+                .collect(),
+        }],
+        ..Default::default()
+    }
 }

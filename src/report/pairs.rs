@@ -1,5 +1,6 @@
 //! The pairs file (`checkpoints/pairs.toml`): which checkpoints are compared, over which
-//! contrast and metric, and where their directories are. Parsing and checking only.
+//! contrast and metric, over which training seeds, and where their directories are. Parsing
+//! and checking only.
 
 use crate::io::fsio;
 use crate::lab::world::{Contrast, MetricKind};
@@ -29,6 +30,8 @@ pub struct PairSpec {
 struct RawPairs {
     /// Reference checkpoint of the opt-out leakage ratio (default `base`).
     base: Option<String>,
+    /// Training seeds: checkpoints are `seed-S/NAME` beside the file (default: none, `NAME`).
+    seeds: Option<Vec<u64>>,
     pair: Vec<RawPair>,
 }
 
@@ -53,7 +56,13 @@ pub struct Pairs {
     pub base: String,
     /// The pairs, in file order.
     pub pairs: Vec<PairSpec>,
+    /// The training seeds the pairs run over (`seeds = [0, 1, 2]`: checkpoint `NAME` of seed S
+    /// is `seed-S/NAME`); `None` when the file names plain directories (one run each).
+    pub seeds: Option<Vec<u64>>,
 }
+
+/// The most seeds a pairs file may name (each seed is a whole zoo).
+pub const MAX_SEEDS: usize = 64;
 
 impl Pairs {
     /// Read and check a pairs file: unique names, known contrasts, each contrast with its
@@ -109,10 +118,27 @@ impl Pairs {
                 _ => {}
             }
         }
+        if let Some(seeds) = &raw.seeds {
+            if seeds.is_empty() {
+                return Err(Error::file(path, "seeds = []: name at least one seed"));
+            }
+            if seeds.len() > MAX_SEEDS {
+                return Err(Error::file(
+                    path,
+                    format!("seeds: {} seeds, at most {MAX_SEEDS}", seeds.len()),
+                ));
+            }
+            for (i, s) in seeds.iter().enumerate() {
+                if seeds[..i].contains(s) {
+                    return Err(Error::file(path, format!("seeds: seed {s} is listed twice")));
+                }
+            }
+        }
         Ok(Pairs {
             path: path.to_path_buf(),
             base: raw.base.unwrap_or_else(|| "base".into()),
             pairs,
+            seeds: raw.seeds,
         })
     }
 
@@ -141,25 +167,71 @@ impl Pairs {
         Ok(self)
     }
 
-    /// The directory of checkpoint `name`.
-    pub fn dir_of(&self, name: &str) -> PathBuf {
-        self.path.parent().unwrap_or(Path::new(".")).join(name)
+    /// Keep only these seeds (`report --seeds`); each must be one of the file's.
+    pub fn only_seeds(mut self, keep: &[u64]) -> Result<Pairs> {
+        if keep.is_empty() {
+            return Ok(self);
+        }
+        let Some(have) = &self.seeds else {
+            input_err!(
+                "--seeds: {} names no seeds (its checkpoints are plain directories)",
+                self.path.display()
+            );
+        };
+        if let Some(s) = keep.iter().find(|s| !have.contains(s)) {
+            let known: Vec<String> = have.iter().map(|s| s.to_string()).collect();
+            input_err!(
+                "--seeds: seed {s} is not in {} (seeds {})",
+                self.path.display(),
+                known.join(", ")
+            );
+        }
+        self.seeds = Some(keep.to_vec());
+        Ok(self)
     }
 
-    /// Every checkpoint the pairs name must be a directory holding `model.safetensors`.
+    /// The runs: each seed (`Some`), or one run of plain directories (`None`).
+    pub fn runs(&self) -> Vec<Option<u64>> {
+        match &self.seeds {
+            Some(s) => s.iter().map(|&s| Some(s)).collect(),
+            None => vec![None],
+        }
+    }
+
+    /// The key of checkpoint `name` in run `seed`: `seed-S/NAME`, or `NAME`.
+    pub fn key(seed: Option<u64>, name: &str) -> String {
+        match seed {
+            Some(s) => format!("seed-{s}/{name}"),
+            None => name.to_string(),
+        }
+    }
+
+    /// The directory of checkpoint `name` in run `seed`.
+    pub fn dir_of(&self, seed: Option<u64>, name: &str) -> PathBuf {
+        self.path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(Pairs::key(seed, name))
+    }
+
+    /// Every checkpoint the pairs name, in every seed, must be a directory holding
+    /// `model.safetensors`; the error names the pair, the seed and the directory.
     pub fn check(&self) -> Result<()> {
-        for p in &self.pairs {
-            for c in [&p.a, &p.b] {
-                let d = self.dir_of(c);
-                if !d.join("model.safetensors").is_file() {
-                    return Err(Error::file(
-                        &self.path,
-                        format!(
-                            "pair '{}': checkpoint '{c}' not found ({} is not a checkpoint directory)",
-                            p.name,
-                            d.display()
-                        ),
-                    ));
+        for seed in self.runs() {
+            for p in &self.pairs {
+                for c in [&p.a, &p.b] {
+                    let d = self.dir_of(seed, c);
+                    if !d.join("model.safetensors").is_file() {
+                        let of_seed = seed.map(|s| format!(" of seed {s}")).unwrap_or_default();
+                        return Err(Error::file(
+                            &self.path,
+                            format!(
+                                "pair '{}': checkpoint '{c}'{of_seed} not found ({} is not a checkpoint directory)",
+                                p.name,
+                                d.display()
+                            ),
+                        ));
+                    }
                 }
             }
         }

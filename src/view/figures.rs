@@ -10,7 +10,7 @@
 
 use crate::analysis::diff::WeightDiff;
 use crate::analysis::lens::LensResult;
-use crate::analysis::patching::{Cross, Direction, Pair, Sweep};
+use crate::analysis::patching::{Direction, Pair, Sweep};
 use crate::analysis::probes::{LayerResult, TransferResult};
 use crate::analysis::site::Site;
 use crate::lab::eval::Row;
@@ -115,69 +115,132 @@ pub fn patch_map(
     })
 }
 
-/// One checkpoint's probe layers, for [`probe_curves`]. Empty layers (no probe fitted) keep
-/// the checkpoint's colour but draw nothing.
-pub struct ProbeLines<'a> {
-    /// Checkpoint name (legend).
-    pub name: &'a str,
-    /// Per layer.
-    pub layers: &'a [LayerResult],
+/// A curve over layers (or residual points): values and, where known, their 95 % band.
+#[derive(Clone, Debug, Default)]
+pub struct Curve {
+    /// One value per x tick.
+    pub values: Vec<f64>,
+    /// (lower, upper) per tick.
+    pub band: Option<(Vec<f64>, Vec<f64>)>,
 }
 
-/// Probe accuracy and AUROC per layer: each checkpoint solid in its colour, with its control
-/// task (accuracy) and best random direction (AUROC) dashed in the same colour, and the
-/// transfers between checkpoints dashed in colours of their own. None when there is nothing to
-/// draw or a value is not finite.
+impl Curve {
+    /// A curve without a band.
+    pub fn plain(values: Vec<f64>) -> Curve {
+        Curve { values, band: None }
+    }
+}
+
+/// One checkpoint's probe curves, for [`probe_curves`]: with no layers it draws nothing but
+/// keeps its colour.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeLines {
+    /// Checkpoint name (legend).
+    pub name: String,
+    /// Layers probed (x ticks).
+    pub layers: Vec<usize>,
+    /// Held-out logistic accuracy.
+    pub accuracy: Curve,
+    /// Held-out logistic AUROC.
+    pub auroc: Curve,
+    /// Control-task accuracy.
+    pub control: Option<Curve>,
+    /// Best random direction's AUROC (the null).
+    pub random: Option<Curve>,
+}
+
+impl ProbeLines {
+    /// The curves of one probe result (with bands where the layers carry intervals).
+    pub fn of(name: &str, ls: &[LayerResult]) -> ProbeLines {
+        let band = |f: fn(&crate::analysis::probes::layers::LayerCi) -> Option<(f64, f64)>| {
+            let v: Option<Vec<(f64, f64)>> = ls.iter().map(|l| l.ci.as_ref().and_then(f)).collect();
+            v.map(|v| v.into_iter().unzip())
+        };
+        ProbeLines {
+            name: name.to_string(),
+            layers: ls.iter().map(|l| l.layer).collect(),
+            accuracy: Curve {
+                values: ls.iter().map(|l| l.logistic.accuracy).collect(),
+                band: band(|c| Some((c.accuracy.lo, c.accuracy.hi))),
+            },
+            auroc: Curve {
+                values: ls.iter().map(|l| l.logistic.auroc).collect(),
+                band: band(|c| Some((c.auroc.lo, c.auroc.hi))),
+            },
+            control: ls.iter().all(|l| l.control.is_some()).then(|| Curve {
+                values: ls.iter().map(|l| l.control.map_or(0.0, |s| s.accuracy)).collect(),
+                band: band(|c| c.control_accuracy.map(|e| (e.lo, e.hi))),
+            }),
+            random: ls
+                .iter()
+                .all(|l| l.random_best_auroc.is_some())
+                .then(|| Curve::plain(ls.iter().map(|l| l.random_best_auroc.unwrap_or(0.0)).collect())),
+        }
+    }
+}
+
+/// A transfer curve (a probe fitted on one checkpoint, scored on another), for
+/// [`probe_curves`].
+#[derive(Clone, Debug)]
+pub struct TransferLine {
+    /// Legend.
+    pub label: String,
+    /// Accuracy per layer.
+    pub accuracy: Curve,
+}
+
+impl TransferLine {
+    /// The line of one transfer result.
+    pub fn of(t: &TransferResult) -> TransferLine {
+        let band = (t.ci.len() == t.layers.len() && !t.ci.is_empty())
+            .then(|| t.ci.iter().map(|c| (c.accuracy.lo, c.accuracy.hi)).unzip());
+        TransferLine {
+            label: format!("fit on {}, scored on {}", t.from, t.to),
+            accuracy: Curve {
+                values: t.layers.iter().map(|s| s.accuracy).collect(),
+                band,
+            },
+        }
+    }
+}
+
+/// The plot line of a curve.
+fn line(label: String, c: &Curve, dashed: bool, color: usize) -> Line {
+    Line {
+        label,
+        values: c.values.clone(),
+        dashed,
+        color,
+        band: c.band.clone(),
+    }
+}
+
+/// Probe accuracy and AUROC per layer: each checkpoint solid in its colour with its 95 % band,
+/// its control task (accuracy) dashed and its best random direction (AUROC) dotted-dashed in
+/// the same colour, and the transfers between checkpoints dashed in colours of their own. None
+/// when there is nothing to draw or a value is not finite.
 pub fn probe_curves(
     title: &str,
     checkpoints: &[ProbeLines],
-    transfers: &[TransferResult],
+    transfers: &[TransferLine],
 ) -> Option<ProbeCurves> {
     let (mut accuracy, mut auroc, mut layers) = (Vec::new(), Vec::new(), Vec::new());
     for (k, c) in checkpoints.iter().enumerate() {
-        let ls = c.layers;
-        if ls.is_empty() {
+        if c.layers.is_empty() {
             continue;
         }
-        layers = ls.iter().map(|l| l.layer.to_string()).collect();
-        let line = |label: String, values: Vec<f64>, dashed| Line {
-            label,
-            values,
-            dashed,
-            color: k,
-        };
-        accuracy.push(line(
-            c.name.to_string(),
-            ls.iter().map(|l| l.logistic.accuracy).collect(),
-            false,
-        ));
-        if ls.iter().all(|l| l.control.is_some()) {
-            let v = ls
-                .iter()
-                .map(|l| l.control.map_or(0.0, |s| s.accuracy))
-                .collect();
-            accuracy.push(line(format!("{} control task", c.name), v, true));
+        layers = c.layers.iter().map(|l| l.to_string()).collect();
+        accuracy.push(line(c.name.clone(), &c.accuracy, false, k));
+        if let Some(ctl) = &c.control {
+            accuracy.push(line(format!("{} control task", c.name), ctl, true, k));
         }
-        auroc.push(line(
-            c.name.to_string(),
-            ls.iter().map(|l| l.logistic.auroc).collect(),
-            false,
-        ));
-        if ls.iter().all(|l| l.random_best_auroc.is_some()) {
-            let v = ls
-                .iter()
-                .map(|l| l.random_best_auroc.unwrap_or(0.0))
-                .collect();
-            auroc.push(line(format!("{} best random direction", c.name), v, true));
+        auroc.push(line(c.name.clone(), &c.auroc, false, k));
+        if let Some(r) = &c.random {
+            auroc.push(line(format!("{} best random direction", c.name), r, true, k));
         }
     }
     for (k, t) in transfers.iter().enumerate() {
-        accuracy.push(Line {
-            label: format!("fit on {}, scored on {}", t.from, t.to),
-            values: t.layers.iter().map(|s| s.accuracy).collect(),
-            dashed: true,
-            color: checkpoints.len() + k,
-        });
+        accuracy.push(line(t.label.clone(), &t.accuracy, true, checkpoints.len() + k));
     }
     let finite = |ls: &[Line]| ls.iter().all(|l| l.values.iter().all(|v| v.is_finite()));
     (!accuracy.is_empty() && finite(&accuracy) && finite(&auroc)).then(|| ProbeCurves {
@@ -214,47 +277,73 @@ pub fn lens_values(r: &LensResult, toks: &[usize]) -> Vec<f64> {
         .collect()
 }
 
-/// Logit lens: the mean probability of each series per layer. One checkpoint: a solid line per
-/// series in colours of their own. Several: a colour per checkpoint, the first series solid
-/// and the others dashed, labelled `checkpoint: series`.
+/// One checkpoint's lens curves: its name and one curve per series.
+pub type LensLines = (String, Vec<Curve>);
+
+/// Logit lens: the mean probability of each series per residual point (`points`). One
+/// checkpoint: a solid line per series in colours of their own. Several: a colour per
+/// checkpoint, the first series solid and the others dashed, labelled `checkpoint: series`.
 pub fn lens_curves(
     title: &str,
-    results: &[(&str, &LensResult)],
-    series: &[LensSeries],
+    points: &[String],
+    names: &[String],
+    checkpoints: &[LensLines],
 ) -> LensCurves {
-    let several = results.len() > 1;
+    let several = checkpoints.len() > 1;
     let mut lines = Vec::new();
-    for (k, (name, r)) in results.iter().enumerate() {
-        for (j, (label, toks)) in series.iter().enumerate() {
-            let values = lens_values(r, toks);
-            lines.push(Line {
-                label: if several {
-                    format!("{name}: {label}")
-                } else {
-                    label.clone()
-                },
-                values,
-                dashed: several && j > 0,
-                color: if several { k } else { j },
-            });
+    for (k, (ck, curves)) in checkpoints.iter().enumerate() {
+        for (j, (name, c)) in names.iter().zip(curves).enumerate() {
+            let label = if several {
+                format!("{ck}: {name}")
+            } else {
+                name.clone()
+            };
+            lines.push(line(label, c, several && j > 0, if several { k } else { j }));
         }
     }
     LensCurves {
         title: title.to_string(),
-        layers: results
-            .first()
-            .map(|(_, r)| r.points.clone())
-            .unwrap_or_default(),
+        layers: points.to_vec(),
         lines,
     }
 }
 
+/// One bar of a weight-diff figure.
+#[derive(Clone, Debug)]
+pub struct WeightBar {
+    /// Layer group (`embed`, `0`, ..., `final`).
+    pub group: String,
+    /// Component (`attn.c_attn`, ...).
+    pub component: String,
+    /// Relative Frobenius norm ‖B − A‖ / ‖A‖ (None: undefined).
+    pub value: Option<f64>,
+    /// Its 95 % interval over seeds.
+    pub err: Option<(f64, f64)>,
+    /// The same component's change between two seeds of one recipe (the floor).
+    pub floor: Option<f64>,
+}
+
+/// The bars of one weight diff (no intervals, no floor).
+pub fn weight_bars_of(d: &WeightDiff) -> Vec<WeightBar> {
+    d.components
+        .iter()
+        .map(|c| WeightBar {
+            group: c.group.clone(),
+            component: c.component.clone(),
+            value: c.relative,
+            err: None,
+            floor: None,
+        })
+        .collect()
+}
+
 /// Weight diff as grouped bars: one group per layer (`embed`, `0`, ..., `final`), one colour
-/// per component, the relative Frobenius norm.
-pub fn weight_diff_bars(d: &WeightDiff) -> Bars {
+/// per component, the relative Frobenius norm with its interval and, as a black line across
+/// the bar, its seed floor.
+pub fn weight_diff_bars(title: &str, bars: &[WeightBar]) -> Bars {
     let mut groups: Vec<String> = Vec::new();
     let mut series: Vec<String> = Vec::new();
-    for c in &d.components {
+    for c in bars {
         if !groups.contains(&c.group) {
             groups.push(c.group.clone());
         }
@@ -263,38 +352,64 @@ pub fn weight_diff_bars(d: &WeightDiff) -> Bars {
         }
     }
     let mut values = vec![vec![None; series.len()]; groups.len()];
-    for c in &d.components {
+    let mut err = vec![vec![None; series.len()]; groups.len()];
+    let mut floor = vec![vec![None; series.len()]; groups.len()];
+    for c in bars {
         let g = groups.iter().position(|x| *x == c.group);
         let s = series.iter().position(|x| *x == c.component);
         if let (Some(g), Some(s)) = (g, s) {
-            values[g][s] = c.relative;
+            values[g][s] = c.value;
+            err[g][s] = c.err;
+            floor[g][s] = c.floor;
         }
     }
+    fn any<T>(v: &[Vec<Option<T>>]) -> bool {
+        v.iter().flatten().any(Option::is_some)
+    }
     Bars {
-        title: format!("weight diff: {} vs {}", d.b, d.a),
+        title: title.to_string(),
         y_label: "‖B−A‖ / ‖A‖".into(),
         groups,
         series,
+        err: any(&err).then_some(err),
+        floor: any(&floor).then_some(floor),
         values,
     }
 }
 
-/// Cross-checkpoint patching as grouped bars: per layer, the share of the A–B gap each site
-/// carries. None when no share is defined.
-pub fn cross_bars(x: &Cross, a: &str, b: &str) -> Option<Bars> {
-    let values: Vec<Vec<Option<f64>>> = (0..x.layers.len())
+/// One site's bars of cross-checkpoint patching: per layer the move of B's metric (patched −
+/// B), its interval, and its seed floor.
+pub type CrossSite = (Site, Vec<(f64, Option<(f64, f64)>, Option<f64>)>);
+
+/// Cross-checkpoint patching as grouped bars: per layer, how far patching each site of A into
+/// B moves B's metric (logits), with 95 % intervals and the seed floor (the same patch between
+/// two seeds of one recipe) as a black line. None when no value is finite.
+pub fn cross_bars(title: &str, layers: &[usize], sites: &[CrossSite]) -> Option<Bars> {
+    let n = layers.len();
+    let values: Vec<Vec<Option<f64>>> = (0..n)
         .map(|i| {
-            x.results
+            sites
                 .iter()
-                .map(|(_, v)| x.normalise(v[i]).map(f64::from))
+                .map(|(_, v)| v.get(i).map(|c| c.0).filter(|v| v.is_finite()))
                 .collect()
         })
         .collect();
-    values.iter().flatten().any(Option::is_some).then(|| Bars {
-        title: format!("{a} into {b}: share of the gap"),
-        y_label: "(patched − B) / (A − B)".into(),
-        groups: x.layers.iter().map(|l| format!("layer {l}")).collect(),
-        series: x.results.iter().map(|(c, _)| c.to_string()).collect(),
+    let err: Vec<Vec<Option<(f64, f64)>>> = (0..n)
+        .map(|i| sites.iter().map(|(_, v)| v.get(i).and_then(|c| c.1)).collect())
+        .collect();
+    let floor: Vec<Vec<Option<f64>>> = (0..n)
+        .map(|i| sites.iter().map(|(_, v)| v.get(i).and_then(|c| c.2)).collect())
+        .collect();
+    fn any<T>(v: &[Vec<Option<T>>]) -> bool {
+        v.iter().flatten().any(Option::is_some)
+    }
+    any(&values).then(|| Bars {
+        title: title.to_string(),
+        y_label: "patched − B (logits)".into(),
+        groups: layers.iter().map(|l| format!("layer {l}")).collect(),
+        series: sites.iter().map(|(c, _)| c.to_string()).collect(),
+        err: any(&err).then_some(err),
+        floor: any(&floor).then_some(floor),
         values,
     })
 }
@@ -305,29 +420,39 @@ pub type StatOf = fn(&Stats) -> f64;
 /// A behaviour panel: its caption, the split it reads and the statistic.
 pub type BehaviourMetric = (String, Split, StatOf);
 
-/// Behaviour rows as one small panel per metric, one bar per row (`(legend, row)`). None when
-/// no value is finite.
+/// Behaviour as one small panel per metric, one bar per row (`legends`), with 95 % error bars:
+/// `values[metric][row]` = (value, interval). None when no value is finite.
 pub fn behaviour_bars(
     title: &str,
-    rows: &[(String, &Row)],
-    metrics: &[BehaviourMetric],
+    metrics: &[String],
+    legends: &[String],
+    values: &[Vec<Option<(f64, Option<(f64, f64)>)>>],
 ) -> Option<BehaviourBars> {
-    let values: Vec<Vec<Option<f64>>> = metrics
+    let v: Vec<Vec<Option<f64>>> = values
         .iter()
-        .map(|(_, sp, f)| {
-            rows.iter()
-                .map(|(_, r)| Some(f(&r.get(*sp))).filter(|v| v.is_finite()))
-                .collect()
-        })
+        .map(|m| m.iter().map(|c| c.map(|c| c.0).filter(|x| x.is_finite())).collect())
         .collect();
-    values
+    let err: Vec<Vec<Option<(f64, f64)>>> = values
         .iter()
-        .flatten()
-        .any(Option::is_some)
-        .then(|| BehaviourBars {
-            title: title.to_string(),
-            metrics: metrics.iter().map(|m| m.0.clone()).collect(),
-            checkpoints: rows.iter().map(|(l, _)| l.clone()).collect(),
-            values,
-        })
+        .map(|m| m.iter().map(|c| c.and_then(|c| c.1)).collect())
+        .collect();
+    v.iter().flatten().any(Option::is_some).then(|| BehaviourBars {
+        title: title.to_string(),
+        metrics: metrics.to_vec(),
+        checkpoints: legends.to_vec(),
+        values: v,
+        err: err.iter().flatten().any(Option::is_some).then_some(err),
+    })
+}
+
+/// The values of behaviour panels for single rows (no aggregation over seeds): each row's
+/// statistic with its bootstrap interval.
+pub fn behaviour_values(
+    rows: &[&Row],
+    metrics: &[BehaviourMetric],
+) -> Vec<Vec<Option<(f64, Option<(f64, f64)>)>>> {
+    metrics
+        .iter()
+        .map(|(_, sp, f)| rows.iter().map(|r| Some((f(&r.get(*sp)), None))).collect())
+        .collect()
 }

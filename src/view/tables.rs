@@ -7,23 +7,27 @@ use crate::analysis::patching::{Cross, Report};
 use crate::analysis::probes::{CheckOutcome, SpecResult};
 use crate::lab::eval::{Leakage, Row};
 
-/// The behaviour table, one line per (row, split).
+/// The behaviour table, one line per (row, split); return and P(E) with the half-width of
+/// their 95 % bootstrap interval (every interval is in the JSON).
 pub fn behaviour(rows: &[Row]) -> String {
     let mut s = format!(
-        "{:<26} {:<5} {:<6} {:<10} {:>5} {:>7} {:>6} {:>6} {:>6} {:>6}\n",
+        "{:<26} {:<5} {:<6} {:<10} {:>5} {:>14} {:>13} {:>6} {:>6} {:>6}\n",
         "checkpoint", "S3", "decode", "split", "n", "return", "P(E)", "acc", "! rate", "defect"
     );
+    let pm = |e: &crate::stats::Est| (e.hi - e.lo) / 2.0;
     for r in rows {
-        for (split, st) in &r.splits {
+        for ((split, st), (_, ci)) in r.splits.iter().zip(&r.ci) {
             s.push_str(&format!(
-                "{:<26} {:<5} {:<6} {:<10} {:>5} {:>7.3} {:>6.3} {:>6.3} {:>6.3} {:>6.3}\n",
+                "{:<26} {:<5} {:<6} {:<10} {:>5} {:>7.3} ±{:<5.3} {:>6.3} ±{:<5.3} {:>6.3} {:>6.3} {:>6.3}\n",
                 r.checkpoint,
                 r.s3,
                 r.decode,
                 split.name(),
                 st.n,
                 st.mean_return,
+                pm(&ci.mean_return),
                 st.p_e,
+                pm(&ci.p_e),
                 st.accuracy,
                 st.bang_rate,
                 st.defection
@@ -38,11 +42,18 @@ pub fn leakage(base: &str, leaks: &[Leakage]) -> String {
     if leaks.is_empty() {
         return String::new();
     }
-    let mut s = format!("\nopt-out leakage vs {base} (Δ on [x] ÷ Δ on no [x]):\n");
+    let mut s = format!(
+        "\nopt-out leakage vs {base} (Δ on [x] ÷ Δ on no [x]; 95 % paired bootstrap interval):\n"
+    );
     for l in leaks {
         s += &format!(
-            "{:<26} {:<6} return {:>7.3}  P(E) {:>7.3}\n",
-            l.checkpoint, l.decode, l.return_ratio, l.p_e_ratio
+            "{:<26} {:<6} return {:>7.3} {:<17} P(E) {:>7.3} {}\n",
+            l.checkpoint,
+            l.decode,
+            l.return_ratio.value,
+            l.return_ratio.bracket(3),
+            l.p_e_ratio.value,
+            l.p_e_ratio.bracket(3)
         );
     }
     s

@@ -54,13 +54,20 @@ pub fn attribution(model: &Gpt2, setup: &Setup, comps: &[Site]) -> Result<Sweep>
             .get(var.as_tensor())
             .ok_or_else(|| Error::input(format!("no gradient reached {h}")))?;
         let diff = (src.get(*h)?.detach() - out.cache.get(*h)?.detach())?;
-        let eff = (diff * g)?.sum(D::Minus1)?.sum(0)?; // [t] or [t, nh]
-        let eff = eff.flatten_all()?.to_vec1::<f32>()?;
+        let per_pair = (diff * g)?.sum(D::Minus1)?; // [n, t] or [n, t, nh], each ÷ n
+        let eff = per_pair.sum(0)?.flatten_all()?.to_vec1::<f32>()?; // [t·width]
+        let per_pair = per_pair.flatten_all()?.to_vec1::<f32>()?; // [n·t·width]
         let width = comps[ci].width(nh);
         let g = &mut sw.results[ci].1;
+        let n = tgt_m.len();
+        let cells = eff.len();
         for (i, e) in eff.iter().enumerate() {
             let cell = g.at(l, i / width, i % width);
             g.raw[cell] = base + e;
+            for p in 0..n {
+                // The pair's own first-order estimate (its gradient carried 1/n).
+                g.per_pair[cell * n + p] = tgt_m[p] + per_pair[p * cells + i] * n as f32;
+            }
         }
     }
     Ok(sw)

@@ -6,7 +6,10 @@ use super::{last_logits, mean, metric_values, run_metric, Metric};
 use crate::analysis::site::Site;
 use crate::model::hooks::{Hook, Intervention};
 use crate::model::{Gpt2, Input, Logits, Run, Start};
+use crate::stats::{percentile_95, weighted_mean, Est};
 use crate::Result;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -27,6 +30,21 @@ pub struct Cross {
     pub b_metric: f32,
     /// Per component: B's metric with A's activation at each of `layers`.
     pub results: Vec<(Site, Vec<f32>)>,
+    /// Each prompt's values, for intervals: A's and B's metric, and per component and layer
+    /// B's patched metric (`[site][layer][prompt]`, as `results`).
+    #[serde(skip)]
+    pub per_prompt: CrossPrompts,
+}
+
+/// The per-prompt values behind a [`Cross`].
+#[derive(Clone, Debug, Default)]
+pub struct CrossPrompts {
+    /// A's metric per prompt.
+    pub a: Vec<f32>,
+    /// B's metric per prompt.
+    pub b: Vec<f32>,
+    /// `[site][layer][prompt]`.
+    pub patched: Vec<Vec<Vec<f32>>>,
 }
 
 impl Cross {
@@ -166,8 +184,10 @@ pub fn patch_models(
     let (ca, a_m) = run_metric(a, &ids, hooks, &ms, pos)?;
     let (cb, b_m) = run_metric(b, &ids, (0..nl).map(Hook::ResidPre).collect(), &ms, pos)?;
     let mut results = Vec::new();
+    let mut patched = Vec::new();
     for &c in comps {
         let mut per_layer = Vec::with_capacity(layers.len());
+        let mut prompts_of = Vec::with_capacity(layers.len());
         for &l in &layers {
             let mut iv = Intervention::replace(c.hook(l), ca.get(c.hook(l))?.clone());
             if let Some(p) = position {
@@ -186,11 +206,12 @@ pub fn patch_models(
                 past: Vec::new(),
             };
             let out = b.forward(&Input::Resid(start), &run)?;
-            per_layer.push(mean(
-                &metric_values(&last_logits(out.logits)?, &ms)?.to_vec1::<f32>()?,
-            ));
+            let v = metric_values(&last_logits(out.logits)?, &ms)?.to_vec1::<f32>()?;
+            per_layer.push(mean(&v));
+            prompts_of.push(v);
         }
         results.push((c, per_layer));
+        patched.push(prompts_of);
     }
     Ok(Cross {
         pos,
@@ -200,6 +221,11 @@ pub fn patch_models(
         a_metric: mean(&a_m),
         b_metric: mean(&b_m),
         results,
+        per_prompt: CrossPrompts {
+            a: a_m,
+            b: b_m,
+            patched,
+        },
     })
 }
 
@@ -216,6 +242,7 @@ mod tests {
             a_metric: a,
             b_metric: b,
             results: vec![(Site::ResidPre, resid), (Site::MlpOut, mlp)],
+            per_prompt: CrossPrompts::default(),
         }
     }
 
@@ -230,5 +257,95 @@ mod tests {
         assert_eq!((o.site, o.index), (Site::MlpOut, 0));
         assert!((o.moved + 2.81).abs() < 1e-5, "{}", o.moved);
         assert!((o.gaps - 14.05).abs() < 1e-3, "{}", o.gaps);
+    }
+}
+
+/// 95 % bootstrap intervals of cross-checkpoint patching (over its prompts, seeded, resampled
+/// together): both metrics, their gap, each patch's move of B's metric, and — only where the
+/// gap's interval excludes 0 — each patch's share of the gap.
+#[derive(Clone, Debug, Serialize)]
+pub struct CrossCi {
+    /// A's metric.
+    pub a_metric: Est,
+    /// B's metric.
+    pub b_metric: Est,
+    /// A − B.
+    pub gap: Est,
+    /// Per site, per layer: patched − B.
+    pub moved: Vec<(Site, Vec<Est>)>,
+    /// Per site, per layer: (patched − B) / (A − B); None when the gap's interval includes 0.
+    pub share: Option<Vec<(Site, Vec<Est>)>>,
+}
+
+impl Cross {
+    /// Bootstrap intervals ([`CrossCi`]); None without per-prompt values.
+    pub fn intervals(&self, resamples: usize, seed: u64) -> Option<CrossCi> {
+        let pp = &self.per_prompt;
+        let n = pp.a.len();
+        if n == 0 || pp.b.len() != n {
+            return None;
+        }
+        let f = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
+        let (a, b) = (f(&pp.a), f(&pp.b));
+        let patched: Vec<Vec<Vec<f64>>> = pp
+            .patched
+            .iter()
+            .map(|s| s.iter().map(|l| f(l)).collect())
+            .collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut counts = vec![0u32; n];
+        let (mut ar, mut br, mut gr) = (Vec::new(), Vec::new(), Vec::new());
+        let shape: Vec<usize> = patched.iter().map(|s| s.len()).collect();
+        let mut moved_r: Vec<Vec<Vec<f64>>> = shape.iter().map(|&k| vec![Vec::new(); k]).collect();
+        let mut share_r = moved_r.clone();
+        for _ in 0..resamples {
+            counts.iter_mut().for_each(|c| *c = 0);
+            for _ in 0..n {
+                counts[rng.random_range(0..n)] += 1;
+            }
+            let (ma, mb) = (weighted_mean(&a, &counts), weighted_mean(&b, &counts));
+            ar.push(ma);
+            br.push(mb);
+            gr.push(ma - mb);
+            for (s, site) in patched.iter().enumerate() {
+                for (l, v) in site.iter().enumerate() {
+                    let m = weighted_mean(v, &counts) - mb;
+                    moved_r[s][l].push(m);
+                    share_r[s][l].push(m / (ma - mb));
+                }
+            }
+        }
+        let est = |value: f64, mut v: Vec<f64>| {
+            let (lo, hi) = percentile_95(&mut v);
+            Est { value, lo, hi, n }
+        };
+        let gap = est(self.gap(), gr);
+        let excludes = gap.excludes(0.0);
+        let mut moved = Vec::new();
+        let mut share = Vec::new();
+        for (s, (site, vals)) in self.results.iter().enumerate() {
+            let mv: Vec<Est> = vals
+                .iter()
+                .enumerate()
+                .map(|(l, &v)| est((v - self.b_metric) as f64, std::mem::take(&mut moved_r[s][l])))
+                .collect();
+            let sh: Vec<Est> = vals
+                .iter()
+                .enumerate()
+                .map(|(l, &v)| {
+                    let value = self.normalise(v).map_or(f64::NAN, f64::from);
+                    est(value, std::mem::take(&mut share_r[s][l]))
+                })
+                .collect();
+            moved.push((*site, mv));
+            share.push((*site, sh));
+        }
+        Some(CrossCi {
+            a_metric: est(self.a_metric as f64, ar),
+            b_metric: est(self.b_metric as f64, br),
+            gap,
+            moved,
+            share: excludes.then_some(share),
+        })
     }
 }

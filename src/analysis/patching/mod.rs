@@ -24,12 +24,12 @@ mod run;
 mod sweep;
 
 pub use attribution::{attribution, compare, Agreement};
-pub use cross::{patch_models, Cross, CrossSpec, Overshoot};
+pub use cross::{patch_models, Cross, CrossCi, CrossPrompts, CrossSpec, Overshoot};
 pub use metric::Metric;
 pub(crate) use metric::{last_logits, mean, metric_values, run_metric};
 pub use pairs::{default_metric, world_pairs, world_prompt, Pair, Setup};
 pub(crate) use result::one_hot;
-pub use result::{Cell, Grid, Sweep};
+pub use result::{Cell, Grid, Sweep, SweepCi};
 pub use run::{report, Report};
 pub use sweep::{sanity, sweep, sweep_naive, sweep_with, Chunking, Sanity};
 

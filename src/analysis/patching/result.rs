@@ -5,8 +5,11 @@
 use super::{Direction, Method};
 use crate::analysis::site::Site;
 use crate::io::json;
+use crate::stats::{percentile_95, weighted_mean, Est};
 use crate::Result;
 use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -15,16 +18,20 @@ use serde_json::{json, Value};
 pub struct Grid {
     /// `[n_layer, positions]`, or `[n_layer, positions, n_head]` for heads.
     pub shape: Vec<usize>,
-    /// Row-major values of the patched metric.
+    /// Row-major values of the patched metric (mean over pairs).
     pub raw: Vec<f32>,
+    /// Each pair's patched metric, `[cell][pair]` (cells row-major as `raw`).
+    #[serde(skip)]
+    pub per_pair: Vec<f32>,
 }
 
 impl Grid {
-    pub(crate) fn filled(shape: Vec<usize>, v: f32) -> Grid {
+    pub(crate) fn filled(shape: Vec<usize>, v: f32, pairs: usize) -> Grid {
         let n = shape.iter().product();
         Grid {
             shape,
             raw: vec![v; n],
+            per_pair: vec![v; n * pairs],
         }
     }
     /// Flat index of (layer, position, head).
@@ -49,11 +56,24 @@ pub struct Sweep {
     pub clean_metric: f32,
     /// Metric of the corrupted run (mean over pairs).
     pub corrupt_metric: f32,
+    /// Each pair's clean metric.
+    pub clean_pairs: Vec<f32>,
+    /// Each pair's corrupted metric.
+    pub corrupt_pairs: Vec<f32>,
     /// One grid per requested component, in request order.
     pub results: Vec<(Site, Grid)>,
 }
 
 impl Sweep {
+    /// Set every grid's `raw` to the mean of its pairs (in f64).
+    pub(crate) fn means_from_pairs(&mut self) {
+        let n = self.n_pairs;
+        for (_, g) in &mut self.results {
+            for (r, cell) in g.raw.iter_mut().zip(g.per_pair.chunks(n)) {
+                *r = (cell.iter().map(|&v| v as f64).sum::<f64>() / n as f64) as f32;
+            }
+        }
+    }
     /// `(patched − corrupt) / (clean − corrupt)`; None when clean and corrupt agree (to 1e-6,
     /// below which the ratio is noise).
     pub fn normalise(&self, patched: f32) -> Option<f32> {
@@ -158,4 +178,153 @@ pub(crate) fn one_hot(shape: &[usize], ones: impl Iterator<Item = usize>) -> Res
         v[i] = 1.0;
     }
     Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+}
+
+/// 95 % bootstrap intervals of a sweep (over its prompt pairs, seeded): the clean–corrupt gap,
+/// each cell's patched metric, and — only where the gap's interval excludes 0 — each cell's
+/// share of the gap ([`Sweep::share`]), all resampled together.
+#[derive(Clone, Debug)]
+pub struct SweepCi {
+    /// Resamples drawn.
+    pub resamples: usize,
+    /// Seed of the resampling.
+    pub seed: u64,
+    /// clean − corrupt metric.
+    pub gap: Est,
+    /// Per site (in the sweep's order): the cells' patched-metric intervals, row-major.
+    pub raw: Vec<(Site, Vec<(f64, f64)>)>,
+    /// Per site: each cell's share with its interval; None when the gap's interval includes 0.
+    pub share: Option<Vec<(Site, Vec<Est>)>>,
+    /// Why shares are withheld, when they are.
+    pub share_withheld: Option<String>,
+}
+
+impl Sweep {
+    /// Bootstrap intervals of every cell (see [`SweepCi`]); None when the per-pair values were
+    /// not kept (a sweep built without them).
+    pub fn intervals(&self, resamples: usize, seed: u64) -> Option<SweepCi> {
+        let n = self.n_pairs;
+        if self.clean_pairs.len() != n || self.results.iter().any(|(_, g)| g.per_pair.len() != g.raw.len() * n) {
+            return None;
+        }
+        let f = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
+        let (clean, corrupt) = (f(&self.clean_pairs), f(&self.corrupt_pairs));
+        let cells: usize = self.results.iter().map(|(_, g)| g.raw.len()).sum();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut counts = vec![0u32; n];
+        // [resample][cell] patched mean and share; [resample] gap.
+        let mut raw_r = vec![Vec::with_capacity(resamples); cells];
+        let mut share_r = vec![Vec::with_capacity(resamples); cells];
+        let mut gap_r = Vec::with_capacity(resamples);
+        for _ in 0..resamples {
+            counts.iter_mut().for_each(|c| *c = 0);
+            for _ in 0..n {
+                counts[rng.random_range(0..n)] += 1;
+            }
+            let (c, k) = (weighted_mean(&clean, &counts), weighted_mean(&corrupt, &counts));
+            gap_r.push(c - k);
+            let mut i = 0;
+            for (_, g) in &self.results {
+                for cell in g.per_pair.chunks(n) {
+                    let m = cell
+                        .iter()
+                        .zip(&counts)
+                        .map(|(&v, &w)| v as f64 * w as f64)
+                        .sum::<f64>()
+                        / n as f64;
+                    raw_r[i].push(m);
+                    let nm = (m - k) / (c - k);
+                    share_r[i].push(match self.direction {
+                        Direction::Denoise => nm,
+                        Direction::Noise => 1.0 - nm,
+                    });
+                    i += 1;
+                }
+            }
+        }
+        let (glo, ghi) = percentile_95(&mut gap_r);
+        let gap = Est {
+            value: self.gap(),
+            lo: glo,
+            hi: ghi,
+            n,
+        };
+        let excludes = gap.excludes(0.0);
+        let mut raw = Vec::new();
+        let mut share = Vec::new();
+        let mut i = 0;
+        for (site, g) in &self.results {
+            let mut r = Vec::with_capacity(g.raw.len());
+            let mut sh = Vec::with_capacity(g.raw.len());
+            for &v in &g.raw {
+                r.push(percentile_95(&mut raw_r[i]));
+                if excludes {
+                    let (lo, hi) = percentile_95(&mut share_r[i]);
+                    let value = self.share(v, 0.0).unwrap_or(f64::NAN);
+                    sh.push(Est { value, lo, hi, n });
+                }
+                i += 1;
+            }
+            raw.push((*site, r));
+            share.push((*site, sh));
+        }
+        Some(SweepCi {
+            resamples,
+            seed,
+            gap,
+            raw,
+            share: excludes.then_some(share),
+            share_withheld: (!excludes).then(|| {
+                format!(
+                    "the clean–corrupt gap {:.4} has the 95 % interval [{:.4}, {:.4}], which includes 0",
+                    gap.value, gap.lo, gap.hi
+                )
+            }),
+        })
+    }
+}
+
+impl SweepCi {
+    /// The share interval of `site`'s cell (layer, position, head), if shares are given.
+    pub fn share_at(&self, sweep: &Sweep, site: Site, l: usize, p: usize, h: usize) -> Option<Est> {
+        let g = sweep.grid(site)?;
+        let i = g.at(l, p, h);
+        let (_, v) = self.share.as_ref()?.iter().find(|(s, _)| *s == site)?;
+        v.get(i).copied()
+    }
+
+    /// `{"resamples", "seed", "gap", "raw": {site: {"lo", "hi"}}, "share": {site: {"value",
+    /// "lo", "hi"}} | null, "share_withheld"}`, arrays nested like the sweep's grids.
+    pub fn to_json(&self, sweep: &Sweep) -> Value {
+        let shape = |s: &Site| sweep.grid(*s).map(|g| g.shape.clone()).unwrap_or_default();
+        let nest = |v: Vec<f32>, s: &Site| json::nest(&v, &shape(s));
+        let mut raw = serde_json::Map::new();
+        for (s, v) in &self.raw {
+            raw.insert(
+                s.to_string(),
+                json!({
+                    "lo": nest(v.iter().map(|x| x.0 as f32).collect(), s),
+                    "hi": nest(v.iter().map(|x| x.1 as f32).collect(), s),
+                }),
+            );
+        }
+        let share = self.share.as_ref().map(|sh| {
+            let mut m = serde_json::Map::new();
+            for (s, v) in sh {
+                m.insert(
+                    s.to_string(),
+                    json!({
+                        "value": nest(v.iter().map(|e| e.value as f32).collect(), s),
+                        "lo": nest(v.iter().map(|e| e.lo as f32).collect(), s),
+                        "hi": nest(v.iter().map(|e| e.hi as f32).collect(), s),
+                    }),
+                );
+            }
+            Value::Object(m)
+        });
+        json!({
+            "resamples": self.resamples, "seed": self.seed, "gap": self.gap, "raw": raw,
+            "share": share, "share_withheld": self.share_withheld,
+        })
+    }
 }

@@ -164,7 +164,7 @@ pub fn sweep_with(
                 } else {
                     let g = &mut sw.results[comp].1;
                     let k = g.at(l, pos, head);
-                    g.raw[k] += tgt_m[pair] / n as f32;
+                    g.per_pair[k * n + pair] = tgt_m[pair];
                 }
             }
         }
@@ -195,11 +195,12 @@ pub fn sweep_with(
                 for (cell, v) in piece.iter().zip(vals) {
                     let g = &mut sw.results[cell.comp].1;
                     let i = g.at(l, cell.pos, cell.head);
-                    g.raw[i] += v / n as f32;
+                    g.per_pair[i * n + cell.pair] = v;
                 }
             }
         }
     }
+    sw.means_from_pairs();
     Ok(sw)
 }
 
@@ -219,6 +220,7 @@ pub(super) fn baseline(
         Direction::Noise => (mean(tgt_m), mean(src_m)),
     };
     let len = setup.len();
+    let n = setup.pairs.len();
     let results = comps
         .iter()
         .map(|&c| {
@@ -226,25 +228,32 @@ pub(super) fn baseline(
             if c == Site::HeadOut {
                 shape.push(nh);
             }
-            let mut g = Grid::filled(shape, 0.0);
+            let mut g = Grid::filled(shape, 0.0, n);
             for l in 0..nl {
                 for p in setup.pos + 1..len {
                     for h in 0..c.width(nh) {
                         let i = g.at(l, p, h);
                         g.raw[i] = mean(tgt_m);
+                        g.per_pair[i * n..(i + 1) * n].copy_from_slice(tgt_m);
                     }
                 }
             }
             (c, g)
         })
         .collect();
+    let (clean_pairs, corrupt_pairs) = match setup.direction {
+        Direction::Denoise => (src_m.to_vec(), tgt_m.to_vec()),
+        Direction::Noise => (tgt_m.to_vec(), src_m.to_vec()),
+    };
     Sweep {
         method,
         direction: setup.direction,
         pos: setup.pos,
-        n_pairs: setup.pairs.len(),
+        n_pairs: n,
         clean_metric: clean,
         corrupt_metric: corrupt,
+        clean_pairs,
+        corrupt_pairs,
         results,
     }
 }
@@ -400,11 +409,13 @@ pub fn sweep_naive(model: &Gpt2, setup: &Setup, comps: &[Site]) -> Result<Sweep>
                     let m = metric_values(&last_logits(out.logits)?, &metrics)?.to_vec1::<f32>()?;
                     let g = &mut sw.results[ci].1;
                     let i = g.at(l, p, h);
-                    g.raw[i] = mean(&m);
+                    let n = m.len();
+                    g.per_pair[i * n..(i + 1) * n].copy_from_slice(&m);
                 }
             }
         }
     }
+    sw.means_from_pairs();
     Ok(sw)
 }
 

@@ -3,7 +3,8 @@
 //! probe specs and the report; the maths is `math`, the activations come from `sets`.
 //! Must not load checkpoints or write files.
 
-use super::math::{self, Encoded, LayerOptions, Scores};
+use super::math::{self, Encoded, HeldOut, LayerOptions, Scores};
+use crate::stats::Est;
 use super::sets::ActivationSet;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,37 @@ pub struct LayerResult {
     pub random_best_auroc: Option<f64>,
     /// Sign-free AUROC of the top principal component.
     pub top_pc_auroc: f64,
+    /// 95 % bootstrap intervals of the logistic and control scores (report runs; probe specs
+    /// store none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci: Option<LayerCi>,
+}
+
+/// The intervals of one layer's probe scores (fold-mean values, resampling each fold's
+/// held-out rows; see `math::held_out_est`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LayerCi {
+    /// Logistic accuracy.
+    pub accuracy: Est,
+    /// Logistic AUROC.
+    pub auroc: Est,
+    /// Control-task accuracy.
+    pub control_accuracy: Option<Est>,
+}
+
+/// Scores with intervals.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ScoresEst {
+    /// Accuracy.
+    pub accuracy: Est,
+    /// AUROC.
+    pub auroc: Est,
+}
+
+/// Intervals of held-out predictions as [`ScoresEst`].
+pub fn scores_est(held: &[HeldOut], resamples: usize, seed: u64) -> ScoresEst {
+    let (accuracy, auroc) = math::held_out_est(held, resamples, seed);
+    ScoresEst { accuracy, auroc }
 }
 
 /// A set's labels as classes, and the stratified fold of each row.
@@ -45,12 +77,14 @@ pub fn fold(set: &ActivationSet, folds: usize, seed: u64, what: &str) -> Result<
     Ok(Folded { enc, fold })
 }
 
-/// Probe every layer of `set`; `mass_mean` keeps the difference-of-means scores.
+/// Probe every layer of `set`; `mass_mean` keeps the difference-of-means scores; `intervals`
+/// (resamples, seed) adds bootstrap intervals.
 pub fn layer_results(
     set: &ActivationSet,
     f: &Folded,
     opt: &LayerOptions,
     mass_mean: bool,
+    intervals: Option<(usize, u64)>,
 ) -> Result<Vec<LayerResult>> {
     set.layers
         .iter()
@@ -65,6 +99,15 @@ pub fn layer_results(
                 selectivity: r.selectivity,
                 random_best_auroc: r.random_best_auroc,
                 top_pc_auroc: r.top_pc_auroc,
+                ci: intervals.map(|(b, seed)| {
+                    let s = scores_est(&r.held, b, seed);
+                    LayerCi {
+                        accuracy: s.accuracy,
+                        auroc: s.auroc,
+                        control_accuracy: (!r.control_held.is_empty())
+                            .then(|| scores_est(&r.control_held, b, seed).accuracy),
+                    }
+                }),
             })
         })
         .collect()
@@ -78,25 +121,29 @@ pub fn class_counts(f: &Folded) -> Vec<usize> {
 }
 
 /// A probe fitted (k-fold) on `from`'s activations, scored on `to`'s at the same rows with
-/// `to`'s labels, per layer. None when `to` has a label value `from` never saw.
+/// `to`'s labels, per layer (with intervals when `intervals` gives resamples and a seed). None
+/// when `to` has a label value `from` never saw.
 pub fn transfer(
     from: &ActivationSet,
     f: &Folded,
     to: &ActivationSet,
     c: f64,
-) -> Result<Option<Vec<Scores>>> {
+    intervals: Option<(usize, u64)>,
+) -> Result<Option<(Vec<Scores>, Vec<ScoresEst>)>> {
     let y: Option<Vec<usize>> = to
         .labels
         .iter()
         .map(|v| f.enc.classes.binary_search(v).ok())
         .collect();
     let Some(y) = y else { return Ok(None) };
-    from.acts
-        .iter()
-        .zip(&to.acts)
-        .map(|(xa, xb)| {
-            math::cross_validate(xa.view(), &f.enc, xb.view(), &y, &f.fold, c).map(|s| s.logistic)
-        })
-        .collect::<Result<Vec<Scores>>>()
-        .map(Some)
+    let mut scores = Vec::new();
+    let mut ci = Vec::new();
+    for (xa, xb) in from.acts.iter().zip(&to.acts) {
+        let (s, held) = math::cross_validate_held_out(xa.view(), &f.enc, xb.view(), &y, &f.fold, c)?;
+        scores.push(s.logistic);
+        if let Some((b, seed)) = intervals {
+            ci.push(scores_est(&held, b, seed));
+        }
+    }
+    Ok(Some((scores, ci)))
 }

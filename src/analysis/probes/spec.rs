@@ -189,6 +189,9 @@ pub struct TransferResult {
     pub to: String,
     /// Per layer, in the order of the spec's layers.
     pub layers: Vec<Scores>,
+    /// Their 95 % bootstrap intervals (report runs; probe specs store none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ci: Vec<layers::ScoresEst>,
 }
 
 /// `probes/<name>.result.json`.
@@ -290,7 +293,7 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
             control_keys: control_position.map(|p| set.tokens_at(p)),
         };
         let mass_mean = spec.method.contains(&ProbeMethod::MassMean);
-        let lr = layers::layer_results(set, &f, &opt, mass_mean)?;
+        let lr = layers::layer_results(set, &f, &opt, mass_mean, None)?;
         let mut causal = Vec::new();
         let model = &models[ci];
         for (l, x) in set.layers.iter().zip(&set.acts) {
@@ -351,16 +354,17 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
                     continue;
                 }
                 let (from, to) = (&loaded[a].1, &other.1);
-                let layers =
-                    layers::transfer(&loaded[a].3, f, &other.3, spec.c)?.ok_or_else(|| {
+                let (layers, _) = layers::transfer(&loaded[a].3, f, &other.3, spec.c, None)?
+                    .ok_or_else(|| {
                         Error::input(format!(
-                        "transfer {from} → {to}: {to} has a label that does not occur on {from}"
-                    ))
+                            "transfer {from} → {to}: {to} has a label that does not occur on {from}"
+                        ))
                     })?;
                 transfer.push(TransferResult {
                     from: from.clone(),
                     to: to.clone(),
                     layers,
+                    ci: Vec::new(),
                 });
             }
         }

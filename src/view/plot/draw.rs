@@ -415,6 +415,12 @@ pub(super) fn line_panel<DB: DrawingBackend>(
         .draw()?;
     for l in lines {
         let c = palette(l.color);
+        if let Some((lo, hi)) = &l.band {
+            // The 95 % interval as a translucent band under the line.
+            let mut poly: Vec<(f64, f64)> = xs.iter().copied().zip(hi.iter().copied()).collect();
+            poly.extend(xs.iter().copied().zip(lo.iter().copied()).rev());
+            chart.draw_series(std::iter::once(Polygon::new(poly, c.mix(0.18).filled())))?;
+        }
         let pts: Vec<(f64, f64)> = xs.iter().copied().zip(l.values.iter().copied()).collect();
         if l.dashed {
             chart.draw_series(DashedLineSeries::new(pts.clone(), 6, 4, c.stroke_width(2)))?;
@@ -447,16 +453,32 @@ pub(super) fn bar_range<'a>(values: impl Iterator<Item = &'a f64>) -> std::ops::
     (if lo < 0.0 { lo - pad } else { 0.0 })..(if hi > 0.0 { hi + pad } else { pad })
 }
 
-/// Grouped bars `values[group][series]` (colour = series) on one panel.
+/// What a bar panel draws on top of its bars, cell for cell as `values`: 95 % error bars and
+/// a floor marker (a short black line at the seed floor's level).
+#[derive(Clone, Copy, Default)]
+pub(super) struct BarMarks<'a> {
+    pub err: Option<&'a [Vec<Option<(f64, f64)>>]>,
+    pub floor: Option<&'a [Vec<Option<f64>>]>,
+}
+
+/// Grouped bars `values[group][series]` (colour = series) on one panel, with `marks`.
 pub(super) fn bar_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     caption: Option<&str>,
     groups: &[String],
     y_label: &str,
     values: &[Vec<Option<f64>>],
+    marks: BarMarks,
 ) -> DrawResult<DB> {
     let ng = groups.len();
-    let range = bar_range(values.iter().flatten().flatten());
+    let mut extent: Vec<f64> = values.iter().flatten().flatten().copied().collect();
+    if let Some(err) = marks.err {
+        extent.extend(err.iter().flatten().flatten().flat_map(|&(a, b)| [a, b]));
+    }
+    if let Some(fl) = marks.floor {
+        extent.extend(fl.iter().flatten().flatten().copied());
+    }
+    let range = bar_range(extent.iter().filter(|v| v.is_finite()));
     let mut b = ChartBuilder::on(area);
     b.margin(8)
         .margin_right(12)
@@ -495,6 +517,29 @@ pub(super) fn bar_panel<DB: DrawingBackend>(
             let x0 = g as f64 + 0.1 + w * k as f64;
             Rectangle::new([(x0, 0.0), (x0 + w * 0.9, v)], palette(s).filled())
         }))?;
+        for (k, &(s, _)) in present.iter().enumerate() {
+            let x0 = g as f64 + 0.1 + w * k as f64;
+            let xm = x0 + w * 0.45;
+            let cell = |m: Option<&[Vec<Option<f64>>]>| m.and_then(|m| m.get(g)?.get(s).copied().flatten());
+            if let Some((lo, hi)) = marks.err.and_then(|e| e.get(g)?.get(s).copied().flatten()) {
+                if lo.is_finite() && hi.is_finite() {
+                    let tick = w * 0.2;
+                    for seg in [
+                        vec![(xm, lo), (xm, hi)],
+                        vec![(xm - tick, lo), (xm + tick, lo)],
+                        vec![(xm - tick, hi), (xm + tick, hi)],
+                    ] {
+                        chart.draw_series(std::iter::once(PathElement::new(seg, BLACK.stroke_width(1))))?;
+                    }
+                }
+            }
+            if let Some(f) = cell(marks.floor).filter(|f| f.is_finite()) {
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(x0, f), (x0 + w * 0.9, f)],
+                    BLACK.stroke_width(3),
+                )))?;
+            }
+        }
     }
     chart.plotting_area().draw(&PathElement::new(
         vec![(0.0, 0.0), (ng as f64, 0.0)],

@@ -263,7 +263,11 @@ impl Figure for Bars {
         let lw = legend_width(self.series.iter().map(String::len));
         let (w, _) = area.dim_in_pixel();
         let (a, leg) = area.split_horizontally(w - lw);
-        bar_panel(&a, None, &self.groups, &self.y_label, &self.values)?;
+        let marks = BarMarks {
+            err: self.err.as_deref(),
+            floor: self.floor.as_deref(),
+        };
+        bar_panel(&a, None, &self.groups, &self.y_label, &self.values, marks)?;
         let entries: Vec<_> = self
             .series_used()
             .into_iter()
@@ -305,12 +309,18 @@ impl Figure for BehaviourBars {
         let rows = n.div_ceil(BEHAVIOUR_COLS);
         let cols = n.min(BEHAVIOUR_COLS);
         for (k, panel) in grid.split_evenly((rows, cols)).iter().enumerate().take(n) {
+            let err = self.err.as_ref().map(|e| vec![e[k].clone()]);
+            let marks = BarMarks {
+                err: err.as_deref(),
+                floor: None,
+            };
             bar_panel(
                 panel,
                 Some(&self.metrics[k]),
                 &[String::new()],
                 "",
                 std::slice::from_ref(&self.values[k]),
+                marks,
             )?;
         }
         let entries: Vec<_> = self

@@ -91,6 +91,10 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> std::result::Result<Vec<u8>, String
     let mut enc = png::Encoder::new(&mut out, w, h);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
+    // Figures are flat colours on white: the slow, strong settings shrink them ~2× for a few
+    // milliseconds each.
+    enc.set_compression(png::Compression::Best);
+    enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
     let mut wr = enc.write_header().map_err(|e| e.to_string())?;
     wr.write_image_data(rgb).map_err(|e| e.to_string())?;
     wr.finish().map_err(|e| e.to_string())?;
@@ -172,6 +176,8 @@ pub struct Line {
     pub dashed: bool,
     /// Palette index (lines of one checkpoint share it).
     pub color: usize,
+    /// The 95 % interval per x tick (lower, upper), drawn as a band.
+    pub band: Option<(Vec<f64>, Vec<f64>)>,
 }
 
 /// Probe accuracy and AUROC per layer: two panels sharing the legend.
@@ -212,6 +218,10 @@ pub struct Bars {
     pub series: Vec<String>,
     /// `[group][series]`.
     pub values: Vec<Vec<Option<f64>>>,
+    /// 95 % intervals, `[group][series]`, drawn as error bars.
+    pub err: Option<Vec<Vec<Option<(f64, f64)>>>>,
+    /// The seed floor of each bar, `[group][series]`, drawn as a black line across it.
+    pub floor: Option<Vec<Vec<Option<f64>>>>,
 }
 
 /// Behaviour metrics by checkpoint: one small panel per metric (each with its own scale), one
@@ -226,6 +236,8 @@ pub struct BehaviourBars {
     pub checkpoints: Vec<String>,
     /// `[metric][checkpoint]`, `None` where a metric does not apply.
     pub values: Vec<Vec<Option<f64>>>,
+    /// 95 % intervals `[metric][checkpoint]`, drawn as error bars.
+    pub err: Option<Vec<Vec<Option<(f64, f64)>>>>,
 }
 
 /// A figure of any kind, for code that queues figures of several kinds (the report) and renders

@@ -4,6 +4,7 @@
 //! (random directions, top principal component) and transfer between two activation matrices.
 //! It must not touch files, checkpoints or the forward pass (`probes` does that).
 
+use crate::stats::{percentile_95, Est};
 use crate::Result;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use rand::seq::SliceRandom;
@@ -180,9 +181,31 @@ pub fn cross_validate(
     fold: &[usize],
     c: f64,
 ) -> Result<CvScores> {
+    cross_validate_held_out(x_train, enc, x_eval, y_eval, fold, c).map(|(s, _)| s)
+}
+
+/// One fold's held-out rows: their class indices and the logistic probe's probabilities.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeldOut {
+    /// Class index of each held-out row.
+    pub y: Vec<usize>,
+    /// `[rows, classes]` probabilities.
+    pub proba: Array2<f64>,
+}
+
+/// [`cross_validate`], also returning each fold's held-out predictions of the logistic probe
+/// (for intervals: [`held_out_est`]).
+pub fn cross_validate_held_out(
+    x_train: ArrayView2<f32>,
+    enc: &Encoded,
+    x_eval: ArrayView2<f32>,
+    y_eval: &[usize],
+    fold: &[usize],
+    c: f64,
+) -> Result<(CvScores, Vec<HeldOut>)> {
     let folds = fold.iter().max().map_or(0, |m| m + 1);
     let k = enc.classes.len();
-    let per_fold: Vec<Result<(Scores, Option<Scores>)>> = (0..folds)
+    let per_fold: Vec<Result<(Scores, Option<Scores>, HeldOut)>> = (0..folds)
         .into_par_iter()
         .map(|f| {
             let tr: Vec<usize> = (0..fold.len()).filter(|&i| fold[i] != f).collect();
@@ -195,7 +218,8 @@ pub fn cross_validate(
             let xtr = rows_of(x_train, &tr);
             let xte = rows_of(x_eval, &te);
             let model = Logistic::fit_encoded(&with_ones(xtr.view()), &sub, c, k > 2)?;
-            let logi = scores(model.predict_proba(xte.view()).view(), &y_te);
+            let proba = model.predict_proba(xte.view());
+            let logi = scores(proba.view(), &y_te);
             let mm = (k == 2).then(|| {
                 let dir = mass_mean(xtr.view(), &sub.idx);
                 let proj_tr = xtr.mapv(f64::from).dot(&dir);
@@ -219,10 +243,11 @@ pub fn cross_validate(
                     auroc: auroc(proj_te.view(), &pos).unwrap_or(f64::NAN),
                 }
             });
-            Ok((logi, mm))
+            Ok((logi, mm, HeldOut { y: y_te, proba }))
         })
         .collect();
-    let per_fold: Vec<(Scores, Option<Scores>)> = per_fold.into_iter().collect::<Result<_>>()?;
+    let per_fold: Vec<(Scores, Option<Scores>, HeldOut)> =
+        per_fold.into_iter().collect::<Result<_>>()?;
     let mean = |v: Vec<Scores>| {
         let au: Vec<f64> = v
             .iter()
@@ -244,10 +269,71 @@ pub fn cross_validate(
         .map(|p| p.1)
         .collect::<Option<Vec<_>>>()
         .map(mean);
-    Ok(CvScores {
-        logistic,
-        mass_mean,
-    })
+    let held = per_fold.into_iter().map(|p| p.2).collect();
+    Ok((
+        CvScores {
+            logistic,
+            mass_mean,
+        },
+        held,
+    ))
+}
+
+/// Intervals of the fold-mean accuracy and AUROC of held-out predictions: each resample redraws
+/// every fold's held-out rows with replacement (seeded) and takes the mean over folds, as the
+/// point value does. AUROC folds without both classes in a resample are left out of its mean.
+pub fn held_out_est(held: &[HeldOut], resamples: usize, seed: u64) -> (Est, Est) {
+    let fold_mean = |f: &dyn Fn(&HeldOut, Option<&[usize]>) -> f64, rows: &[Vec<usize>]| {
+        let v: Vec<f64> = held
+            .iter()
+            .zip(rows)
+            .map(|(h, r)| f(h, Some(r)))
+            .filter(|x| x.is_finite())
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let acc = |h: &HeldOut, rows: Option<&[usize]>| -> f64 {
+        let all: Vec<usize> = (0..h.y.len()).collect();
+        let rows = rows.unwrap_or(&all);
+        let correct = rows
+            .iter()
+            .filter(|&&i| argmax(h.proba.row(i)) == h.y[i])
+            .count();
+        correct as f64 / rows.len().max(1) as f64
+    };
+    let au = |h: &HeldOut, rows: Option<&[usize]>| -> f64 {
+        let all: Vec<usize> = (0..h.y.len()).collect();
+        let rows = rows.unwrap_or(&all);
+        let p = h.proba.select(Axis(0), rows);
+        let y: Vec<usize> = rows.iter().map(|&i| h.y[i]).collect();
+        if p.ncols() == 2 {
+            let pos: Vec<bool> = y.iter().map(|&v| v == 1).collect();
+            auroc(p.column(1), &pos).unwrap_or(f64::NAN)
+        } else {
+            macro_auroc(p.view(), &y)
+        }
+    };
+    let whole: Vec<Vec<usize>> = held.iter().map(|h| (0..h.y.len()).collect()).collect();
+    let (va, vu) = (fold_mean(&acc, &whole), fold_mean(&au, &whole));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut sa, mut su) = (Vec::with_capacity(resamples), Vec::with_capacity(resamples));
+    for _ in 0..resamples {
+        let rows: Vec<Vec<usize>> = held
+            .iter()
+            .map(|h| (0..h.y.len()).map(|_| rng.random_range(0..h.y.len())).collect())
+            .collect();
+        sa.push(fold_mean(&acc, &rows));
+        let u = fold_mean(&au, &rows);
+        if u.is_finite() {
+            su.push(u);
+        }
+    }
+    let n = held.iter().map(|h| h.y.len()).sum();
+    let est = |value: f64, mut v: Vec<f64>| {
+        let (lo, hi) = percentile_95(&mut v);
+        Est { value, lo, hi, n }
+    };
+    (est(va, sa), est(vu, su))
 }
 
 /// Settings of [`probe_layer`].
@@ -276,6 +362,12 @@ pub struct LayerScores {
     pub random_best_auroc: Option<f64>,
     /// Sign-free AUROC of the top principal component.
     pub top_pc_auroc: f64,
+    /// The logistic probe's held-out predictions per fold (for intervals).
+    #[serde(skip)]
+    pub held: Vec<HeldOut>,
+    /// The control task's, likewise (empty without a control task).
+    #[serde(skip)]
+    pub control_held: Vec<HeldOut>,
 }
 
 /// Probe one layer: `x` `[n, d]`, labels `enc`, fold of each row.
@@ -285,7 +377,8 @@ pub fn probe_layer(
     fold: &[usize],
     opt: &LayerOptions,
 ) -> Result<LayerScores> {
-    let cv = cross_validate(x, enc, x, &enc.idx, fold, opt.c)?;
+    let (cv, held) = cross_validate_held_out(x, enc, x, &enc.idx, fold, opt.c)?;
+    let mut control_held = Vec::new();
     let control = match &opt.control_keys {
         Some(keys) => {
             let ctl = control_labels(keys, enc, opt.seed);
@@ -300,7 +393,9 @@ pub fn probe_layer(
                     classes: enc.classes.clone(),
                     idx: ctl.clone(),
                 };
-                Some(cross_validate(x, &cenc, x, &ctl, fold, opt.c)?.logistic)
+                let (cs, ch) = cross_validate_held_out(x, &cenc, x, &ctl, fold, opt.c)?;
+                control_held = ch;
+                Some(cs.logistic)
             }
         }
         None => None,
@@ -314,6 +409,8 @@ pub fn probe_layer(
         selectivity,
         random_best_auroc,
         top_pc_auroc: top_pc_auroc(x, enc),
+        held,
+        control_held,
     })
 }
 

@@ -1,0 +1,339 @@
+//! Sentences for the pair-level readouts over seeds: the weight diff (headline: the largest
+//! change relative to its seed floor), cross-checkpoint patching (the gap against its floor,
+//! shares only where they mean something), probes (decodable only where the interval clears
+//! the threshold at that layer and every later one; transfer) and the logit lens. Must not run
+//! an analysis.
+
+use super::{abs_est, vs_floor, Ctx};
+use crate::analysis::site::Site;
+use crate::report::data::{lens_series, CheckpointData, Fact, LensData, Summary};
+use crate::stats::Est;
+
+/// `f` as a percentage fact (value and interval ×100).
+fn percent(f: Fact) -> Fact {
+    Fact {
+        value: 100.0 * f.value,
+        lo: 100.0 * f.lo,
+        hi: 100.0 * f.hi,
+        ..f
+    }
+}
+
+/// The weight-diff sentence.
+pub(super) fn weight_diff(sm: &mut Summary, ctx: &Ctx) {
+    let pd = ctx.pd;
+    let Some(first) = pd.runs.first() else { return };
+    let (a, b) = (&pd.a, &pd.b);
+    // Per component: each run's relative change, and the floor's.
+    let mut best: Option<(usize, Fact, Option<Fact>, f64)> = None;
+    for (i, c) in first.weight_diff.components.iter().enumerate() {
+        let per: Option<Vec<Est>> = pd
+            .runs
+            .iter()
+            .map(|r| {
+                let c = r.weight_diff.components.get(i)?;
+                c.relative.map(|v| Est::exact(v, c.n_params))
+            })
+            .collect();
+        let Some(per) = per else { continue };
+        let rel = Fact::of_runs(&per);
+        let floor = ctx.floor(|_, _, r| {
+            let c = r.weight_diff.components.get(i)?;
+            c.relative.map(|v| Est::exact(v, c.n_params))
+        });
+        // Headline: the largest change relative to its seed floor (else the largest change):
+        // a small matrix's relative norm is inflated, and so is its floor.
+        let score = match &floor {
+            Some(f) if f.hi > 0.0 => rel.value / f.hi,
+            _ => rel.value,
+        };
+        if best.as_ref().is_none_or(|b| score > b.3) {
+            best = Some((i, rel, floor, score));
+        }
+        let _ = c;
+    }
+    let Some((i, rel, floor, _)) = best else { return };
+    let c = &first.weight_diff.components[i];
+    let abs: Vec<Est> = pd
+        .runs
+        .iter()
+        .filter_map(|r| r.weight_diff.components.get(i).map(|c| Est::exact(c.norm_diff, c.n_params)))
+        .collect();
+    let wher = match c.group.parse::<usize>() {
+        Ok(l) => format!("{} of layer {}", c.component, sm.idx("weight_diff.max.layer", l)),
+        Err(_) => format!("{} ({})", c.component, c.group),
+    };
+    let relt = sm.fact("weight_diff.max.relative", rel.clone(), 3);
+    let abst = sm.runs("weight_diff.max.absolute", &abs, 3);
+    let which = if floor.is_some() {
+        "relative to its seed floor"
+    } else {
+        "(one seed: no floor)"
+    };
+    let fl = vs_floor(sm, "weight_diff.max.relative", &rel, floor, 3);
+    sm.say(format!(
+        "The largest weight change from {a} to {b} {which} is in {wher}: relative Frobenius norm {relt}, absolute ‖B − A‖ {abst}{fl}."
+    ));
+}
+
+/// The cross-checkpoint sentence.
+pub(super) fn cross(sm: &mut Summary, ctx: &Ctx) {
+    let (pd, s) = (ctx.pd, ctx.s);
+    let cis: Option<Vec<_>> = pd.runs.iter().map(|r| r.cross_ci.as_ref()).collect();
+    let Some(cis) = cis.filter(|c| !c.is_empty()) else {
+        return;
+    };
+    let (a, b) = (&pd.a, &pd.b);
+    let ma = sm.runs("cross.a_metric", &cis.iter().map(|c| c.a_metric).collect::<Vec<_>>(), 2);
+    let mb = sm.runs("cross.b_metric", &cis.iter().map(|c| c.b_metric).collect::<Vec<_>>(), 2);
+    let gap = Fact::of_runs(&cis.iter().map(|c| c.gap).collect::<Vec<_>>());
+    let gt = sm.fact("cross.gap", gap.clone(), 2);
+    let floor = ctx.floor(|_, _, r| r.cross_ci.as_ref().map(|c| c.gap));
+    let beyond_floor = floor.as_ref().is_none_or(|f| gap.lo_abs() > f.hi);
+    let fl = vs_floor(sm, "cross.gap", &gap, floor, 2);
+    let np = sm.idx("cross.n_prompts", pd.runs[0].cross.n_prompts);
+    let mut line = format!(
+        "Cross-checkpoint patching on {np} {}: the metric is {ma} in {a} and {mb} in {b}, a gap of {gt}{fl}",
+        pd.prompts.about
+    );
+    if gap.lo_abs() == 0.0 || gap.value.abs() < s.min_gap || !beyond_floor {
+        let m = sm.num("settings.min_gap", s.min_gap, 1);
+        line += &format!(
+            ": nothing to localise (the gap's interval reaches 0, it is below {m} logits, or it is within the seed floor)."
+        );
+        sm.say(line);
+        return;
+    }
+    // A component that moves B far more than the gap makes shares meaningless.
+    let over: Vec<_> = pd
+        .runs
+        .iter()
+        .filter_map(|r| r.cross.overshoot(s.overshoot))
+        .collect();
+    if let Some(o) = over.first() {
+        let k = sm.num("settings.overshoot", s.overshoot, 0);
+        let runs = sm.idx("cross.overshoot.runs", over.len());
+        let moves: Vec<Est> = pd
+            .runs
+            .iter()
+            .filter_map(|r| {
+                let ci = r.cross_ci.as_ref()?;
+                let (_, v) = ci.moved.iter().find(|(site, _)| *site == o.site)?;
+                v.get(o.index).copied()
+            })
+            .collect();
+        let mv = sm.runs("cross.overshoot.move", &moves, 2);
+        line += &format!(
+            ". In {runs} of {} runs one patch moves the metric by more than {k} times the gap (largest: {a}'s {} at layer {} into {b}, all positions, moves it by {mv}), so shares of the gap are not meaningful here.",
+            sm.idx("runs", pd.runs.len()),
+            o.site,
+            sm.idx("cross.overshoot.layer", pd.runs[0].cross.layers[o.index]),
+        );
+        sm.say(line);
+        return;
+    }
+    let mut parts = Vec::new();
+    for site in [Site::ResidPre, Site::AttnOut, Site::MlpOut] {
+        // Per run the layer whose patch carries the largest share; the most frequent one.
+        let best: Vec<Option<usize>> = cis
+            .iter()
+            .map(|c| {
+                let (_, v) = c.share.as_ref()?.iter().find(|(x, _)| *x == site)?;
+                v.iter()
+                    .enumerate()
+                    .filter(|(_, e)| e.value.is_finite())
+                    .max_by(|x, y| x.1.value.total_cmp(&y.1.value))
+                    .map(|(i, _)| i)
+            })
+            .collect();
+        let Some(&Some(first)) = best.iter().find(|b| b.is_some()) else {
+            continue;
+        };
+        let mode = (0..pd.runs[0].cross.layers.len())
+            .max_by_key(|&i| (best.iter().filter(|b| **b == Some(i)).count(), usize::MAX - i))
+            .unwrap_or(first);
+        let count = best.iter().filter(|b| **b == Some(mode)).count();
+        let shares: Option<Vec<Est>> = cis
+            .iter()
+            .map(|c| {
+                let (_, v) = c.share.as_ref()?.iter().find(|(x, _)| *x == site)?;
+                v.get(mode).copied()
+            })
+            .collect();
+        let Some(shares) = shares else { continue };
+        let sh = sm.fact(
+            &format!("cross.{site}.best_share_percent"),
+            percent(Fact::of_runs(&shares)),
+            0,
+        );
+        parts.push(format!(
+            "{site} at layer {} carries {sh} % (the top layer in {} of {} runs)",
+            sm.idx(&format!("cross.{site}.best_layer"), pd.runs[0].cross.layers[mode]),
+            sm.idx(&format!("cross.{site}.top_in_runs"), count),
+            sm.idx("runs", pd.runs.len()),
+        ));
+    }
+    if parts.is_empty() {
+        line += ".";
+    } else {
+        line += &format!(
+            ". Patching {a}'s activations into {b} (all positions), {} of the gap.",
+            parts.join(", ")
+        );
+    }
+    sm.say(line);
+}
+
+/// Per run, one layer's accuracy interval of the pair's probe on checkpoint `ck`.
+fn acc_at(ck: &CheckpointData, label: crate::analysis::probes::Label, l: usize) -> Option<Est> {
+    let p = ck.probes.get(&label)?;
+    p.layers.get(l)?.ci.as_ref().map(|c| c.accuracy)
+}
+
+/// The probe sentences.
+pub(super) fn probes(sm: &mut Summary, ctx: &Ctx) {
+    let (pd, s) = (ctx.pd, ctx.s);
+    let label = pd.probe_label;
+    let thr = sm.num("settings.decodable", s.decodable, 2);
+    let mut parts = Vec::new();
+    for (who, cks) in [("a", &ctx.cas), ("b", &ctx.cbs)] {
+        let name = &cks[0].name;
+        let probed: Vec<_> = cks.iter().filter_map(|c| c.probes.get(&label)).collect();
+        if probed.len() != cks.len() {
+            continue;
+        }
+        if probed.iter().any(|p| p.skipped.is_some()) {
+            let k = probed.iter().filter(|p| p.skipped.is_some()).count();
+            parts.push(format!(
+                "{name} not probed in {} of {} runs (the label has one class only)",
+                sm.idx(&format!("probes.{who}.skipped_runs"), k),
+                sm.idx("runs", cks.len())
+            ));
+            continue;
+        }
+        let n_layer = probed[0].layers.len();
+        let acc = |l: usize| -> Option<Fact> {
+            let v: Option<Vec<Est>> = cks.iter().map(|c| acc_at(c, label, l)).collect();
+            v.map(|v| Fact::of_runs(&v))
+        };
+        let k = format!("probes.{who}");
+        // Decodable from L on: the interval clears the threshold at L and every later layer.
+        let first = (0..n_layer)
+            .rev()
+            .take_while(|&l| acc(l).is_some_and(|f| f.clears(s.decodable)))
+            .last();
+        match first {
+            Some(l) => {
+                let a = acc(l).map_or("undefined".into(), |f| {
+                    sm.fact(&format!("{k}.first.accuracy"), f, 2)
+                });
+                parts.push(format!(
+                    "{name} decodable from layer {} on (accuracy {a})",
+                    sm.idx(&format!("{k}.first.layer"), l)
+                ));
+            }
+            None => {
+                let best = (0..n_layer)
+                    .filter_map(|l| acc(l).map(|f| (l, f)))
+                    .max_by(|x, y| x.1.value.total_cmp(&y.1.value));
+                if let Some((l, f)) = best {
+                    let a = sm.fact(&format!("{k}.best.accuracy"), f, 2);
+                    parts.push(format!(
+                        "{name} decodable at no layer by its interval (best: accuracy {a} at layer {})",
+                        sm.idx(&format!("{k}.best.layer"), l)
+                    ));
+                }
+            }
+        }
+    }
+    if parts.is_empty() {
+        return;
+    }
+    let pos = ctx.cas[0]
+        .probes
+        .get(&label)
+        .map_or(crate::lab::world::POS_A, |p| p.position);
+    let pos = sm.idx("probes.position", pos);
+    sm.say(format!(
+        "Probes for {} (logistic, resid_post at position {pos}; decodable = the held-out accuracy's interval at least {thr} at that layer and every later one): {}.",
+        label.about(),
+        parts.join("; ")
+    ));
+    // Transfer at the last layer: does B read the label the way A does?
+    let last: Option<Vec<(Est, Est)>> = pd
+        .runs
+        .iter()
+        .zip(&ctx.cbs)
+        .map(|(r, cb)| {
+            let t = r.probe_transfer.iter().find(|t| t.from == r.a)?;
+            let own = cb.probes.get(&label)?.layers.last()?.ci.as_ref()?.accuracy;
+            Some((t.ci.last()?.accuracy, own))
+        })
+        .collect();
+    if let Some(v) = last.filter(|v| !v.is_empty()) {
+        let n_layer = ctx.cbs[0].probes.get(&label).map_or(0, |p| p.layers.len());
+        let t = sm.runs(
+            "probes.transfer_ab.last.accuracy",
+            &v.iter().map(|x| x.0).collect::<Vec<_>>(),
+            2,
+        );
+        let o = sm.runs(
+            "probes.b.last.accuracy",
+            &v.iter().map(|x| x.1).collect::<Vec<_>>(),
+            2,
+        );
+        let l = sm.idx("probes.transfer_ab.last.layer", n_layer.saturating_sub(1));
+        let (a, b) = (&pd.a, &pd.b);
+        sm.say(format!(
+            "A probe fitted on {a} scores accuracy {t} on {b} at layer {l} ({b}'s own probe: {o})."
+        ));
+    }
+}
+
+/// The lens sentence.
+pub(super) fn lens(sm: &mut Summary, ctx: &Ctx) {
+    let pd = ctx.pd;
+    let key = &pd.prompts.key;
+    let la: Option<Vec<&LensData>> = ctx.cas.iter().map(|c| c.lens.get(key)).collect();
+    let lb: Option<Vec<&LensData>> = ctx.cbs.iter().map(|c| c.lens.get(key)).collect();
+    let (Some(la), Some(lb)) = (la, lb) else { return };
+    let Some(first) = la.first() else { return };
+    let names = lens_series(&first.result);
+    let (t0, t1) = (names[0].0.clone(), names[1].0.clone());
+    let points = first.result.points.len();
+    let last = points - 1;
+    let at = |ls: &[&LensData], series: usize, k: usize| -> Fact {
+        let v: Vec<Est> = ls.iter().map(|l| l.series[series].values[k]).collect();
+        Fact::of_runs(&v)
+    };
+    let pa = sm.fact("lens.a.final.first", at(&la, 0, last), 2);
+    let pb = sm.fact("lens.b.final.first", at(&lb, 0, last), 2);
+    let qa = sm.fact("lens.a.final.second", at(&la, 1, last), 2);
+    let qb = sm.fact("lens.b.final.second", at(&lb, 1, last), 2);
+    let mut line = format!(
+        "Logit lens at position {} on {}: at the output P({t0}) is {pa} in {} and {pb} in {} (P({t1}): {qa} and {qb})",
+        sm.idx("lens.pos", first.result.pos),
+        pd.prompts.about,
+        pd.a,
+        pd.b
+    );
+    // From which point on B's final preference holds with separated intervals.
+    let (f0, f1) = (at(&lb, 0, last), at(&lb, 1, last));
+    let (w, l) = if f0.value > f1.value { (0, 1) } else { (1, 0) };
+    let winner = if w == 0 { &t0 } else { &t1 };
+    let separated = |k: usize| at(&lb, w, k).lo > at(&lb, l, k).hi;
+    let from = (0..=last).rev().take_while(|&k| separated(k)).last();
+    match from {
+        Some(0) => line += &format!("; in {} {winner} leads, by its interval, from the embeddings on.", pd.b),
+        Some(k) => {
+            line += &format!(
+                "; in {} {winner} leads, by its interval, from layer {} on.",
+                pd.b,
+                sm.idx("lens.b.leads_from_layer", k - 1)
+            )
+        }
+        None => line += &format!("; in {} the two are not separated by their intervals at the output.", pd.b),
+    }
+    sm.say(line);
+    let _ = abs_est;
+}
