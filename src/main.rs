@@ -10,6 +10,13 @@ mod cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // Keep freed memory mapped: candle allocates a fresh output per op, and mimalloc's default
+    // returns freed pages to the OS after a delay, so the next large output faults in and
+    // zeroes new pages (a fifth of a sampling run). Read by mimalloc when it first purges,
+    // which is after this point; a value the user set is kept.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        std::env::set_var("MIMALLOC_PURGE_DELAY", "-1");
+    }
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => usage_error(e),

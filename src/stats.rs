@@ -71,7 +71,12 @@ pub fn quantile(v: &[f64], q: f64) -> f64 {
 /// statistic sums rows weighted by counts); returns the percentile interval of the resampled
 /// statistic. Resamples whose statistic is not finite (a ratio over a zero) are left out; when
 /// none is finite the interval is NaN.
-pub fn bootstrap(n: usize, resamples: usize, seed: u64, stat: impl Fn(&[u32]) -> f64) -> (f64, f64) {
+pub fn bootstrap(
+    n: usize,
+    resamples: usize,
+    seed: u64,
+    mut stat: impl FnMut(&[u32]) -> f64,
+) -> (f64, f64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut counts = vec![0u32; n];
     let mut out = Vec::with_capacity(resamples);
@@ -125,9 +130,9 @@ pub fn wilson(k: usize, n: usize) -> (f64, f64) {
 /// 1.96 plus the first correction term).
 pub fn t975(df: usize) -> f64 {
     const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060,
-        2.056, 2.052, 2.048, 2.045, 2.042,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
     ];
     match df {
         0 => f64::NAN,
@@ -218,7 +223,10 @@ mod tests {
         assert_eq!((s.mean, s.n, s.interval), (2.0, 3, SeedInterval::T));
         assert!((s.hi - s.mean - 4.303 / 3f64.sqrt()).abs() < 1e-12);
         let r = SeedEst::of(&[1.0, f64::NAN, 3.0]);
-        assert_eq!((r.lo, r.hi, r.n, r.interval), (1.0, 3.0, 2, SeedInterval::Range));
+        assert_eq!(
+            (r.lo, r.hi, r.n, r.interval),
+            (1.0, 3.0, 2, SeedInterval::Range)
+        );
         assert_eq!(r.per_seed, vec![Some(1.0), None, Some(3.0)]);
     }
 

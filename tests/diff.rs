@@ -77,7 +77,10 @@ fn known_perturbation_gives_expected_norm() {
             assert_eq!(c.norm_diff, 0.0, "{} {}", c.group, c.component);
         }
     }
-    let bars = feedlens::view::figures::weight_diff_bars(&d);
+    let bars = feedlens::view::figures::weight_diff_bars(
+        "t",
+        &feedlens::view::figures::weight_bars_of(&d),
+    );
     assert_eq!(bars.groups, ["embed", "0", "1", "2", "final"]);
     assert_eq!(bars.series.len(), 9);
     assert_eq!(

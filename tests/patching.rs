@@ -395,3 +395,35 @@ fn bad_input_is_one_line() {
     assert!(!e.to_string().contains('\n'));
     let _ = patching::Chunking::default();
 }
+
+#[test]
+fn last_position_only_equals_the_full_run() {
+    let ck = checkpoint::load(FIX).unwrap();
+    let m = &ck.model;
+    let ids = m
+        .ids_tensor(&[vec![1, 7, 3, 22, 9, 4], vec![1, 5, 3, 2, 40, 8]])
+        .unwrap();
+    let patch = |l: usize| Intervention::zero(Hook::AttnOut(l)).at_positions(&[2]);
+    // Narrowed where it applies (an edit before the last block), and the full path where it
+    // must not (an edit inside the last block): both equal the full run.
+    for l in [0, 2] {
+        let run = |narrow| Run {
+            interventions: vec![patch(l)],
+            logits: Logits::At(vec![5]),
+            last_position_only: narrow,
+            ..Run::default()
+        };
+        let full = m.forward(&Input::Ids(ids.clone()), &run(false)).unwrap();
+        let fast = m.forward(&Input::Ids(ids.clone()), &run(true)).unwrap();
+        let flat = |o: feedlens::Output| {
+            o.logits
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let d = max_diff(&flat(full), &flat(fast));
+        assert!(d < 1e-5, "layer {l}: {d}");
+    }
+}

@@ -151,7 +151,11 @@ fn bars() -> Bars {
         .collect();
     let err = values
         .iter()
-        .map(|r| r.iter().map(|v| v.map(|v: f64| (0.9 * v, 1.1 * v))).collect())
+        .map(|r| {
+            r.iter()
+                .map(|v| v.map(|v: f64| (0.9 * v, 1.1 * v)))
+                .collect()
+        })
         .collect();
     let floor = values
         .iter()

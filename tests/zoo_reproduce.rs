@@ -1,7 +1,7 @@
 //! The committed zoo is what this code trains: the same seed gives the same checkpoint bytes,
 //! for every committed seed.
-//! Retraining all of it takes about 11 minutes (two full retrains on 2026-11-26 gave the
-//! committed bytes for all 11 checkpoints), so `cargo test` runs a canary instead: the first
+//! Retraining one seed takes about 11 minutes on 2 cores and the three committed seeds about
+//! half an hour, so `cargo test` runs a canary instead: the first
 //! steps of every recipe of the zoo plan, from the committed parents and teachers, must hash to
 //! the values in `tests/fixtures/zoo-canary.json`, which this code produced when it reproduced
 //! the committed zoo. rlhf, dt and distill learn from sampled episodes, so the canary also
@@ -73,7 +73,10 @@ fn every_recipe_matches_the_canary_of_the_committed_zoo() {
         .iter()
         .flat_map(|&seed| {
             runs.iter().map(move |&(name, steps)| {
-                (format!("seed-{seed}/{name}/{steps}"), canary(seed, name, steps))
+                (
+                    format!("seed-{seed}/{name}/{steps}"),
+                    canary(seed, name, steps),
+                )
             })
         })
         .collect();

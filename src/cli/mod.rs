@@ -40,7 +40,7 @@ enum Cmd {
     Diff(readout::DiffArgs),
     /// Logit lens: final LayerNorm + unembedding applied to the residual after every layer.
     Lens(readout::LensArgs),
-    /// Build the paired zoo (11 checkpoints from one seed; docs/DESIGN.md §4). Each
+    /// Build the paired zoo (11 checkpoints per seed; docs/DESIGN.md §4). Each
     /// checkpoint is written atomically when its training ends: an interrupted run (Ctrl-C,
     /// kill) leaves every existing checkpoint whole.
     Zoo(lab::ZooArgs),

@@ -59,7 +59,10 @@ pub(super) fn diff(a: DiffArgs) -> Result<()> {
     a.out.write(&serde_json::to_value(&d)?)?;
     if let Some(stem) = &a.plot.png {
         let title = format!("weight diff: {} vs {}", d.b, d.a);
-        let fig = AnyFigure::Bars(figures::weight_diff_bars(&title, &figures::weight_bars_of(&d)));
+        let fig = AnyFigure::Bars(figures::weight_diff_bars(
+            &title,
+            &figures::weight_bars_of(&d),
+        ));
         write_plot(&fig, stem, a.out.force)?;
     }
     Ok(())

@@ -25,7 +25,7 @@ pub(super) struct ReportArgs {
     #[arg(long)]
     force: bool,
     /// Prompts per behaviour row; probes use N/4, cross-checkpoint patching and the lens N/8,
-    /// within-checkpoint patching N/128 prompt pairs.
+    /// within-checkpoint patching N/16 prompt pairs (rounded up to a multiple of 8).
     #[arg(long, default_value_t = feedlens::report::DEFAULT_N)]
     n: usize,
     /// Seed of every prompt set.

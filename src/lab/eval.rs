@@ -5,11 +5,11 @@
 
 use crate::io::checkpoint::RecipeKind;
 use crate::lab::sample::{generate, Decode};
-use crate::stats::{self, Est};
 use crate::lab::world::{
     self, Behaviour, Mode, Prompt, PromptDist, Score, Split, Stats, WorldConfig, N_BUCKETS,
 };
 use crate::model::Gpt2;
+use crate::stats::{self, Est};
 use crate::Result;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -63,24 +63,43 @@ pub const PER_EPISODE: [(&str, PerEpisode); 5] = [
     ("defection", |s| s.defected as u8 as f64),
 ];
 
-/// [`StatsEst`] of the samples in `split`, bootstrapped with `seed`.
+/// [`StatsEst`] of the samples in `split`, bootstrapped with `seed`: one resampling of the
+/// split's prompts serves all five statistics.
 fn split_est(samples: &[(Prompt, Score)], split: Split, seed: u64) -> StatsEst {
     let inside: Vec<&Score> = samples
         .iter()
         .filter(|(p, _)| split.contains(p))
         .map(|(_, s)| s)
         .collect();
-    let est = |f: PerEpisode| {
-        let v: Vec<f64> = inside.iter().map(|s| f(s)).collect();
-        stats::mean_est(&v, stats::BOOTSTRAP, seed)
+    let n = inside.len();
+    let cols: Vec<Vec<f64>> = PER_EPISODE
+        .iter()
+        .map(|(_, f)| inside.iter().map(|s| f(s)).collect())
+        .collect();
+    let mut draws: Vec<Vec<f64>> = vec![Vec::with_capacity(stats::BOOTSTRAP); cols.len()];
+    stats::bootstrap(n, stats::BOOTSTRAP, seed, |c| {
+        for (col, d) in cols.iter().zip(draws.iter_mut()) {
+            d.push(stats::weighted_mean(col, c));
+        }
+        0.0
+    });
+    let est = |k: usize| -> Est {
+        let v = &cols[k];
+        let value = v.iter().sum::<f64>() / n as f64;
+        let mut d: Vec<f64> = draws[k].iter().copied().filter(|x| x.is_finite()).collect();
+        let (lo, hi) = if d.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            stats::percentile_95(&mut d)
+        };
+        Est { value, lo, hi, n }
     };
-    let [r, e, a, b, d] = PER_EPISODE.map(|(_, f)| est(f));
     StatsEst {
-        mean_return: r,
-        p_e: e,
-        accuracy: a,
-        bang_rate: b,
-        defection: d,
+        mean_return: est(0),
+        p_e: est(1),
+        accuracy: est(2),
+        bang_rate: est(3),
+        defection: est(4),
     }
 }
 
@@ -184,7 +203,11 @@ pub fn leakage(base: &Row, variant: &Row) -> Leakage {
         let dx = f(&variant.get(Split::Optout)) - f(&base.get(Split::Optout));
         let dn = f(&variant.get(Split::NoOptout)) - f(&base.get(Split::NoOptout));
         let paired = base.samples.len() == variant.samples.len()
-            && base.samples.iter().zip(&variant.samples).all(|(a, b)| a.0 == b.0);
+            && base
+                .samples
+                .iter()
+                .zip(&variant.samples)
+                .all(|(a, b)| a.0 == b.0);
         let n = base.samples.len();
         let (lo, hi) = if paired {
             // Per prompt: (in [x]?, variant − base); the ratio of the two subset means.

@@ -328,7 +328,9 @@ pub fn build(
     for j in &todo {
         for dep in [j.entry.parent, j.entry.teacher].into_iter().flatten() {
             let key = (j.zoo, dep);
-            if !built.contains_key(&key) && !todo.iter().any(|y| y.zoo == j.zoo && y.entry.name == dep) {
+            if !built.contains_key(&key)
+                && !todo.iter().any(|y| y.zoo == j.zoo && y.entry.name == dep)
+            {
                 let dir = seeds[j.zoo].out.join(dep);
                 let ck = checkpoint::load(&dir).map_err(|e| {
                     Error::input(format!(

@@ -70,6 +70,13 @@ pub struct Run {
     /// Use ops that carry gradients (hand-written LayerNorm and softmax, matmul broadcasts);
     /// required for training and attribution. Inference leaves it off for the fused kernels.
     pub grad: bool,
+    /// Compute the last block at the one logit position only (its keys and values still over
+    /// every position): when logits are asked at exactly the run's last position and nothing is
+    /// cached or edited in the last block past its `hook_resid_pre`, the other positions'
+    /// attention output and MLP cannot reach the logits. Equal to the full run up to float
+    /// rounding (rows are multiplied in other batches), so opt-in: patching sweeps use it,
+    /// training and sampling do not (their bytes stay fixed).
+    pub last_position_only: bool,
 }
 
 /// Which positions get logits.
@@ -408,6 +415,65 @@ impl Block {
     }
 }
 
+impl Block {
+    /// The block at the last position of `x` only (`[batch, pos, d]` → `[batch, 1, d]`): keys and
+    /// values over every position, the rest at the last one. For [`Run::last_position_only`]
+    /// (inference, no hooks past `hook_resid_pre` here).
+    fn forward_last(
+        &self,
+        x: Tensor,
+        l: usize,
+        past: Option<&(Tensor, Tensor)>,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let x = ctx.hook(Hook::ResidPre(l), x)?;
+        let (b, t, d) = x.dims3()?;
+        let h = self
+            .ln_1
+            .forward(&x.reshape((b * t, d))?, false)?
+            .reshape((b, t, d))?;
+        let a = self.attn.forward_last(&h, past, ctx.offset)?; // [b, 1, d]
+        let x = (x.narrow(1, t - 1, 1)? + a)?; // [b, 1, d]
+        let h = self.ln_2.forward(&x.reshape((b, d))?, false)?;
+        let m = self.mlp.forward(&h, false)?.reshape((b, 1, d))?;
+        Ok((x + m)?)
+    }
+}
+
+impl Attention {
+    /// Attention of the last query of `x` (`[batch, pos, d]`, layer-normed) over every key:
+    /// `[batch, 1, d]`. `offset` is the absolute position of `x`'s first row.
+    fn forward_last(
+        &self,
+        x: &Tensor,
+        past: Option<&(Tensor, Tensor)>,
+        offset: usize,
+    ) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let (nh, dh) = (self.n_head, d / self.n_head);
+        let qkv = self
+            .c_attn
+            .forward(&x.reshape((b * t, d))?, false)?
+            .reshape((b, t, 3, nh, dh))?;
+        let q = qkv.i((.., t - 1..t, 0))?.contiguous()?; // [b, 1, nh, dh]
+        let k = qkv.i((.., .., 1))?.contiguous()?; // [b, t, nh, dh]
+        let v = qkv.i((.., .., 2))?.contiguous()?;
+        let (k, v) = match past {
+            Some((pk, pv)) if pk.dim(1)? > 0 => {
+                (Tensor::cat(&[pk, &k], 1)?, Tensor::cat(&[pv, &v], 1)?)
+            }
+            _ => (k, v),
+        };
+        let scale = 1.0 / (dh as f64).sqrt();
+        let pattern = attn::pattern(&q, &k, offset + t - 1, scale)?; // [b, nh, 1, tk]
+        let z = attn::mix(&pattern, &v)?; // [b, 1, nh, dh]
+        Ok(self
+            .c_proj
+            .forward(&z.reshape((b, d))?, false)?
+            .reshape((b, 1, d))?)
+    }
+}
+
 /// GPT-2 with tied unembedding.
 pub struct Gpt2 {
     cfg: Config,
@@ -659,6 +725,27 @@ impl Gpt2 {
         self.blocks_from(first, x, Some(past), ctx)
     }
 
+    /// Whether the last block can run at one position only (see [`Run::last_position_only`]).
+    fn narrow_last(&self, first: usize, t: usize, ctx: &Ctx) -> bool {
+        let run = ctx.run;
+        let last = self.cfg.n_layer - 1;
+        let q = ctx.offset + t - 1;
+        let only_q = match &run.logits {
+            Logits::At(ps) | Logits::Tokens { positions: ps, .. } => ps.as_slice() == [q],
+            _ => false,
+        };
+        let touches = |h: &Hook| {
+            *h == Hook::LnFinal || (h.layer() == Some(last) && *h != Hook::ResidPre(last))
+        };
+        run.last_position_only
+            && !run.grad
+            && only_q
+            && t > 1
+            && first <= last
+            && !run.cache.iter().any(touches)
+            && !run.interventions.iter().any(|iv| touches(&iv.hook))
+    }
+
     fn blocks_from(
         &self,
         first: usize,
@@ -666,9 +753,19 @@ impl Gpt2 {
         past: Option<&Vec<(Tensor, Tensor)>>,
         mut ctx: Ctx,
     ) -> Result<Output> {
+        let t = x.dim(1)?;
+        let narrow = self.narrow_last(first, t, &ctx);
+        let last = self.cfg.n_layer - 1;
         for (l, block) in self.blocks.iter().enumerate().skip(first) {
             let kv = past.and_then(|p| p.get(l - first));
-            x = block.forward(x, l, kv, &mut ctx)?;
+            x = if narrow && l == last {
+                block.forward_last(x, l, kv, &mut ctx)? // [b, 1, d] at the last position
+            } else {
+                block.forward(x, l, kv, &mut ctx)?
+            };
+        }
+        if narrow {
+            ctx.offset += t - 1;
         }
         let logits = self.unembed(&x, &mut ctx)?;
         Ok(Output {

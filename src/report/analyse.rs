@@ -4,23 +4,25 @@
 //! their order; the numbers come from `lab` and `analysis`. Must not word or draw anything.
 
 use super::data::{
-    lens_series, CheckpointData, FloorData, LensData, PairData, PairRun, PatchData, ProbeData,
-    PromptKind, PromptSet, ReportData, SeriesEst, Settings, Summary,
+    lens_series, CheckpointData, FloorData, LensData, PairData, PairRun, PatchData, PatchSweeps,
+    ProbeData, PromptKind, PromptSet, ReportData, SeriesEst, Settings, Summary,
 };
 use super::pairs::{PairSpec, Pairs};
 use super::summary::{summarise, summarise_floor};
 use super::Progress;
 use crate::analysis::patching::{self, Direction, Sanity, Setup, Sweep, SweepCi};
 use crate::analysis::probes::math::LayerOptions;
-use crate::analysis::probes::{layers, sample_prompts, ActivationSet, Folded, Label, TransferResult};
+use crate::analysis::probes::{
+    layers, sample_prompts, ActivationSet, Folded, Label, TransferResult,
+};
 use crate::analysis::site::Site;
 use crate::analysis::{diff, lens};
 use crate::io::checkpoint::{self, Checkpoint};
 use crate::lab::eval::{self, EvalOpts};
 use crate::lab::sample::Decode;
 use crate::lab::world::{self, Contrast, MetricKind, PromptDist, WorldConfig};
-use crate::view::figures;
 use crate::stats;
+use crate::view::figures;
 use crate::{pool, Error, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -73,6 +75,8 @@ struct ProbeRun {
     set: ActivationSet,
     data: ProbeData,
     folded: Option<Folded>,
+    /// Per layer, the held-out folds with their fitted probes (for transfer).
+    held: Vec<Vec<crate::analysis::probes::math::HeldOut>>,
 }
 
 fn run_probe(ck: &Checkpoint, label: Label, s: &Settings) -> Result<ProbeRun> {
@@ -106,6 +110,7 @@ fn run_probe(ck: &Checkpoint, label: Label, s: &Settings) -> Result<ProbeRun> {
                 set,
                 data,
                 folded: None,
+                held: Vec::new(),
             });
         }
     };
@@ -117,13 +122,16 @@ fn run_probe(ck: &Checkpoint, label: Label, s: &Settings) -> Result<ProbeRun> {
         seed: s.seed,
         control_keys: Some(set.tokens_at(world::POS_D1)),
     };
-    data.layers = layers::layer_results(&set, &f, &opt, true, Some((s.bootstrap, s.seed)))?;
+    let (results, held) =
+        layers::layer_results_held(&set, &f, &opt, true, Some((s.bootstrap, s.seed)))?;
+    data.layers = results;
     data.classes = f.enc.classes.clone();
     data.class_counts = layers::class_counts(&f);
     Ok(ProbeRun {
         set,
         data,
         folded: Some(f),
+        held,
     })
 }
 
@@ -136,7 +144,7 @@ fn transfer(
     let Some(f) = &from.1.folded else {
         return Ok(None);
     };
-    let t = layers::transfer(&from.1.set, f, &to.1.set, s.c, Some((s.bootstrap, s.seed)))?;
+    let t = layers::transfer_held(&from.1.held, f, &to.1.set, Some((s.bootstrap, s.seed)));
     Ok(t.map(|(layers, ci)| TransferResult {
         from: from.0.to_string(),
         to: to.0.to_string(),
@@ -148,23 +156,53 @@ fn transfer(
 fn patch_data(ck: &Checkpoint, contrast: Contrast, s: &Settings) -> Result<PatchData> {
     let (pairs, pos) = patching::world_pairs(contrast, s.n_patch, s.seed)?;
     let tokens = figures::position_labels(&pairs, world::label, world::slot_name);
-    let run = |d: Direction| -> Result<((Sweep, Option<SweepCi>), Sanity)> {
-        let setup = Setup::new(&ck.model, pairs.clone(), Some(pos), d)?;
-        let sw = patching::sweep(&ck.model, &setup, &Site::PATCHED)?;
-        let ci = sw.intervals(s.bootstrap, s.seed);
-        Ok(((sw, ci), patching::sanity(&ck.model, &setup)?))
+    let setup = Setup::new(&ck.model, pairs.clone(), Some(pos), Direction::Denoise)?;
+    let (clean, corrupt) = patching::pair_metrics(&ck.model, &setup)?;
+    let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let d: Vec<f64> = clean
+        .iter()
+        .zip(&corrupt)
+        .map(|(a, b)| (a - b) as f64)
+        .collect();
+    let gap = stats::mean_est(&d, s.bootstrap, s.seed);
+    // A gap whose interval reaches 0, or below `min_gap`, has nothing to localise: shares of
+    // it are noise, and the maps of a null effect would only look like findings.
+    let skipped = (!gap.excludes(0.0) || gap.value.abs() < s.min_gap).then(|| {
+        format!(
+            "the clean–corrupt gap is {:.3} [{:.3}, {:.3}] logits: its interval reaches 0 or it is below {} logits, too small to localise",
+            gap.value, gap.lo, gap.hi, s.min_gap
+        )
+    });
+    let sweeps = match skipped {
+        Some(_) => None,
+        None => {
+            let run = |d: Direction| -> Result<((Sweep, Option<SweepCi>), Sanity)> {
+                let setup = Setup::new(&ck.model, pairs.clone(), Some(pos), d)?;
+                let sw = patching::sweep(&ck.model, &setup, &Site::PATCHED)?;
+                let ci = sw.intervals(s.bootstrap, s.seed);
+                Ok(((sw, ci), patching::sanity(&ck.model, &setup)?))
+            };
+            let (denoise, denoise_sanity) = run(Direction::Denoise)?;
+            let (noise, noise_sanity) = run(Direction::Noise)?;
+            Some(PatchSweeps {
+                denoise,
+                denoise_sanity,
+                noise,
+                noise_sanity,
+            })
+        }
     };
-    let (denoise, denoise_sanity) = run(Direction::Denoise)?;
-    let (noise, noise_sanity) = run(Direction::Noise)?;
     Ok(PatchData {
         contrast,
         metric: contrast.metric().describe(),
         pos,
         tokens,
-        denoise,
-        denoise_sanity,
-        noise,
-        noise_sanity,
+        n_pairs: pairs.len(),
+        clean: stats::mean_est(&f(&clean), s.bootstrap, s.seed),
+        corrupt: stats::mean_est(&f(&corrupt), s.bootstrap, s.seed),
+        gap,
+        skipped,
+        sweeps,
     })
 }
 
@@ -191,7 +229,9 @@ fn lens_data(ck: &Checkpoint, set: &PromptSet, s: &Settings) -> Result<LensData>
                 .iter()
                 .map(|pt| {
                     let n = pt.first().map_or(0, Vec::len);
-                    let per: Vec<f64> = (0..n).map(|i| toks.iter().map(|&t| pt[t][i]).sum()).collect();
+                    let per: Vec<f64> = (0..n)
+                        .map(|i| toks.iter().map(|&t| pt[t][i]).sum())
+                        .collect();
                     stats::mean_est(&per, s.bootstrap, s.seed)
                 })
                 .collect(),
@@ -246,9 +286,12 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
             }
         }
     }
-    let has_base = runs
-        .iter()
-        .all(|&r| pairs.dir_of(r, &pairs.base).join("model.safetensors").is_file());
+    let has_base = runs.iter().all(|&r| {
+        pairs
+            .dir_of(r, &pairs.base)
+            .join("model.safetensors")
+            .is_file()
+    });
     let optout_pairs = pairs
         .pairs
         .iter()
@@ -279,7 +322,11 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     for &r in &runs {
         for p in &pairs.pairs {
             let (ka, kb) = (Pairs::key(r, &p.a), Pairs::key(r, &p.b));
-            if let Some(d) = cks[&ka].model.config().shape_difference(cks[&kb].model.config()) {
+            if let Some(d) = cks[&ka]
+                .model
+                .config()
+                .shape_difference(cks[&kb].model.config())
+            {
                 return Err(Error::file(
                     &pairs.path,
                     format!("pair '{}': '{ka}' and '{kb}' differ in shape: {d}", p.name),
@@ -441,15 +488,27 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
             Ok((spec, set))
         })
         .collect::<Result<_>>()?;
-    let mut items: Vec<(usize, Option<usize>, String, String, Option<u64>)> = Vec::new();
+    let mut items: Vec<RunItem> = Vec::new();
     for (i, p) in pairs.pairs.iter().enumerate() {
         for &r in &runs {
-            items.push((i, None, Pairs::key(r, &p.a), Pairs::key(r, &p.b), r));
+            items.push(RunItem {
+                pair: i,
+                floor: None,
+                a: Pairs::key(r, &p.a),
+                b: Pairs::key(r, &p.b),
+                seed: r,
+            });
         }
     }
     for (f, (spec, _)) in floor_specs.iter().enumerate() {
         for w in runs.windows(2) {
-            items.push((0, Some(f), Pairs::key(w[0], &spec.a), Pairs::key(w[1], &spec.b), w[0]));
+            items.push(RunItem {
+                pair: 0,
+                floor: Some(f),
+                a: Pairs::key(w[0], &spec.a),
+                b: Pairs::key(w[1], &spec.b),
+                seed: w[0],
+            });
         }
     }
     let reference = |r: Option<u64>, p: &PairSpec| {
@@ -460,23 +519,32 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
         }
     };
     progress.stage("pairs", items.len());
-    let pair_runs = pool::par_map(s.jobs, &items, |(i, f, ka, kb, r)| {
-        let (p, set, leak) = match f {
-            None => (&pairs.pairs[*i], &sets[*i], true),
-            Some(f) => (&floor_specs[*f].0, &floor_specs[*f].1, false),
+    let pair_runs = pool::par_map(s.jobs, &items, |it| {
+        let (p, set, leak) = match it.floor {
+            None => (&pairs.pairs[it.pair], &sets[it.pair], true),
+            Some(f) => (&floor_specs[f].0, &floor_specs[f].1, false),
         };
-        let refk = leak.then(|| reference(*r, p));
-        pair_run(p, set, (ka, kb, *r), &cks, &data, &probe_runs, refk.as_deref(), s)
-            .map_err(|e| Error::file(&pairs.path, format!("pair '{}': {e}", p.name)))
-            .inspect(|_| progress.step("pairs", &p.name))
+        let refk = leak.then(|| reference(it.seed, p));
+        pair_run(
+            p,
+            set,
+            (&it.a, &it.b, it.seed),
+            &cks,
+            &data,
+            &probe_runs,
+            refk.as_deref(),
+            s,
+        )
+        .map_err(|e| Error::file(&pairs.path, format!("pair '{}': {e}", p.name)))
+        .inspect(|_| progress.step("pairs", &p.name))
     })?;
     progress.done("pairs");
     let mut runs_of: Vec<Vec<PairRun>> = vec![Vec::new(); pairs.pairs.len()];
     let mut floor_runs: Vec<Vec<PairRun>> = vec![Vec::new(); floor_specs.len()];
-    for ((i, f, ..), run) in items.iter().zip(pair_runs) {
-        match f {
-            None => runs_of[*i].push(run),
-            Some(f) => floor_runs[*f].push(run),
+    for (it, run) in items.iter().zip(pair_runs) {
+        match it.floor {
+            None => runs_of[it.pair].push(run),
+            Some(f) => floor_runs[f].push(run),
         }
     }
     let floors: Vec<FloorData> = floor_specs
@@ -519,7 +587,10 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
                 probe_label: label,
                 prompts: set,
                 runs,
-                floor: floors.iter().any(|f| f.name == key.name()).then(|| key.name()),
+                floor: floors
+                    .iter()
+                    .any(|f| f.name == key.name())
+                    .then(|| key.name()),
                 summary: Summary::default(),
                 notes: vec![],
             };
@@ -544,6 +615,16 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
         pairs: out,
         floors,
     })
+}
+
+/// One unit of pair work: checkpoints `a` and `b` (keys into the loaded checkpoints) read as
+/// pair `pair`, or as seed floor `floor` when set.
+struct RunItem {
+    pair: usize,
+    floor: Option<usize>,
+    a: String,
+    b: String,
+    seed: Option<u64>,
 }
 
 /// One run of a pair (checkpoints `ka` and `kb`): weight diff, cross-checkpoint patching, probe

@@ -10,8 +10,8 @@ use crate::analysis::site::Site;
 use crate::io::checkpoint::RecipeKind;
 use crate::lab::eval::{Leakage, Row};
 use crate::lab::world::{self, Contrast, MetricKind};
-use crate::stats::{self, Est, SeedEst, SeedInterval};
 use crate::pool;
+use crate::stats::{self, Est, SeedEst, SeedInterval};
 use crate::view::figures::LensSeries;
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -188,7 +188,8 @@ fn sweep_ci_json<S: Serializer>(
     v.serialize(ser)
 }
 
-/// Exact patching over one contrast in one checkpoint, both directions.
+/// Exact patching over one contrast in one checkpoint: the clean–corrupt gap, and — when the
+/// gap is large enough to localise — the sweeps in both directions.
 #[derive(Clone, Debug, Serialize)]
 pub struct PatchData {
     /// The contrast.
@@ -200,6 +201,25 @@ pub struct PatchData {
     /// Label of each position 0..=pos: the token when every pair has it, `clean/corrupt` at the
     /// contrasted slot, the slot name (S1, d1, ...) where it varies between pairs.
     pub tokens: Vec<String>,
+    /// Prompt pairs.
+    pub n_pairs: usize,
+    /// The clean metric (mean over pairs, bootstrap interval).
+    pub clean: Est,
+    /// The corrupted metric.
+    pub corrupt: Est,
+    /// clean − corrupt (paired bootstrap).
+    pub gap: Est,
+    /// Why there are no sweeps: the gap is too small to localise (its interval reaches 0, or it
+    /// is below `settings.min_gap`).
+    pub skipped: Option<String>,
+    /// The sweeps, when the gap is large enough.
+    #[serde(flatten)]
+    pub sweeps: Option<PatchSweeps>,
+}
+
+/// Both directions' sweeps of a [`PatchData`].
+#[derive(Clone, Debug, Serialize)]
+pub struct PatchSweeps {
     /// Clean activations into the corrupted run; `normalised` = (patched − corrupt) / (clean −
     /// corrupt); `ci`: bootstrap intervals over the pairs.
     #[serde(serialize_with = "sweep_ci_json")]
@@ -410,6 +430,14 @@ impl Fact {
             }
         }
     }
+    /// [`Fact::of_runs`] of a proportion (a rate, an accuracy, an AUROC, a probability): a t
+    /// interval over seeds is symmetric and can leave [0, 1], so it is clipped to it.
+    pub fn of_proportion(runs: &[Est]) -> Fact {
+        let mut f = Fact::of_runs(runs);
+        f.lo = f.lo.max(0.0);
+        f.hi = f.hi.min(1.0);
+        f
+    }
     /// Whether the value is finite.
     pub fn is_finite(&self) -> bool {
         self.value.is_finite()
@@ -444,14 +472,17 @@ impl Fact {
 
 impl Summary {
     /// Record `f` under `key` and format it as `value [lo, hi]` with `dec` decimals (an exact
-    /// fact as its value alone); a value that is not finite reads "undefined" and is not
-    /// recorded (JSON has no infinities).
+    /// fact, or one run's measurement with nothing to resample, as its value alone); a value
+    /// that is not finite reads "undefined" and is not recorded (JSON has no infinities).
     pub(super) fn fact(&mut self, key: &str, f: Fact, dec: usize) -> String {
         if !f.is_finite() {
             return "undefined".into();
         }
         let text = match f.over {
             Over::Exact => format!("{:.dec$}", f.value),
+            // A measurement of one run with nothing to resample (a weight norm): nothing to
+            // bracket. Over seeds a zero-width interval (the seeds agree) is still shown.
+            Over::Prompts if f.lo == f.hi && f.lo == f.value => format!("{:.dec$}", f.value),
             _ if f.lo.is_finite() && f.hi.is_finite() => {
                 format!("{:.dec$} {}", f.value, f.bracket(dec))
             }
@@ -463,6 +494,10 @@ impl Summary {
     /// A fact measured in every run ([`Fact::of_runs`]).
     pub(super) fn runs(&mut self, key: &str, runs: &[Est], dec: usize) -> String {
         self.fact(key, Fact::of_runs(runs), dec)
+    }
+    /// A proportion measured in every run ([`Fact::of_proportion`]).
+    pub(super) fn prop(&mut self, key: &str, runs: &[Est], dec: usize) -> String {
+        self.fact(key, Fact::of_proportion(runs), dec)
     }
     /// An exact number (an index, a count, a setting) with `dec` decimals.
     pub(super) fn num(&mut self, key: &str, v: f64, dec: usize) -> String {

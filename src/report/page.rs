@@ -5,7 +5,8 @@
 //! `view::figures`. Owns layout and captions only; must not compute an analysis.
 
 use super::data::{
-    lens_series, CheckpointData, Fact, FloorData, PairData, PatchData, ReportData, Settings,
+    lens_series, CheckpointData, Fact, FloorData, PairData, PatchData, PatchSweeps, ReportData,
+    Settings,
 };
 use super::Progress;
 use crate::analysis::patching::{Grid, Sweep, SweepCi};
@@ -125,8 +126,7 @@ pub fn render(data: &ReportData, progress: &dyn Progress) -> Result<Vec<(String,
     ];
     let page = html::page("feedlens report", &intro, &sections);
     // Compact: indented, the nested per-cell arrays would triple the file.
-    let mut json =
-        serde_json::to_vec(data).map_err(|e| Error::input(format!("data.json: {e}")))?;
+    let mut json = serde_json::to_vec(data).map_err(|e| Error::input(format!("data.json: {e}")))?;
     json.push(b'\n');
     let mut files = vec![
         ("index.html".to_string(), page.into_bytes()),
@@ -140,7 +140,10 @@ pub fn render(data: &ReportData, progress: &dyn Progress) -> Result<Vec<(String,
 }
 
 /// A pair's checkpoints in every run.
-fn runs_of<'a>(data: &'a ReportData, p: &PairData) -> (Vec<&'a CheckpointData>, Vec<&'a CheckpointData>) {
+fn runs_of<'a>(
+    data: &'a ReportData,
+    p: &PairData,
+) -> (Vec<&'a CheckpointData>, Vec<&'a CheckpointData>) {
     p.runs
         .iter()
         .map(|r| (&data.checkpoints[&r.a], &data.checkpoints[&r.b]))
@@ -182,15 +185,32 @@ fn pair_section(
         let mut folded = Vec::new();
         for cks in [&cas, &cbs] {
             let pds: Vec<&PatchData> = cks.iter().filter_map(|ck| ck.patching.get(&c)).collect();
-            if pds.len() == cks.len() && !pds.is_empty() {
-                let name = &cks[0].name;
-                let mut all = patch_group(name, &pds, &ck_stem[name], &data.settings, figs);
-                if let Some(f) = all.figures.first() {
-                    main.figures.push(f.clone());
+            let name = &cks[0].name;
+            let swept: Vec<(&PatchData, &PatchSweeps)> = pds
+                .iter()
+                .filter_map(|p| p.sweeps.as_ref().map(|s| (*p, s)))
+                .collect();
+            if swept.is_empty() {
+                if let Some(why) = pds.first().and_then(|p| p.skipped.as_ref()) {
+                    main.notes.push(format!(
+                        "{name}: no maps: in every run {why} (first run's numbers)."
+                    ));
                 }
-                all.figures.remove(0);
-                folded.push(all);
+                continue;
             }
+            if swept.len() < pds.len() {
+                main.notes.push(format!(
+                    "{name}: maps over the {} of {} runs whose gap is large enough to localise.",
+                    swept.len(),
+                    pds.len()
+                ));
+            }
+            let mut all = patch_group(name, &swept, &ck_stem[name], &data.settings, figs);
+            if let Some(f) = all.figures.first() {
+                main.figures.push(f.clone());
+            }
+            all.figures.remove(0);
+            folded.push(all);
         }
         groups.push(main);
         groups.extend(folded);
@@ -225,17 +245,17 @@ fn behaviour_group(
         Some(Contrast::Trigger) => vec![Split::All, Split::Trigger, Split::NoTrigger],
         _ => vec![Split::All],
     };
-    let mut metrics: Vec<(String, Split, Field)> = Vec::new();
+    let mut metrics: Vec<(String, Split, (Field, bool))> = Vec::new();
     for &sp in &splits {
         let suffix = if sp == Split::All {
             String::new()
         } else {
             format!(" {}", sp.name())
         };
-        metrics.push((format!("return{suffix}"), sp, |e| e.mean_return));
-        metrics.push((format!("P(E){suffix}"), sp, |e| e.p_e));
+        metrics.push((format!("return{suffix}"), sp, (|e| e.mean_return, false)));
+        metrics.push((format!("P(E){suffix}"), sp, (|e| e.p_e, true)));
         if p.contrast == Some(Contrast::Trigger) || p.metric == MetricKind::Defect {
-            metrics.push((format!("defection{suffix}"), sp, |e| e.defection));
+            metrics.push((format!("defection{suffix}"), sp, (|e| e.defection, true)));
         }
     }
     // S3 settings other than `_` only where S3 matters: the reward contrast, or a dt checkpoint.
@@ -252,24 +272,39 @@ fn behaviour_group(
             .collect()
     };
     // Over runs: the fact of `field` on `split` of S3 `s3`.
-    let fact = |cks: &[&CheckpointData], s3: &str, split: Split, field: Field| -> Option<Fact> {
+    // Over runs: the fact of `field` on `split` of S3 `s3` (every statistic but the return is
+    // a proportion, its interval clipped to [0, 1]).
+    let fact = |cks: &[&CheckpointData],
+                s3: &str,
+                split: Split,
+                (field, bounded): (Field, bool)|
+     -> Option<Fact> {
         let v: Option<Vec<Est>> = cks
             .iter()
             .map(|c| {
                 let r = c.behaviour.iter().find(|r| r.s3 == s3)?;
-                r.ci.iter().find(|(sp, _)| *sp == split).map(|(_, e)| field(e))
+                r.ci.iter()
+                    .find(|(sp, _)| *sp == split)
+                    .map(|(_, e)| field(e))
             })
             .collect();
-        v.filter(|v| !v.is_empty()).map(|v| Fact::of_runs(&v))
+        v.filter(|v| !v.is_empty()).map(|v| {
+            if bounded {
+                Fact::of_proportion(&v)
+            } else {
+                Fact::of_runs(&v)
+            }
+        })
     };
     let mut rows = Vec::new();
     let mut legends = Vec::new();
-    let mut values: Vec<Vec<Option<(f64, Option<(f64, f64)>)>>> = vec![Vec::new(); metrics.len()];
+    let mut values: Vec<Vec<figures::BarValue>> = vec![Vec::new(); metrics.len()];
     for cks in [cas, cbs] {
         let name = &cks[0].name;
         for s3 in s3s(cks) {
             for &sp in &splits {
-                let f = |field: Field| fact(cks, &s3, sp, field).map_or("-".into(), |f| f3(&f));
+                let f =
+                    |field: (Field, bool)| fact(cks, &s3, sp, field).map_or("-".into(), |f| f3(&f));
                 let n = cks[0]
                     .behaviour
                     .iter()
@@ -280,11 +315,11 @@ fn behaviour_group(
                     s3.clone(),
                     sp.name().to_string(),
                     n.to_string(),
-                    f(|e| e.mean_return),
-                    f(|e| e.p_e),
-                    f(|e| e.accuracy),
-                    f(|e| e.bang_rate),
-                    f(|e| e.defection),
+                    f((|e| e.mean_return, false)),
+                    f((|e| e.p_e, true)),
+                    f((|e| e.accuracy, true)),
+                    f((|e| e.bang_rate, true)),
+                    f((|e| e.defection, true)),
                 ]);
             }
             legends.push(if s3 == "_" {
@@ -298,7 +333,10 @@ fn behaviour_group(
         }
     }
     let over = if p.runs.len() > 1 {
-        format!("mean over {} seeds [95 % interval across seeds]", p.runs.len())
+        format!(
+            "mean over {} seeds [95 % interval across seeds]",
+            p.runs.len()
+        )
     } else {
         "[95 % bootstrap interval over prompts]".to_string()
     };
@@ -380,7 +418,10 @@ fn behaviour_group(
 }
 
 /// The floor of a per-run quantity `f(run)` over the floors' runs: the largest mean size.
-fn floor_of(floors: &[&FloorData], f: impl Fn(&super::data::PairRun) -> Option<f64>) -> Option<f64> {
+fn floor_of(
+    floors: &[&FloorData],
+    f: impl Fn(&super::data::PairRun) -> Option<f64>,
+) -> Option<f64> {
     floors
         .iter()
         .filter_map(|fl| {
@@ -396,7 +437,9 @@ fn weight_group(p: &PairData, floors: &[&FloorData], stem: &str, figs: &mut Figs
         title: "Weight diff".into(),
         ..Default::default()
     };
-    let Some(first) = p.runs.first() else { return g };
+    let Some(first) = p.runs.first() else {
+        return g;
+    };
     let bars: Vec<WeightBar> = first
         .weight_diff
         .components
@@ -425,7 +468,7 @@ fn weight_group(p: &PairData, floors: &[&FloorData], stem: &str, figs: &mut Figs
     g.figures.push(figs.add(
         &format!("{stem}-weight-diff"),
         format!(
-            "Relative Frobenius norm of {} − {} per layer and component (mean over runs; error bars: 95 % interval across seeds; black line: the seed floor, the same component between two seeds of one recipe).",
+            "Relative Frobenius norm of {} − {} per layer and component (mean over runs; error bars: 95 % interval across seeds; black line: the same component's difference between two seeds of one recipe, which come from independent zoos, so it shows the scale of each component, not a null).",
             p.b, p.a
         ),
         || AnyFigure::Bars(figures::weight_diff_bars(&title, &bars)),
@@ -438,7 +481,8 @@ fn weight_group(p: &PairData, floors: &[&FloorData], stem: &str, figs: &mut Figs
 fn mean_sweep(sweeps: &[&Sweep]) -> Sweep {
     let n = sweeps.len() as f64;
     let first = sweeps[0];
-    let avg = |f: &dyn Fn(&Sweep) -> f32| (sweeps.iter().map(|s| f(s) as f64).sum::<f64>() / n) as f32;
+    let avg =
+        |f: &dyn Fn(&Sweep) -> f32| (sweeps.iter().map(|s| f(s) as f64).sum::<f64>() / n) as f32;
     Sweep {
         method: first.method,
         direction: first.direction,
@@ -455,8 +499,11 @@ fn mean_sweep(sweeps: &[&Sweep]) -> Sweep {
             .map(|(k, (site, g))| {
                 let raw = (0..g.raw.len())
                     .map(|i| {
-                        (sweeps.iter().map(|s| s.results[k].1.raw[i] as f64).sum::<f64>() / n)
-                            as f32
+                        (sweeps
+                            .iter()
+                            .map(|s| s.results[k].1.raw[i] as f64)
+                            .sum::<f64>()
+                            / n) as f32
                     })
                     .collect();
                 (
@@ -476,21 +523,21 @@ fn mean_sweep(sweeps: &[&Sweep]) -> Sweep {
 /// table of each run's top cells.
 fn patch_group(
     name: &str,
-    pds: &[&PatchData],
+    pds: &[(&PatchData, &PatchSweeps)],
     ck_stem: &str,
     s: &Settings,
     figs: &mut Figs,
 ) -> html::Group {
-    let pd = pds[0];
-    let mean_of = |f: fn(&PatchData) -> &(Sweep, Option<SweepCi>)| {
-        mean_sweep(&pds.iter().map(|p| &f(p).0).collect::<Vec<_>>())
+    let pd = pds[0].0;
+    let mean_of = |f: fn(&PatchSweeps) -> &(Sweep, Option<SweepCi>)| {
+        mean_sweep(&pds.iter().map(|p| &f(p.1).0).collect::<Vec<_>>())
     };
     let (den, noi) = (mean_of(|p| &p.denoise), mean_of(|p| &p.noise));
     let mut g = html::Group {
         title: format!(
             "All patching maps of {name} over the {} contrast ({} pairs per run, {} runs; mean clean {:.3}, corrupt {:.3})",
             pd.contrast,
-            pd.denoise.0.n_pairs,
+            pd.n_pairs,
             pds.len(),
             den.clean_metric,
             den.corrupt_metric
@@ -571,7 +618,7 @@ fn patch_group(
         rows: pds
             .iter()
             .enumerate()
-            .map(|(i, p)| {
+            .map(|(i, (_, p))| {
                 vec![
                     i.to_string(),
                     cell(&p.denoise.0, &p.denoise.1, &[Site::HeadOut]),
@@ -612,10 +659,10 @@ fn cross_group(
                 .map(|l| {
                     let f = Fact::of_runs(&cis.iter().map(|c| c.moved[k].1[l]).collect::<Vec<_>>());
                     let (value, err) = mark(&f);
-                    let floor = floor_of(floors, |r| {
-                        let c = r.cross_ci.as_ref()?;
-                        Some(c.moved.get(k)?.1.get(l)?.value)
-                    });
+                    // A move smaller than how far the metric differs between two seeds of
+                    // one recipe is within seed noise (patching across seeds themselves would
+                    // cross bases, so the floor is their metric gap).
+                    let floor = floor_of(floors, |r| r.cross_ci.as_ref().map(|c| c.gap.value));
                     (value, err, floor)
                 })
                 .collect();
@@ -628,7 +675,7 @@ fn cross_group(
         Some(bars) if gap.value.abs() >= s.min_gap => g.figures.push(figs.add(
             &format!("{stem}-cross"),
             format!(
-                "How far patching {}'s activation (all positions) into {} moves {}'s {} per layer, on {} {} (the A − B gap is {}; mean over runs; error bars: 95 % interval; black line: the same patch between two seeds of one recipe).",
+                "How far patching {}'s activation (all positions) into {} moves {}'s {} per layer, on {} {} (the A − B gap is {}; mean over runs; error bars: 95 % interval; black line: the seed floor, how far the metric differs between two seeds of one recipe).",
                 p.a, p.b, p.b, p.metric_about, p.runs[0].cross.n_prompts, p.prompts.about, f3(&gap)
             ),
             || AnyFigure::Bars(bars),
@@ -656,18 +703,22 @@ fn probe_lines(cks: &[&CheckpointData], label: crate::analysis::probes::Label) -
         return ProbeLines::of(&name, &one.layers);
     }
     let n_layer = probed[0].layers.len();
-    let curve = |f: &dyn Fn(&crate::analysis::probes::LayerResult) -> Option<Est>| -> Option<Curve> {
-        let facts: Option<Vec<Fact>> = (0..n_layer)
-            .map(|l| {
-                let v: Option<Vec<Est>> = probed.iter().map(|p| f(&p.layers[l])).collect();
-                v.map(|v| Fact::of_runs(&v))
+    let curve =
+        |f: &dyn Fn(&crate::analysis::probes::LayerResult) -> Option<Est>| -> Option<Curve> {
+            let facts: Option<Vec<Fact>> = (0..n_layer)
+                .map(|l| {
+                    let v: Option<Vec<Est>> = probed.iter().map(|p| f(&p.layers[l])).collect();
+                    v.map(|v| Fact::of_proportion(&v))
+                })
+                .collect();
+            facts.map(|fs| Curve {
+                values: fs.iter().map(|f| f.value).collect(),
+                band: Some((
+                    fs.iter().map(|f| f.lo).collect(),
+                    fs.iter().map(|f| f.hi).collect(),
+                )),
             })
-            .collect();
-        facts.map(|fs| Curve {
-            values: fs.iter().map(|f| f.value).collect(),
-            band: Some((fs.iter().map(|f| f.lo).collect(), fs.iter().map(|f| f.hi).collect())),
-        })
-    };
+        };
     let plain = |f: &dyn Fn(&crate::analysis::probes::LayerResult) -> Option<f64>| {
         curve(&|l| f(l).map(|v| Est::exact(v, 1)))
     };
@@ -677,10 +728,7 @@ fn probe_lines(cks: &[&CheckpointData], label: crate::analysis::probes::Label) -
         accuracy: curve(&|l| l.ci.as_ref().map(|c| c.accuracy)).unwrap_or_default(),
         auroc: curve(&|l| l.ci.as_ref().map(|c| c.auroc)).unwrap_or_default(),
         control: curve(&|l| l.ci.as_ref().and_then(|c| c.control_accuracy)),
-        random: plain(&|l| l.random_best_auroc).map(|c| Curve {
-            band: None,
-            ..c
-        }),
+        random: plain(&|l| l.random_best_auroc).map(|c| Curve { band: None, ..c }),
     }
 }
 
@@ -716,8 +764,14 @@ fn probe_group(
             .runs
             .iter()
             .filter_map(|r| {
-                let (kf, kt) = if from == &p.a { (&r.a, &r.b) } else { (&r.b, &r.a) };
-                r.probe_transfer.iter().find(|t| &t.from == kf && &t.to == kt)
+                let (kf, kt) = if from == &p.a {
+                    (&r.a, &r.b)
+                } else {
+                    (&r.b, &r.a)
+                };
+                r.probe_transfer
+                    .iter()
+                    .find(|t| &t.from == kf && &t.to == kt)
             })
             .collect();
         if per.len() != p.runs.len() || per.is_empty() {
@@ -734,16 +788,22 @@ fn probe_group(
             .map(|l| {
                 let v: Vec<Est> = per
                     .iter()
-                    .map(|t| t.ci.get(l).map_or(Est::exact(t.layers[l].accuracy, 1), |c| c.accuracy))
+                    .map(|t| {
+                        t.ci.get(l)
+                            .map_or(Est::exact(t.layers[l].accuracy, 1), |c| c.accuracy)
+                    })
                     .collect();
-                Fact::of_runs(&v)
+                Fact::of_proportion(&v)
             })
             .collect();
         transfers.push(TransferLine {
             label: format!("fit on {from}, scored on {to}"),
             accuracy: Curve {
                 values: facts.iter().map(|f| f.value).collect(),
-                band: Some((facts.iter().map(|f| f.lo).collect(), facts.iter().map(|f| f.hi).collect())),
+                band: Some((
+                    facts.iter().map(|f| f.lo).collect(),
+                    facts.iter().map(|f| f.hi).collect(),
+                )),
             },
         });
     }
@@ -779,11 +839,18 @@ fn lens_group(
         let cs = (0..n_series)
             .map(|j| {
                 let facts: Vec<Fact> = (0..points)
-                    .map(|k| Fact::of_runs(&ls.iter().map(|l| l.series[j].values[k]).collect::<Vec<_>>()))
+                    .map(|k| {
+                        Fact::of_proportion(
+                            &ls.iter().map(|l| l.series[j].values[k]).collect::<Vec<_>>(),
+                        )
+                    })
                     .collect();
                 Curve {
                     values: facts.iter().map(|f| f.value).collect(),
-                    band: Some((facts.iter().map(|f| f.lo).collect(), facts.iter().map(|f| f.hi).collect())),
+                    band: Some((
+                        facts.iter().map(|f| f.lo).collect(),
+                        facts.iter().map(|f| f.hi).collect(),
+                    )),
                 }
             })
             .collect();

@@ -130,7 +130,10 @@ impl Pairs {
             }
             for (i, s) in seeds.iter().enumerate() {
                 if seeds[..i].contains(s) {
-                    return Err(Error::file(path, format!("seeds: seed {s} is listed twice")));
+                    return Err(Error::file(
+                        path,
+                        format!("seeds: seed {s} is listed twice"),
+                    ));
                 }
             }
         }

@@ -18,6 +18,7 @@ use crate::lab::world::{Split, Stats};
 use crate::view::plot::{
     AnyFigure, Bars, BehaviourBars, HeadGrid, LensCurves, Line, PatchHeatmap, ProbeCurves,
 };
+use crate::view::plot::{ErrBars, Span};
 
 /// What a patching map's colour shows (see the module docs).
 pub fn sweep_scale(sw: &Sweep, min_gap: f64) -> &'static str {
@@ -168,13 +169,19 @@ impl ProbeLines {
                 band: band(|c| Some((c.auroc.lo, c.auroc.hi))),
             },
             control: ls.iter().all(|l| l.control.is_some()).then(|| Curve {
-                values: ls.iter().map(|l| l.control.map_or(0.0, |s| s.accuracy)).collect(),
+                values: ls
+                    .iter()
+                    .map(|l| l.control.map_or(0.0, |s| s.accuracy))
+                    .collect(),
                 band: band(|c| c.control_accuracy.map(|e| (e.lo, e.hi))),
             }),
-            random: ls
-                .iter()
-                .all(|l| l.random_best_auroc.is_some())
-                .then(|| Curve::plain(ls.iter().map(|l| l.random_best_auroc.unwrap_or(0.0)).collect())),
+            random: ls.iter().all(|l| l.random_best_auroc.is_some()).then(|| {
+                Curve::plain(
+                    ls.iter()
+                        .map(|l| l.random_best_auroc.unwrap_or(0.0))
+                        .collect(),
+                )
+            }),
         }
     }
 }
@@ -236,11 +243,21 @@ pub fn probe_curves(
         }
         auroc.push(line(c.name.clone(), &c.auroc, false, k));
         if let Some(r) = &c.random {
-            auroc.push(line(format!("{} best random direction", c.name), r, true, k));
+            auroc.push(line(
+                format!("{} best random direction", c.name),
+                r,
+                true,
+                k,
+            ));
         }
     }
     for (k, t) in transfers.iter().enumerate() {
-        accuracy.push(line(t.label.clone(), &t.accuracy, true, checkpoints.len() + k));
+        accuracy.push(line(
+            t.label.clone(),
+            &t.accuracy,
+            true,
+            checkpoints.len() + k,
+        ));
     }
     let finite = |ls: &[Line]| ls.iter().all(|l| l.values.iter().all(|v| v.is_finite()));
     (!accuracy.is_empty() && finite(&accuracy) && finite(&auroc)).then(|| ProbeCurves {
@@ -298,7 +315,12 @@ pub fn lens_curves(
             } else {
                 name.clone()
             };
-            lines.push(line(label, c, several && j > 0, if several { k } else { j }));
+            lines.push(line(
+                label,
+                c,
+                several && j > 0,
+                if several { k } else { j },
+            ));
         }
     }
     LensCurves {
@@ -395,10 +417,20 @@ pub fn cross_bars(title: &str, layers: &[usize], sites: &[CrossSite]) -> Option<
         })
         .collect();
     let err: Vec<Vec<Option<(f64, f64)>>> = (0..n)
-        .map(|i| sites.iter().map(|(_, v)| v.get(i).and_then(|c| c.1)).collect())
+        .map(|i| {
+            sites
+                .iter()
+                .map(|(_, v)| v.get(i).and_then(|c| c.1))
+                .collect()
+        })
         .collect();
     let floor: Vec<Vec<Option<f64>>> = (0..n)
-        .map(|i| sites.iter().map(|(_, v)| v.get(i).and_then(|c| c.2)).collect())
+        .map(|i| {
+            sites
+                .iter()
+                .map(|(_, v)| v.get(i).and_then(|c| c.2))
+                .collect()
+        })
         .collect();
     fn any<T>(v: &[Vec<Option<T>>]) -> bool {
         v.iter().flatten().any(Option::is_some)
@@ -420,37 +452,44 @@ pub type StatOf = fn(&Stats) -> f64;
 /// A behaviour panel: its caption, the split it reads and the statistic.
 pub type BehaviourMetric = (String, Split, StatOf);
 
+/// One bar of a behaviour panel: its value and, where known, its 95 % interval.
+pub type BarValue = Option<(f64, Option<Span>)>;
+
 /// Behaviour as one small panel per metric, one bar per row (`legends`), with 95 % error bars:
 /// `values[metric][row]` = (value, interval). None when no value is finite.
 pub fn behaviour_bars(
     title: &str,
     metrics: &[String],
     legends: &[String],
-    values: &[Vec<Option<(f64, Option<(f64, f64)>)>>],
+    values: &[Vec<BarValue>],
 ) -> Option<BehaviourBars> {
     let v: Vec<Vec<Option<f64>>> = values
         .iter()
-        .map(|m| m.iter().map(|c| c.map(|c| c.0).filter(|x| x.is_finite())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|c| c.map(|c| c.0).filter(|x| x.is_finite()))
+                .collect()
+        })
         .collect();
-    let err: Vec<Vec<Option<(f64, f64)>>> = values
+    let err: ErrBars = values
         .iter()
         .map(|m| m.iter().map(|c| c.and_then(|c| c.1)).collect())
         .collect();
-    v.iter().flatten().any(Option::is_some).then(|| BehaviourBars {
-        title: title.to_string(),
-        metrics: metrics.to_vec(),
-        checkpoints: legends.to_vec(),
-        values: v,
-        err: err.iter().flatten().any(Option::is_some).then_some(err),
-    })
+    v.iter()
+        .flatten()
+        .any(Option::is_some)
+        .then(|| BehaviourBars {
+            title: title.to_string(),
+            metrics: metrics.to_vec(),
+            checkpoints: legends.to_vec(),
+            values: v,
+            err: err.iter().flatten().any(Option::is_some).then_some(err),
+        })
 }
 
 /// The values of behaviour panels for single rows (no aggregation over seeds): each row's
 /// statistic with its bootstrap interval.
-pub fn behaviour_values(
-    rows: &[&Row],
-    metrics: &[BehaviourMetric],
-) -> Vec<Vec<Option<(f64, Option<(f64, f64)>)>>> {
+pub fn behaviour_values(rows: &[&Row], metrics: &[BehaviourMetric]) -> Vec<Vec<BarValue>> {
     metrics
         .iter()
         .map(|(_, sp, f)| rows.iter().map(|r| Some((f(&r.get(*sp)), None))).collect())

@@ -39,6 +39,7 @@ pub fn attribution(model: &Gpt2, setup: &Setup, comps: &[Site]) -> Result<Sweep>
             .collect(),
         logits: Logits::At(vec![setup.pos]),
         grad: true,
+        ..Run::default()
     };
     let out = model.forward(&Input::Ids(tgt_ids.clone()), &run)?;
     let m = metric_values(&last_logits(out.logits)?, &metrics)?; // [n]

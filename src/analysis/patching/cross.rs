@@ -196,6 +196,7 @@ pub fn patch_models(
             let run = Run {
                 interventions: vec![iv],
                 logits: Logits::At(vec![pos]),
+                last_position_only: true,
                 ..Run::default()
             };
             // Blocks before l are untouched by the patch: start B at l from its own residual.
@@ -327,7 +328,12 @@ impl Cross {
             let mv: Vec<Est> = vals
                 .iter()
                 .enumerate()
-                .map(|(l, &v)| est((v - self.b_metric) as f64, std::mem::take(&mut moved_r[s][l])))
+                .map(|(l, &v)| {
+                    est(
+                        (v - self.b_metric) as f64,
+                        std::mem::take(&mut moved_r[s][l]),
+                    )
+                })
                 .collect();
             let sh: Vec<Est> = vals
                 .iter()

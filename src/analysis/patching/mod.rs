@@ -31,7 +31,7 @@ pub use pairs::{default_metric, world_pairs, world_prompt, Pair, Setup};
 pub(crate) use result::one_hot;
 pub use result::{Cell, Grid, Sweep, SweepCi};
 pub use run::{report, Report};
-pub use sweep::{sanity, sweep, sweep_naive, sweep_with, Chunking, Sanity};
+pub use sweep::{pair_metrics, sanity, sweep, sweep_naive, sweep_with, Chunking, Sanity};
 
 /// Smallest clean–corrupt metric gap (logits) worth normalising by: below it a normalised
 /// value, or a share of the gap, is mostly noise.

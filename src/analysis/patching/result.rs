@@ -204,7 +204,12 @@ impl Sweep {
     /// not kept (a sweep built without them).
     pub fn intervals(&self, resamples: usize, seed: u64) -> Option<SweepCi> {
         let n = self.n_pairs;
-        if self.clean_pairs.len() != n || self.results.iter().any(|(_, g)| g.per_pair.len() != g.raw.len() * n) {
+        if self.clean_pairs.len() != n
+            || self
+                .results
+                .iter()
+                .any(|(_, g)| g.per_pair.len() != g.raw.len() * n)
+        {
             return None;
         }
         let f = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
@@ -221,7 +226,10 @@ impl Sweep {
             for _ in 0..n {
                 counts[rng.random_range(0..n)] += 1;
             }
-            let (c, k) = (weighted_mean(&clean, &counts), weighted_mean(&corrupt, &counts));
+            let (c, k) = (
+                weighted_mean(&clean, &counts),
+                weighted_mean(&corrupt, &counts),
+            );
             gap_r.push(c - k);
             let mut i = 0;
             for (_, g) in &self.results {

@@ -360,6 +360,7 @@ impl Engine<'_> {
                 },
                 None => Logits::At(vec![setup.pos]),
             },
+            last_position_only: true,
             ..Run::default()
         };
         let start = Start {
@@ -436,6 +437,19 @@ pub struct Sanity {
     pub expected: f32,
     /// |normalised − expected| ≤ 1e-4 (float rounding of two forwards over different batches).
     pub ok: bool,
+}
+
+/// Each pair's clean and corrupted metric (two forwards; no patching).
+pub fn pair_metrics(model: &Gpt2, setup: &Setup) -> Result<(Vec<f32>, Vec<f32>)> {
+    let metrics = setup.metrics();
+    let t = setup.pos + 1;
+    let (src_ids, tgt_ids) = setup.ids(model, t)?;
+    let (_, src_m) = run_metric(model, &src_ids, vec![], &metrics, setup.pos)?;
+    let (_, tgt_m) = run_metric(model, &tgt_ids, vec![], &metrics, setup.pos)?;
+    Ok(match setup.direction {
+        Direction::Denoise => (src_m, tgt_m),
+        Direction::Noise => (tgt_m, src_m),
+    })
 }
 
 /// Run the sanity check of `setup` (one forward; see [`Sanity`]).

@@ -4,8 +4,8 @@
 //! Must not load checkpoints or write files.
 
 use super::math::{self, Encoded, HeldOut, LayerOptions, Scores};
-use crate::stats::Est;
 use super::sets::ActivationSet;
+use crate::stats::Est;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -86,31 +86,73 @@ pub fn layer_results(
     mass_mean: bool,
     intervals: Option<(usize, u64)>,
 ) -> Result<Vec<LayerResult>> {
-    set.layers
+    layer_results_held(set, f, opt, mass_mean, intervals).map(|(r, _)| r)
+}
+
+/// [`layer_results`], also returning each layer's held-out folds (with their fitted probes, for
+/// [`transfer_held`]).
+pub fn layer_results_held(
+    set: &ActivationSet,
+    f: &Folded,
+    opt: &LayerOptions,
+    mass_mean: bool,
+    intervals: Option<(usize, u64)>,
+) -> Result<(Vec<LayerResult>, Vec<Vec<HeldOut>>)> {
+    let per: Vec<(LayerResult, Vec<HeldOut>)> = set
+        .layers
         .iter()
         .zip(&set.acts)
         .map(|(l, x)| {
             let r = math::probe_layer(x.view(), &f.enc, &f.fold, opt)?;
-            Ok(LayerResult {
-                layer: *l,
-                logistic: r.cv.logistic,
-                mass_mean: r.cv.mass_mean.filter(|_| mass_mean),
-                control: r.control,
-                selectivity: r.selectivity,
-                random_best_auroc: r.random_best_auroc,
-                top_pc_auroc: r.top_pc_auroc,
-                ci: intervals.map(|(b, seed)| {
-                    let s = scores_est(&r.held, b, seed);
-                    LayerCi {
-                        accuracy: s.accuracy,
-                        auroc: s.auroc,
-                        control_accuracy: (!r.control_held.is_empty())
-                            .then(|| scores_est(&r.control_held, b, seed).accuracy),
-                    }
-                }),
-            })
+            Ok((
+                LayerResult {
+                    layer: *l,
+                    logistic: r.cv.logistic,
+                    mass_mean: r.cv.mass_mean.filter(|_| mass_mean),
+                    control: r.control,
+                    selectivity: r.selectivity,
+                    random_best_auroc: r.random_best_auroc,
+                    top_pc_auroc: r.top_pc_auroc,
+                    ci: intervals.map(|(b, seed)| {
+                        let s = scores_est(&r.held, b, seed);
+                        LayerCi {
+                            accuracy: s.accuracy,
+                            auroc: s.auroc,
+                            control_accuracy: (!r.control_held.is_empty())
+                                .then(|| scores_est(&r.control_held, b, seed).accuracy),
+                        }
+                    }),
+                },
+                r.held,
+            ))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(per.into_iter().unzip())
+}
+
+/// Transfer from probes already fitted on `from`'s folds (`held`, per layer, from
+/// [`layer_results_held`]): the same numbers as [`transfer`], without refitting.
+pub fn transfer_held(
+    held: &[Vec<HeldOut>],
+    f: &Folded,
+    to: &ActivationSet,
+    intervals: Option<(usize, u64)>,
+) -> Option<(Vec<Scores>, Vec<ScoresEst>)> {
+    let y: Vec<usize> = to
+        .labels
+        .iter()
+        .map(|v| f.enc.classes.binary_search(v).ok())
+        .collect::<Option<_>>()?;
+    let mut scores = Vec::new();
+    let mut ci = Vec::new();
+    for (h, xb) in held.iter().zip(&to.acts) {
+        let (s, out) = math::score_held_out(h, xb.view(), &y, &f.fold);
+        scores.push(s);
+        if let Some((b, seed)) = intervals {
+            ci.push(scores_est(&out, b, seed));
+        }
+    }
+    Some((scores, ci))
 }
 
 /// Rows per class of `f`, in class order.
@@ -139,7 +181,8 @@ pub fn transfer(
     let mut scores = Vec::new();
     let mut ci = Vec::new();
     for (xa, xb) in from.acts.iter().zip(&to.acts) {
-        let (s, held) = math::cross_validate_held_out(xa.view(), &f.enc, xb.view(), &y, &f.fold, c)?;
+        let (s, held) =
+            math::cross_validate_held_out(xa.view(), &f.enc, xb.view(), &y, &f.fold, c)?;
         scores.push(s.logistic);
         if let Some((b, seed)) = intervals {
             ci.push(scores_est(&held, b, seed));

@@ -7,14 +7,14 @@ use super::Ctx;
 use crate::analysis::patching::{Cell, Sweep, SweepCi};
 use crate::analysis::site::Site;
 use crate::lab::world::Contrast;
-use crate::report::data::{CheckpointData, Fact, PatchData, Summary};
-use crate::stats::{self, Est};
+use crate::report::data::{CheckpointData, Fact, PatchData, PatchSweeps, Summary};
+use crate::stats::Est;
 
 /// Each run's share interval of `site` at (layer, position, head) of sweep `pick(pd)`; None for
 /// a run whose shares are withheld.
 fn shares(
-    pds: &[&PatchData],
-    pick: fn(&PatchData) -> &(Sweep, Option<SweepCi>),
+    pds: &[&PatchSweeps],
+    pick: fn(&PatchSweeps) -> &(Sweep, Option<SweepCi>),
     site: Site,
     (l, p, h): (usize, usize, usize),
 ) -> Vec<Option<Est>> {
@@ -42,10 +42,13 @@ fn mode_cell(cells: &[Option<Cell>]) -> Option<((usize, usize, usize), usize)> {
             let k = key(c);
             (k, cells.iter().flatten().filter(|d| key(d) == k).count())
         })
-        .fold(None, |best: Option<((usize, usize, usize), usize)>, x| match best {
-            Some(b) if b.1 >= x.1 => Some(b),
-            _ => Some(x),
-        })
+        .fold(
+            None,
+            |best: Option<((usize, usize, usize), usize)>, x| match best {
+                Some(b) if b.1 >= x.1 => Some(b),
+                _ => Some(x),
+            },
+        )
 }
 
 /// Sentences for both checkpoints of the pair over contrast `c`.
@@ -63,15 +66,16 @@ fn one(
     ctx: &Ctx,
     who: &str,
     cks: &[&CheckpointData],
-    pds: &[&PatchData],
+    all: &[&PatchData],
     notes: &mut Vec<String>,
 ) {
     let s = ctx.s;
     let name = &cks[0].name;
-    for (ck, pd) in cks.iter().zip(pds) {
+    for (ck, pd) in cks.iter().zip(all) {
+        let Some(sw) = &pd.sweeps else { continue };
         for (dir, ok) in [
-            ("denoising", pd.denoise_sanity.ok),
-            ("noising", pd.noise_sanity.ok),
+            ("denoising", sw.denoise_sanity.ok),
+            ("noising", sw.noise_sanity.ok),
         ] {
             if !ok {
                 notes.push(format!(
@@ -82,46 +86,46 @@ fn one(
         }
     }
     let k = format!("patching.{who}");
-    let pd0 = pds[0];
-    let mean_of = |v: &[f32]| {
-        let x: Vec<f64> = v.iter().map(|&x| x as f64).collect();
-        stats::mean_est(&x, s.bootstrap, s.seed)
-    };
-    let clean: Vec<Est> = pds.iter().map(|p| mean_of(&p.denoise.0.clean_pairs)).collect();
-    let corrupt: Vec<Est> = pds.iter().map(|p| mean_of(&p.denoise.0.corrupt_pairs)).collect();
-    let gaps: Vec<Option<Est>> = pds
-        .iter()
-        .map(|p| p.denoise.1.as_ref().map(|c| c.gap))
-        .collect();
+    let pd0 = all[0];
+    let clean: Vec<Est> = all.iter().map(|p| p.clean).collect();
+    let corrupt: Vec<Est> = all.iter().map(|p| p.corrupt).collect();
+    let gaps: Vec<Est> = all.iter().map(|p| p.gap).collect();
     let clean_t = sm.runs(&format!("{k}.clean_metric"), &clean, 2);
     let corrupt_t = sm.runs(&format!("{k}.corrupt_metric"), &corrupt, 2);
+    let gap_t = sm.runs(&format!("{k}.gap"), &gaps, 2);
     let fp = pd0.contrast.position();
     let slot = pd0.tokens.get(fp).cloned().unwrap_or_default();
     let pos = pd0.pos;
-    let pairs = sm.idx("settings.n_patch", pd0.denoise.0.n_pairs);
+    let pairs = sm.idx("settings.n_patch", pd0.n_pairs);
     let mut line = format!(
-        "Patching in {name} ({slot} contrast, {pairs} prompt pairs per run): the metric is {clean_t} on clean and {corrupt_t} on corrupted prompts"
+        "Patching in {name} ({slot} contrast, {pairs} prompt pairs per run): the metric is {clean_t} on clean and {corrupt_t} on corrupted prompts, a gap of {gap_t}"
     );
-    let gap = all_runs(&gaps);
-    let small = gap
-        .as_ref()
-        .is_none_or(|g| g.lo_abs() == 0.0 || g.value.abs() < s.min_gap);
-    if small {
-        let g = gap.map_or("undefined".into(), |g| sm.fact(&format!("{k}.gap"), g, 2));
+    let pds: Vec<&PatchSweeps> = all.iter().filter_map(|p| p.sweeps.as_ref()).collect();
+    if pds.is_empty() {
         let m = sm.num("settings.min_gap", s.min_gap, 1);
         line += &format!(
-            ", a gap of {g}: its interval reaches 0 or it is below {m} logits, too small to localise."
+            ": in every run its interval reaches 0 or it is below {m} logits, too small to localise."
         );
         sm.say(line);
         return;
     }
+    if pds.len() < all.len() {
+        line += &format!(
+            " (too small to localise in {} of {} runs; what follows is over the other {})",
+            sm.idx(&format!("{k}.skipped_runs"), all.len() - pds.len()),
+            sm.idx("runs", all.len()),
+            pds.len()
+        );
+    }
+    let pd0 = pds[0];
+    let pds = &pds[..];
     let n_layer = pd0.denoise.0.grid(Site::ResidPre).map_or(0, |g| g.shape[0]);
     let thr = s.carries;
     let half = format!("{} %", sm.num("settings.carries_percent", 100.0 * thr, 0));
-    fn den(p: &PatchData) -> &(Sweep, Option<SweepCi>) {
+    fn den(p: &PatchSweeps) -> &(Sweep, Option<SweepCi>) {
         &p.denoise
     }
-    fn noi(p: &PatchData) -> &(Sweep, Option<SweepCi>) {
+    fn noi(p: &PatchSweeps) -> &(Sweep, Option<SweepCi>) {
         &p.noise
     }
     let resid = |l: usize, p: usize| all_runs(&shares(pds, den, Site::ResidPre, (l, p, 0)));
@@ -183,9 +187,9 @@ fn one(
     let mut parts = Vec::new();
     let top = |sm: &mut Summary,
                key: &str,
-               pick: fn(&PatchData) -> &(Sweep, Option<SweepCi>),
+               pick: fn(&PatchSweeps) -> &(Sweep, Option<SweepCi>),
                sites: &[Site]|
-     -> Option<(Site, (usize, usize, usize), String, String)> {
+     -> Option<Top> {
         // Per run, the best cell over `sites`.
         let best: Vec<Option<(Site, Cell)>> = pds
             .iter()
@@ -218,10 +222,19 @@ fn one(
             sm.idx(&format!("{key}.top_in_runs"), count),
             sm.idx("runs", n)
         );
-        Some((site, cell, sh, seeds))
+        Some(Top {
+            site,
+            cell,
+            share: sh,
+            seeds,
+        })
     };
-    if let Some((_, (l, p, h), sh, seeds)) =
-        top(sm, &format!("{k}.head"), den, &[Site::HeadOut])
+    if let Some(Top {
+        cell: (l, p, h),
+        share: sh,
+        seeds,
+        ..
+    }) = top(sm, &format!("{k}.head"), den, &[Site::HeadOut])
     {
         parts.push(format!(
             "the head that restores most is layer {}, head {} at position {} (the top head in {seeds} runs; share {sh})",
@@ -230,14 +243,25 @@ fn one(
             sm.idx(&format!("{k}.head.position"), p),
         ));
     }
-    if let Some((_, (l, p, _), sh, seeds)) = top(sm, &format!("{k}.mlp"), den, &[Site::MlpOut]) {
+    if let Some(Top {
+        cell: (l, p, _),
+        share: sh,
+        seeds,
+        ..
+    }) = top(sm, &format!("{k}.mlp"), den, &[Site::MlpOut])
+    {
         parts.push(format!(
             "the MLP that restores most is layer {} at position {} (top in {seeds} runs; share {sh})",
             sm.idx(&format!("{k}.mlp.layer"), l),
             sm.idx(&format!("{k}.mlp.position"), p),
         ));
     }
-    if let Some((site, (l, p, _), sh, seeds)) = top(
+    if let Some(Top {
+        site,
+        cell: (l, p, _),
+        share: sh,
+        seeds,
+    }) = top(
         sm,
         &format!("{k}.necessary"),
         noi,
@@ -252,4 +276,13 @@ fn one(
     if !parts.is_empty() {
         sm.say(format!("In {name}, {}.", parts.join("; ")));
     }
+}
+
+/// The most frequent top cell of a localisation over runs: its site, (layer, position, head),
+/// the share it restores (as shown) and "k of n" runs it tops.
+struct Top {
+    site: Site,
+    cell: (usize, usize, usize),
+    share: String,
+    seeds: String,
 }

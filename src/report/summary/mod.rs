@@ -92,12 +92,14 @@ pub(super) fn vs_floor(
     let Some(f) = floor else {
         return String::new();
     };
-    let beyond = diff.lo_abs() > f.hi;
+    let beyond = diff.beyond(&f);
     let text = sm.fact(&format!("{key}.floor"), f, dec);
     if beyond {
         format!(" (beyond the seed floor, {text})")
     } else {
-        format!(" (within the seed floor {text}: no change beyond seed noise)")
+        format!(
+            " (its interval is not clear of the seed floor, {text}: no change beyond seed noise)"
+        )
     }
 }
 
@@ -174,7 +176,13 @@ pub(super) fn summarise_floor(
         .iter()
         .filter_map(|r| {
             let (a, b) = (row(&cks[&r.a], "_")?, row(&cks[&r.b], "_")?);
-            Some(abs_est(gap_est(a, b, Split::All, crate::lab::eval::PER_EPISODE[1].1, s)))
+            Some(abs_est(gap_est(
+                a,
+                b,
+                Split::All,
+                crate::lab::eval::PER_EPISODE[1].1,
+                s,
+            )))
         })
         .collect();
     let pe = sm.fact("behaviour.p_e_gap", Fact::of_runs(&gaps), 3);

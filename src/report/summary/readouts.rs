@@ -52,15 +52,26 @@ pub(super) fn weight_diff(sm: &mut Summary, ctx: &Ctx) {
         }
         let _ = c;
     }
-    let Some((i, rel, floor, _)) = best else { return };
+    let Some((i, rel, floor, _)) = best else {
+        return;
+    };
     let c = &first.weight_diff.components[i];
     let abs: Vec<Est> = pd
         .runs
         .iter()
-        .filter_map(|r| r.weight_diff.components.get(i).map(|c| Est::exact(c.norm_diff, c.n_params)))
+        .filter_map(|r| {
+            r.weight_diff
+                .components
+                .get(i)
+                .map(|c| Est::exact(c.norm_diff, c.n_params))
+        })
         .collect();
     let wher = match c.group.parse::<usize>() {
-        Ok(l) => format!("{} of layer {}", c.component, sm.idx("weight_diff.max.layer", l)),
+        Ok(l) => format!(
+            "{} of layer {}",
+            c.component,
+            sm.idx("weight_diff.max.layer", l)
+        ),
         Err(_) => format!("{} ({})", c.component, c.group),
     };
     let relt = sm.fact("weight_diff.max.relative", rel.clone(), 3);
@@ -70,7 +81,20 @@ pub(super) fn weight_diff(sm: &mut Summary, ctx: &Ctx) {
     } else {
         "(one seed: no floor)"
     };
-    let fl = vs_floor(sm, "weight_diff.max.relative", &rel, floor, 3);
+    // Two seeds of a recipe come from independent zoos (different bases), so their weight
+    // difference is not a null for a fine-tune: it sets the scale per component (a small
+    // matrix's relative norm is inflated in both), not a threshold.
+    let fl = match floor {
+        Some(f) => {
+            let ratio = rel.value / f.value;
+            let ft = sm.fact("weight_diff.max.relative.floor", f, 3);
+            let rt = sm.num("weight_diff.max.ratio_to_floor", ratio, 2);
+            format!(
+                "; that is {rt} times the same component's difference between two seeds of one recipe, {ft} (independent zoos: a scale, not a null)"
+            )
+        }
+        None => String::new(),
+    };
     sm.say(format!(
         "The largest weight change from {a} to {b} {which} is in {wher}: relative Frobenius norm {relt}, absolute ‖B − A‖ {abst}{fl}."
     ));
@@ -84,8 +108,16 @@ pub(super) fn cross(sm: &mut Summary, ctx: &Ctx) {
         return;
     };
     let (a, b) = (&pd.a, &pd.b);
-    let ma = sm.runs("cross.a_metric", &cis.iter().map(|c| c.a_metric).collect::<Vec<_>>(), 2);
-    let mb = sm.runs("cross.b_metric", &cis.iter().map(|c| c.b_metric).collect::<Vec<_>>(), 2);
+    let ma = sm.runs(
+        "cross.a_metric",
+        &cis.iter().map(|c| c.a_metric).collect::<Vec<_>>(),
+        2,
+    );
+    let mb = sm.runs(
+        "cross.b_metric",
+        &cis.iter().map(|c| c.b_metric).collect::<Vec<_>>(),
+        2,
+    );
     let gap = Fact::of_runs(&cis.iter().map(|c| c.gap).collect::<Vec<_>>());
     let gt = sm.fact("cross.gap", gap.clone(), 2);
     let floor = ctx.floor(|_, _, r| r.cross_ci.as_ref().map(|c| c.gap));
@@ -150,7 +182,12 @@ pub(super) fn cross(sm: &mut Summary, ctx: &Ctx) {
             continue;
         };
         let mode = (0..pd.runs[0].cross.layers.len())
-            .max_by_key(|&i| (best.iter().filter(|b| **b == Some(i)).count(), usize::MAX - i))
+            .max_by_key(|&i| {
+                (
+                    best.iter().filter(|b| **b == Some(i)).count(),
+                    usize::MAX - i,
+                )
+            })
             .unwrap_or(first);
         let count = best.iter().filter(|b| **b == Some(mode)).count();
         let shares: Option<Vec<Est>> = cis
@@ -168,7 +205,10 @@ pub(super) fn cross(sm: &mut Summary, ctx: &Ctx) {
         );
         parts.push(format!(
             "{site} at layer {} carries {sh} % (the top layer in {} of {} runs)",
-            sm.idx(&format!("cross.{site}.best_layer"), pd.runs[0].cross.layers[mode]),
+            sm.idx(
+                &format!("cross.{site}.best_layer"),
+                pd.runs[0].cross.layers[mode]
+            ),
             sm.idx(&format!("cross.{site}.top_in_runs"), count),
             sm.idx("runs", pd.runs.len()),
         ));
@@ -214,7 +254,7 @@ pub(super) fn probes(sm: &mut Summary, ctx: &Ctx) {
         let n_layer = probed[0].layers.len();
         let acc = |l: usize| -> Option<Fact> {
             let v: Option<Vec<Est>> = cks.iter().map(|c| acc_at(c, label, l)).collect();
-            v.map(|v| Fact::of_runs(&v))
+            v.map(|v| Fact::of_proportion(&v))
         };
         let k = format!("probes.{who}");
         // Decodable from L on: the interval clears the threshold at L and every later layer.
@@ -272,12 +312,12 @@ pub(super) fn probes(sm: &mut Summary, ctx: &Ctx) {
         .collect();
     if let Some(v) = last.filter(|v| !v.is_empty()) {
         let n_layer = ctx.cbs[0].probes.get(&label).map_or(0, |p| p.layers.len());
-        let t = sm.runs(
+        let t = sm.prop(
             "probes.transfer_ab.last.accuracy",
             &v.iter().map(|x| x.0).collect::<Vec<_>>(),
             2,
         );
-        let o = sm.runs(
+        let o = sm.prop(
             "probes.b.last.accuracy",
             &v.iter().map(|x| x.1).collect::<Vec<_>>(),
             2,
@@ -296,7 +336,9 @@ pub(super) fn lens(sm: &mut Summary, ctx: &Ctx) {
     let key = &pd.prompts.key;
     let la: Option<Vec<&LensData>> = ctx.cas.iter().map(|c| c.lens.get(key)).collect();
     let lb: Option<Vec<&LensData>> = ctx.cbs.iter().map(|c| c.lens.get(key)).collect();
-    let (Some(la), Some(lb)) = (la, lb) else { return };
+    let (Some(la), Some(lb)) = (la, lb) else {
+        return;
+    };
     let Some(first) = la.first() else { return };
     let names = lens_series(&first.result);
     let (t0, t1) = (names[0].0.clone(), names[1].0.clone());
@@ -304,7 +346,7 @@ pub(super) fn lens(sm: &mut Summary, ctx: &Ctx) {
     let last = points - 1;
     let at = |ls: &[&LensData], series: usize, k: usize| -> Fact {
         let v: Vec<Est> = ls.iter().map(|l| l.series[series].values[k]).collect();
-        Fact::of_runs(&v)
+        Fact::of_proportion(&v)
     };
     let pa = sm.fact("lens.a.final.first", at(&la, 0, last), 2);
     let pb = sm.fact("lens.b.final.first", at(&lb, 0, last), 2);
@@ -324,7 +366,12 @@ pub(super) fn lens(sm: &mut Summary, ctx: &Ctx) {
     let separated = |k: usize| at(&lb, w, k).lo > at(&lb, l, k).hi;
     let from = (0..=last).rev().take_while(|&k| separated(k)).last();
     match from {
-        Some(0) => line += &format!("; in {} {winner} leads, by its interval, from the embeddings on.", pd.b),
+        Some(0) => {
+            line += &format!(
+                "; in {} {winner} leads, by its interval, from the embeddings on.",
+                pd.b
+            )
+        }
         Some(k) => {
             line += &format!(
                 "; in {} {winner} leads, by its interval, from layer {} on.",
@@ -332,7 +379,12 @@ pub(super) fn lens(sm: &mut Summary, ctx: &Ctx) {
                 sm.idx("lens.b.leads_from_layer", k - 1)
             )
         }
-        None => line += &format!("; in {} the two are not separated by their intervals at the output.", pd.b),
+        None => {
+            line += &format!(
+                "; in {} the two are not separated by their intervals at the output.",
+                pd.b
+            )
+        }
     }
     sm.say(line);
     let _ = abs_est;

@@ -457,7 +457,7 @@ pub(super) fn bar_range<'a>(values: impl Iterator<Item = &'a f64>) -> std::ops::
 /// a floor marker (a short black line at the seed floor's level).
 #[derive(Clone, Copy, Default)]
 pub(super) struct BarMarks<'a> {
-    pub err: Option<&'a [Vec<Option<(f64, f64)>>]>,
+    pub err: Option<&'a [Vec<Option<Span>>]>,
     pub floor: Option<&'a [Vec<Option<f64>>]>,
 }
 
@@ -520,7 +520,9 @@ pub(super) fn bar_panel<DB: DrawingBackend>(
         for (k, &(s, _)) in present.iter().enumerate() {
             let x0 = g as f64 + 0.1 + w * k as f64;
             let xm = x0 + w * 0.45;
-            let cell = |m: Option<&[Vec<Option<f64>>]>| m.and_then(|m| m.get(g)?.get(s).copied().flatten());
+            let cell = |m: Option<&[Vec<Option<f64>>]>| {
+                m.and_then(|m| m.get(g)?.get(s).copied().flatten())
+            };
             if let Some((lo, hi)) = marks.err.and_then(|e| e.get(g)?.get(s).copied().flatten()) {
                 if lo.is_finite() && hi.is_finite() {
                     let tick = w * 0.2;
@@ -529,7 +531,10 @@ pub(super) fn bar_panel<DB: DrawingBackend>(
                         vec![(xm - tick, lo), (xm + tick, lo)],
                         vec![(xm - tick, hi), (xm + tick, hi)],
                     ] {
-                        chart.draw_series(std::iter::once(PathElement::new(seg, BLACK.stroke_width(1))))?;
+                        chart.draw_series(std::iter::once(PathElement::new(
+                            seg,
+                            BLACK.stroke_width(1),
+                        )))?;
                     }
                 }
             }

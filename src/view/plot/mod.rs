@@ -204,6 +204,12 @@ pub struct LensCurves {
     pub lines: Vec<Line>,
 }
 
+/// A 95 % interval `(lo, hi)` drawn as an error bar.
+pub type Span = (f64, f64);
+
+/// Error bars cell for cell as a panel's values (`[group][series]`), `None` where none.
+pub type ErrBars = Vec<Vec<Option<Span>>>;
+
 /// Grouped bars on one axis: `values[group][series]`, `None` where a series has no bar in a
 /// group (present bars are packed together).
 #[derive(Clone, Debug)]
@@ -219,7 +225,7 @@ pub struct Bars {
     /// `[group][series]`.
     pub values: Vec<Vec<Option<f64>>>,
     /// 95 % intervals, `[group][series]`, drawn as error bars.
-    pub err: Option<Vec<Vec<Option<(f64, f64)>>>>,
+    pub err: Option<ErrBars>,
     /// The seed floor of each bar, `[group][series]`, drawn as a black line across it.
     pub floor: Option<Vec<Vec<Option<f64>>>>,
 }
@@ -237,7 +243,7 @@ pub struct BehaviourBars {
     /// `[metric][checkpoint]`, `None` where a metric does not apply.
     pub values: Vec<Vec<Option<f64>>>,
     /// 95 % intervals `[metric][checkpoint]`, drawn as error bars.
-    pub err: Option<Vec<Vec<Option<(f64, f64)>>>>,
+    pub err: Option<ErrBars>,
 }
 
 /// A figure of any kind, for code that queues figures of several kinds (the report) and renders

@@ -19,7 +19,7 @@ const MAX_NEWTON: usize = 100;
 /// Binary: `coef` is `[1, d]`, the log-odds of `classes[1]`; multinomial (> 2 classes): `coef` is
 /// `[classes, d]` (softmax), intercepts centred to sum to zero (the softmax only fixes them up to
 /// a common shift).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Logistic {
     /// The label values, ascending; column `k` of [`Logistic::predict_proba`] is `classes[k]`.
     pub classes: Vec<i64>,

@@ -184,13 +184,16 @@ pub fn cross_validate(
     cross_validate_held_out(x_train, enc, x_eval, y_eval, fold, c).map(|(s, _)| s)
 }
 
-/// One fold's held-out rows: their class indices and the logistic probe's probabilities.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// One fold's held-out rows: their class indices, the logistic probe's probabilities, and the
+/// probe fitted on the fold's training rows (to score other activations of the same prompts).
+#[derive(Clone, Debug, PartialEq)]
 pub struct HeldOut {
     /// Class index of each held-out row.
     pub y: Vec<usize>,
     /// `[rows, classes]` probabilities.
     pub proba: Array2<f64>,
+    /// The fold's fitted probe.
+    pub model: Logistic,
 }
 
 /// [`cross_validate`], also returning each fold's held-out predictions of the logistic probe
@@ -243,7 +246,15 @@ pub fn cross_validate_held_out(
                     auroc: auroc(proj_te.view(), &pos).unwrap_or(f64::NAN),
                 }
             });
-            Ok((logi, mm, HeldOut { y: y_te, proba }))
+            Ok((
+                logi,
+                mm,
+                HeldOut {
+                    y: y_te,
+                    proba,
+                    model,
+                },
+            ))
         })
         .collect();
     let per_fold: Vec<(Scores, Option<Scores>, HeldOut)> =
@@ -279,51 +290,154 @@ pub fn cross_validate_held_out(
     ))
 }
 
+/// AUROC of `scores` for the `pos` rows, each row counted `w[i]` times (ties: half), given the
+/// rows in ascending score order; None when either class has no weight. O(n) per call.
+fn weighted_auroc(order: &[usize], scores: &[f64], pos: &[bool], w: &[u32]) -> Option<f64> {
+    let (mut below_neg, mut u, mut n_pos, mut n_neg) = (0f64, 0f64, 0f64, 0f64);
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let (mut gp, mut gn) = (0f64, 0f64);
+        for &r in &order[i..=j] {
+            let c = w[r] as f64;
+            if pos[r] {
+                gp += c;
+            } else {
+                gn += c;
+            }
+        }
+        u += gp * (below_neg + 0.5 * gn);
+        below_neg += gn;
+        n_pos += gp;
+        n_neg += gn;
+        i = j + 1;
+    }
+    (n_pos > 0.0 && n_neg > 0.0).then(|| u / (n_pos * n_neg))
+}
+
+/// One fold's held-out predictions, prepared for weighted resampling.
+struct FoldScores {
+    correct: Vec<bool>,
+    /// Per one-vs-rest class (binary: class 1 only): scores, positives, ascending order.
+    classes: Vec<(Vec<f64>, Vec<bool>, Vec<usize>)>,
+}
+
+impl FoldScores {
+    fn of(h: &HeldOut) -> FoldScores {
+        let k = h.proba.ncols();
+        let cols: Vec<usize> = if k == 2 { vec![1] } else { (0..k).collect() };
+        let classes = cols
+            .into_iter()
+            .map(|c| {
+                let s: Vec<f64> = h.proba.column(c).to_vec();
+                let pos: Vec<bool> = h.y.iter().map(|&v| v == c).collect();
+                let mut order: Vec<usize> = (0..s.len()).collect();
+                order.sort_by(|&a, &b| s[a].total_cmp(&s[b]));
+                (s, pos, order)
+            })
+            .collect();
+        FoldScores {
+            correct: (0..h.y.len())
+                .map(|i| argmax(h.proba.row(i)) == h.y[i])
+                .collect(),
+            classes,
+        }
+    }
+    /// (accuracy, AUROC — binary, or the macro mean over classes present) with row weights.
+    fn scores(&self, w: &[u32]) -> (f64, f64) {
+        let (mut c, mut t) = (0u64, 0u64);
+        for (&ok, &wi) in self.correct.iter().zip(w) {
+            t += wi as u64;
+            if ok {
+                c += wi as u64;
+            }
+        }
+        let au: Vec<f64> = self
+            .classes
+            .iter()
+            .filter_map(|(s, p, o)| weighted_auroc(o, s, p, w))
+            .collect();
+        let auroc = if au.is_empty() {
+            f64::NAN
+        } else {
+            au.iter().sum::<f64>() / au.len() as f64
+        };
+        (c as f64 / t.max(1) as f64, auroc)
+    }
+}
+
+/// The probes of `held` (one per fold, fitted on that fold's training rows of some activations)
+/// scored on the held-out rows of `x_eval` (other activations of the same prompts) with class
+/// indices `y_eval`: what [`cross_validate`] gives for transfer, without refitting.
+pub fn score_held_out(
+    held: &[HeldOut],
+    x_eval: ArrayView2<f32>,
+    y_eval: &[usize],
+    fold: &[usize],
+) -> (Scores, Vec<HeldOut>) {
+    let per: Vec<(Scores, HeldOut)> = held
+        .iter()
+        .enumerate()
+        .map(|(f, h)| {
+            let te: Vec<usize> = (0..fold.len()).filter(|&i| fold[i] == f).collect();
+            let y_te: Vec<usize> = te.iter().map(|&i| y_eval[i]).collect();
+            let proba = h.model.predict_proba(rows_of(x_eval, &te).view());
+            let sc = scores(proba.view(), &y_te);
+            (
+                sc,
+                HeldOut {
+                    y: y_te,
+                    proba,
+                    model: h.model.clone(),
+                },
+            )
+        })
+        .collect();
+    let au: Vec<f64> = per
+        .iter()
+        .map(|p| p.0.auroc)
+        .filter(|a| a.is_finite())
+        .collect();
+    let s = Scores {
+        accuracy: per.iter().map(|p| p.0.accuracy).sum::<f64>() / per.len() as f64,
+        auroc: if au.is_empty() {
+            f64::NAN
+        } else {
+            au.iter().sum::<f64>() / au.len() as f64
+        },
+    };
+    (s, per.into_iter().map(|p| p.1).collect())
+}
+
 /// Intervals of the fold-mean accuracy and AUROC of held-out predictions: each resample redraws
 /// every fold's held-out rows with replacement (seeded) and takes the mean over folds, as the
 /// point value does. AUROC folds without both classes in a resample are left out of its mean.
 pub fn held_out_est(held: &[HeldOut], resamples: usize, seed: u64) -> (Est, Est) {
-    let fold_mean = |f: &dyn Fn(&HeldOut, Option<&[usize]>) -> f64, rows: &[Vec<usize>]| {
-        let v: Vec<f64> = held
-            .iter()
-            .zip(rows)
-            .map(|(h, r)| f(h, Some(r)))
-            .filter(|x| x.is_finite())
-            .collect();
-        v.iter().sum::<f64>() / v.len() as f64
+    let folds: Vec<FoldScores> = held.iter().map(FoldScores::of).collect();
+    let mean_of = |w: &[Vec<u32>]| -> (f64, f64) {
+        let s: Vec<(f64, f64)> = folds.iter().zip(w).map(|(f, w)| f.scores(w)).collect();
+        let acc = s.iter().map(|x| x.0).sum::<f64>() / s.len() as f64;
+        let au: Vec<f64> = s.iter().map(|x| x.1).filter(|x| x.is_finite()).collect();
+        (acc, au.iter().sum::<f64>() / au.len() as f64)
     };
-    let acc = |h: &HeldOut, rows: Option<&[usize]>| -> f64 {
-        let all: Vec<usize> = (0..h.y.len()).collect();
-        let rows = rows.unwrap_or(&all);
-        let correct = rows
-            .iter()
-            .filter(|&&i| argmax(h.proba.row(i)) == h.y[i])
-            .count();
-        correct as f64 / rows.len().max(1) as f64
-    };
-    let au = |h: &HeldOut, rows: Option<&[usize]>| -> f64 {
-        let all: Vec<usize> = (0..h.y.len()).collect();
-        let rows = rows.unwrap_or(&all);
-        let p = h.proba.select(Axis(0), rows);
-        let y: Vec<usize> = rows.iter().map(|&i| h.y[i]).collect();
-        if p.ncols() == 2 {
-            let pos: Vec<bool> = y.iter().map(|&v| v == 1).collect();
-            auroc(p.column(1), &pos).unwrap_or(f64::NAN)
-        } else {
-            macro_auroc(p.view(), &y)
-        }
-    };
-    let whole: Vec<Vec<usize>> = held.iter().map(|h| (0..h.y.len()).collect()).collect();
-    let (va, vu) = (fold_mean(&acc, &whole), fold_mean(&au, &whole));
+    let ones: Vec<Vec<u32>> = held.iter().map(|h| vec![1; h.y.len()]).collect();
+    let (va, vu) = mean_of(&ones);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut w: Vec<Vec<u32>> = ones.clone();
     let (mut sa, mut su) = (Vec::with_capacity(resamples), Vec::with_capacity(resamples));
     for _ in 0..resamples {
-        let rows: Vec<Vec<usize>> = held
-            .iter()
-            .map(|h| (0..h.y.len()).map(|_| rng.random_range(0..h.y.len())).collect())
-            .collect();
-        sa.push(fold_mean(&acc, &rows));
-        let u = fold_mean(&au, &rows);
+        for wf in w.iter_mut() {
+            let n = wf.len();
+            wf.iter_mut().for_each(|c| *c = 0);
+            for _ in 0..n {
+                wf[rng.random_range(0..n)] += 1;
+            }
+        }
+        let (a, u) = mean_of(&w);
+        sa.push(a);
         if u.is_finite() {
             su.push(u);
         }
@@ -501,6 +615,26 @@ mod tests {
         assert_eq!(auroc(s.view(), &[true; 4]), None);
         let flat = array![1.0, 1.0, 1.0];
         assert_eq!(auroc(flat.view(), &[true, false, true]), Some(0.5));
+    }
+
+    #[test]
+    fn weighted_auroc_equals_auroc_of_the_repeated_rows() {
+        let s = [0.5f64, 0.8, 0.5, 0.1, 0.3, 0.8];
+        let p = [true, true, false, false, true, false];
+        let w = [2u32, 0, 1, 3, 1, 2];
+        let mut order: Vec<usize> = (0..6).collect();
+        order.sort_by(|&a, &b| s[a].total_cmp(&s[b]));
+        let (mut rs, mut rp) = (Vec::new(), Vec::new());
+        for i in 0..6 {
+            for _ in 0..w[i] {
+                rs.push(s[i]);
+                rp.push(p[i]);
+            }
+        }
+        let want = auroc(Array1::from(rs).view(), &rp).unwrap();
+        let got = weighted_auroc(&order, &s, &p, &w).unwrap();
+        assert!((want - got).abs() < 1e-12, "{want} vs {got}");
+        assert_eq!(weighted_auroc(&order, &s, &p, &[0, 0, 1, 1, 0, 1]), None);
     }
 
     #[test]
