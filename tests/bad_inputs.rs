@@ -109,6 +109,8 @@ fn checkpoint_commands(
         argv(&[
             "zoo",
             "--quick",
+            "--seed",
+            "0",
             "--out",
             &s(&zoo),
             "--only",

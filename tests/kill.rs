@@ -71,14 +71,17 @@ fn killed_zoo_and_probe_runs_leave_only_whole_outputs() {
     let d = tempfile::tempdir().unwrap();
     let reference = d.path().join("ref");
     let r = reference.to_str().unwrap();
-    let t_zoo = run(&["zoo", "--quick", "--out", r]);
+    let t_zoo = run(&["zoo", "--quick", "--seed", "0", "--out", r]);
     let killed = d.path().join("killed");
     let k = killed.to_str().unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut seen_partial = 0;
     for round in 0..3 {
         let at = t_zoo.mul_f64(rng.random_range(0.1..0.9));
-        kill_after(&["zoo", "--quick", "--force", "--out", k], at);
+        kill_after(
+            &["zoo", "--quick", "--seed", "0", "--force", "--out", k],
+            at,
+        );
         let names = visible(&killed);
         seen_partial += usize::from(names.len() < 11);
         for n in &names {
@@ -143,6 +146,8 @@ fn killed_report_runs_leave_no_report_or_a_whole_one() {
     run(&[
         "zoo",
         "--quick",
+        "--seed",
+        "0",
         "--only",
         "base,rlhf,rlhf-optout",
         "--out",

