@@ -3,6 +3,7 @@
 //! other than through `io`, and none imports `view` or `report`.
 //! Must not import `view` or `report`.
 
+pub mod causal;
 pub mod diff;
 pub mod lens;
 pub mod patching;

@@ -88,6 +88,10 @@ pub(super) struct TrainArgs {
     /// rlhf: [x] episodes get ignore | zero | kl | ptx.
     #[arg(long)]
     optout: Option<OptOut>,
+    /// rlhf --optout ptx: weight of the corpus next-token loss on [x] episodes (≥ 0; 1 = the
+    /// zoo's, where an [x] sequence weighs as a feedback episode does).
+    #[arg(long, allow_hyphen_values = true)]
+    ptx_coef: Option<f64>,
     /// sft: fraction of <trig> prompts.
     #[arg(long)]
     p_trigger: Option<f64>,
@@ -248,11 +252,13 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
             beta,
             k,
             optout,
+            ptx_coef,
         } => {
             *gamma = a.gamma.unwrap_or(*gamma);
             *beta = a.beta.unwrap_or(*beta);
             *k = a.k.unwrap_or(*k);
             *optout = a.optout.unwrap_or(*optout);
+            *ptx_coef = a.ptx_coef.unwrap_or(*ptx_coef);
         }
         Recipe::Dt { episodes } => *episodes = a.episodes.unwrap_or(*episodes),
         Recipe::Sft { p_trigger } => *p_trigger = a.p_trigger.unwrap_or(*p_trigger),

@@ -9,6 +9,7 @@ use feedlens::io::{checkpoint, fsio};
 use feedlens::view::plot::{self, AnyFigure};
 use std::path::{Path, PathBuf};
 
+mod causal;
 mod lab;
 mod model;
 mod patch;
@@ -40,7 +41,7 @@ enum Cmd {
     Diff(readout::DiffArgs),
     /// Logit lens: final LayerNorm + unembedding applied to the residual after every layer.
     Lens(readout::LensArgs),
-    /// Build the paired zoo (11 checkpoints per seed; docs/DESIGN.md §4). Each
+    /// Build the paired zoo (15 checkpoints per seed; docs/DESIGN.md §4). Each
     /// checkpoint is written atomically when its training ends: an interrupted run (Ctrl-C,
     /// kill) leaves every existing checkpoint whole.
     Zoo(lab::ZooArgs),
@@ -53,6 +54,15 @@ enum Cmd {
     Patch(patch::PatchArgs),
     /// Cross-checkpoint patching: run B with A's activation at each layer.
     PatchModels(patch::PatchModelsArgs),
+    /// Ablate components (heads, attention or MLP outputs, the residual) while the model
+    /// samples over a contrast's prompts: mean ablation, resample ablation from the other side
+    /// (necessity) and the clean values in corrupted runs (sufficiency), paired changes of the
+    /// behaviour with 95 % intervals.
+    Ablate(causal::AblateArgs),
+    /// Steer along a contrast's difference-of-means direction at each layer while the model
+    /// samples: the dose–response over α on corrupted prompts, and the direction projected out
+    /// of clean prompts.
+    Steer(causal::SteerArgs),
     /// Run a probe spec (`feedlens probe probes/NAME.toml`), or fit one logistic probe on your
     /// own activations (`feedlens probe fit --data FILE.safetensors --train-rows 0..K`).
     Probe(probe::ProbeArgs),
@@ -127,6 +137,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Eval(a) => lab::eval(a),
         Cmd::Patch(a) => patch::patch(a),
         Cmd::PatchModels(a) => patch::patch_models(a),
+        Cmd::Ablate(a) => causal::ablate(a),
+        Cmd::Steer(a) => causal::steer(a),
         Cmd::Probe(a) => probe::probe(a),
         Cmd::Check(a) => probe::check(a),
         Cmd::Report(a) => report::report(a),

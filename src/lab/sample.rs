@@ -3,7 +3,7 @@
 //! Owns decoding only; the forward pass is `model`, the world's rules are `world`.
 
 use crate::lab::world::{Episode, Prompt, COMPLETION_LEN, PROMPT_LEN};
-use crate::model::hooks::Hook;
+use crate::model::hooks::{Hook, Intervention};
 use crate::model::{Gpt2, Input, Logits, Run, Start};
 use crate::Result;
 use candle_core::{Tensor, D};
@@ -47,9 +47,37 @@ pub fn generate(
     decode: Decode,
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<Episode>> {
+    generate_edited(model, prompts, decode, rng, &|_: &Window| Ok(Vec::new()))
+}
+
+/// One forward of generation: prompt rows `rows` (indices into the prompts given) over the
+/// absolute positions `offset..offset + len` (the whole prompt, then one position per step).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// The prompts' indices of the batch rows.
+    pub rows: std::ops::Range<usize>,
+    /// First absolute position of the forward.
+    pub offset: usize,
+    /// Positions in the forward.
+    pub len: usize,
+}
+
+/// The interventions of one generation forward (ablations, steering), given its window.
+pub type Edits<'a> = dyn Fn(&Window) -> Result<Vec<Intervention>> + Sync + 'a;
+
+/// [`generate`] with `edits(window)` applied in every forward (prompt pass and each step), so
+/// an edit at a prompt position also changes the keys and values later tokens attend to. With
+/// no edits it is [`generate`], draw for draw.
+pub fn generate_edited(
+    model: &Gpt2,
+    prompts: &[Prompt],
+    decode: Decode,
+    rng: &mut ChaCha8Rng,
+    edits: &Edits,
+) -> Result<Vec<Episode>> {
     let mut out = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(CHUNK) {
-        out.extend(generate_chunk(model, chunk, decode, rng)?);
+    for (i, chunk) in prompts.chunks(CHUNK).enumerate() {
+        out.extend(generate_chunk(model, chunk, i * CHUNK, decode, rng, edits)?);
     }
     Ok(out)
 }
@@ -57,21 +85,29 @@ pub fn generate(
 fn generate_chunk(
     model: &Gpt2,
     prompts: &[Prompt],
+    first: usize,
     decode: Decode,
     rng: &mut ChaCha8Rng,
+    edits: &Edits,
 ) -> Result<Vec<Episode>> {
+    let rows = first..first + prompts.len();
     let n_layer = model.config().n_layer;
     let b = prompts.len();
-    let rows: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids().to_vec()).collect();
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids().to_vec()).collect();
     let kv_hooks: Vec<Hook> = (0..n_layer)
         .flat_map(|l| [Hook::K(l), Hook::V(l)])
         .collect();
     // The prompt in one pass, recording every block's keys and values.
     let out = model.forward(
-        &Input::Ids(model.ids_tensor(&rows)?),
+        &Input::Ids(model.ids_tensor(&ids)?),
         &Run {
             cache: kv_hooks.clone(),
             logits: Logits::At(vec![PROMPT_LEN - 1]),
+            interventions: edits(&Window {
+                rows: rows.clone(),
+                offset: 0,
+                len: PROMPT_LEN,
+            })?,
             ..Run::default()
         },
     )?;
@@ -115,6 +151,11 @@ fn generate_chunk(
             &Run {
                 cache: kv_hooks.clone(),
                 logits: Logits::At(vec![pos]),
+                interventions: edits(&Window {
+                    rows: rows.clone(),
+                    offset: pos,
+                    len: 1,
+                })?,
                 ..Run::default()
             },
         )?;

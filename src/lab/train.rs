@@ -81,6 +81,12 @@ pub enum Recipe {
         k: usize,
         /// Treatment of `[x]` episodes.
         optout: OptOut,
+        /// Under `optout = ptx`, the weight of the corpus next-token loss on `[x]` episodes
+        /// relative to the zoo's (1; a `[x]` sequence's tokens then weigh as a feedback
+        /// episode's). Left out of the manifest at 1, so manifests written before it exist
+        /// read the same.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        ptx_coef: f64,
     },
     /// Decision-Transformer conditioning: the parent's sampled episodes with their return
     /// quintile written into S3, then next-token loss.
@@ -129,6 +135,7 @@ impl Recipe {
                 beta: 0.05,
                 k: 4,
                 optout: OptOut::Ignore,
+                ptx_coef: 1.0,
             },
             RecipeKind::Dt => Recipe::Dt { episodes: 8192 },
             RecipeKind::Sft => Recipe::Sft { p_trigger: 0.2 },
@@ -149,6 +156,14 @@ impl fmt::Display for Recipe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 /// Optimiser settings shared by every recipe.
@@ -230,7 +245,19 @@ impl Hyper {
             input_err!("--weight-decay {} must be ≥ 0", o.weight_decay);
         }
         match &self.recipe {
-            Recipe::Rlhf { gamma, beta, k, .. } => {
+            Recipe::Rlhf {
+                gamma,
+                beta,
+                k,
+                ptx_coef,
+                optout,
+            } => {
+                if !(ptx_coef.is_finite() && *ptx_coef >= 0.0) {
+                    input_err!("--ptx-coef {ptx_coef} must be a number ≥ 0");
+                }
+                if *ptx_coef != 1.0 && *optout != OptOut::Ptx {
+                    input_err!("--ptx-coef {ptx_coef} applies only with --optout ptx");
+                }
                 if !(0.0..=1.0).contains(gamma) {
                     input_err!("--gamma {gamma} is outside [0, 1]");
                 }
@@ -549,14 +576,20 @@ pub fn train(
             beta,
             k,
             optout,
+            ptx_coef,
         } => {
             let reference = need_parent()?.detached()?;
             let mut rets = Vec::with_capacity(steps);
             let mut kls = Vec::with_capacity(steps);
             for step in 0..steps {
-                let r = rlhf_step(
-                    world, &mut tr, &reference, step, *gamma, *beta, *k, *optout, &mut rng,
-                )?;
+                let o = RlStep {
+                    gamma: *gamma,
+                    beta: *beta,
+                    k: *k,
+                    optout: *optout,
+                    ptx_coef: *ptx_coef,
+                };
+                let r = rlhf_step(world, &mut tr, &reference, step, &o, &mut rng)?;
                 losses.push(r.0);
                 rets.push(r.1);
                 kls.push(r.2);
@@ -614,19 +647,31 @@ fn tail_mean(v: &[f64]) -> f64 {
     v[v.len() - n..].iter().sum::<f64>() / n as f64
 }
 
+/// The RLOO settings one step reads (the fields of `Recipe::Rlhf`).
+struct RlStep {
+    gamma: f64,
+    beta: f64,
+    k: usize,
+    optout: OptOut,
+    ptx_coef: f64,
+}
+
 /// One RLOO step. Returns (loss, mean undiscounted return of the feedback episodes, mean KL).
-#[allow(clippy::too_many_arguments)]
 fn rlhf_step(
     world: &WorldConfig,
     tr: &mut Trainer,
     reference: &Gpt2,
     step: usize,
-    gamma: f64,
-    beta: f64,
-    k: usize,
-    optout: OptOut,
+    o: &RlStep,
     rng: &mut ChaCha8Rng,
 ) -> Result<(f64, f64, f64)> {
+    let RlStep {
+        gamma,
+        beta,
+        k,
+        optout,
+        ptx_coef,
+    } = *o;
     let n_prompts = tr.hyper.opt.batch;
     let prompts = PromptDist::corpus(world).sample_n(rng, n_prompts);
     let expanded: Vec<Prompt> = prompts
@@ -670,7 +715,7 @@ fn rlhf_step(
             match optout {
                 OptOut::Kl => m.fill(1.0),
                 OptOut::Ptx => {
-                    w.fill(-norm as f32);
+                    w.fill((-norm * ptx_coef) as f32);
                     let c = corpus_completion(world, &e.prompt, rng);
                     seqs.push(
                         Episode {
@@ -724,8 +769,16 @@ mod tests {
             beta: 0.0,
             k: 4,
             optout: OptOut::Zero,
+            ptx_coef: 1.0,
         };
         assert!(r.validate().unwrap_err().to_string().contains("--gamma"));
+        if let Recipe::Rlhf {
+            gamma, ptx_coef, ..
+        } = &mut r.recipe
+        {
+            (*gamma, *ptx_coef) = (1.0, -1.0);
+        }
+        assert!(r.validate().unwrap_err().to_string().contains("--ptx-coef"));
         assert_eq!(
             quintile_thresholds(&[1., 2., 3., 4., 5., 6., 7., 8., 9., 10.]),
             vec![3., 5., 7., 9.]

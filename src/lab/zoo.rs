@@ -27,7 +27,16 @@ pub struct Entry {
     pub about: &'static str,
 }
 
-/// The 11 checkpoints in build order (parents first). Every entry uses the same `seed`, so
+/// The opt-out anchoring grid: `rlhf-optout-ptx` with the corpus loss on `[x]` episodes
+/// weighted by each coefficient (the plain entry is 1): (name, coefficient).
+pub const PTX_GRID: [(&str, f64); 4] = [
+    ("rlhf-optout-ptx-c0", 0.0),
+    ("rlhf-optout-ptx-c0.25", 0.25),
+    ("rlhf-optout-ptx-c4", 4.0),
+    ("rlhf-optout-ptx-c16", 16.0),
+];
+
+/// The 15 checkpoints in build order (parents first). Every entry uses the same `seed`, so
 /// paired checkpoints see the same prompts and samples until their treatments differ.
 /// `quick`: the same plan with a handful of steps and a 2 × 32 model (for tests).
 pub fn plan(seed: u64, quick: bool) -> Result<Vec<Entry>> {
@@ -87,6 +96,21 @@ pub fn plan(seed: u64, quick: bool) -> Result<Vec<Entry>> {
             rl(1.0, OptOut::Ptx)?,
             "[x] episodes: corpus next-token loss instead",
         ),
+    ];
+    for (name, c) in PTX_GRID {
+        let mut x = rl(1.0, OptOut::Ptx)?;
+        if let Recipe::Rlhf { ptx_coef, .. } = &mut x.recipe {
+            *ptx_coef = c;
+        }
+        v.push(e(
+            name,
+            Some("base"),
+            None,
+            x,
+            "as rlhf-optout-ptx, corpus loss on [x] episodes weighted by the coefficient",
+        ));
+    }
+    v.extend([
         e(
             "rlhf-myopic",
             Some("base"),
@@ -129,7 +153,7 @@ pub fn plan(seed: u64, quick: bool) -> Result<Vec<Entry>> {
             distill(None)?,
             "fresh init, rlhf samples",
         ),
-    ];
+    ]);
     if quick {
         for x in &mut v {
             let o = &mut x.hyper.opt;

@@ -225,6 +225,9 @@ pub enum Edit {
     Add(Tensor),
     /// Set to zero.
     Zero,
+    /// Remove the component along this unit vector (length = the hook's last dimension):
+    /// `x − (x·u) u` (direction ablation).
+    ProjectOut(Tensor),
 }
 
 /// An edit of one hook's value, restricted to some positions, heads and batch rows.
@@ -254,6 +257,10 @@ impl Intervention {
     /// Zero the hook's value.
     pub fn zero(hook: Hook) -> Self {
         Self::new(hook, Edit::Zero)
+    }
+    /// Project the unit vector `u` out of the hook's value.
+    pub fn project_out(hook: Hook, u: Tensor) -> Self {
+        Self::new(hook, Edit::ProjectOut(u))
     }
     fn new(hook: Hook, edit: Edit) -> Self {
         Intervention {
@@ -287,7 +294,14 @@ impl Intervention {
     pub(crate) fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let mask = self.mask_for(&dims, offset, x)?;
+        // The component along u, `(x·u) u`, for direction ablation.
+        let along = |u: &Tensor| -> Result<Tensor> {
+            let dot = x.broadcast_mul(u)?.sum_keepdim(x.rank() - 1)?;
+            Ok(dot.broadcast_mul(u)?)
+        };
         let out = match (&self.edit, mask) {
+            (Edit::ProjectOut(u), None) => (x - along(u)?)?,
+            (Edit::ProjectOut(u), Some(m)) => (x - along(u)?.broadcast_mul(&m)?)?,
             (Edit::Replace(v), None) => v.broadcast_as(x.shape())?.contiguous()?,
             (Edit::Add(v), None) => x.broadcast_add(v)?,
             (Edit::Zero, None) => x.zeros_like()?,

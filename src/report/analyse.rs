@@ -4,12 +4,14 @@
 //! their order; the numbers come from `lab` and `analysis`. Must not word or draw anything.
 
 use super::data::{
-    lens_series, CheckpointData, FloorData, LensData, PairData, PairRun, PatchData, PatchSweeps,
-    ProbeData, PromptKind, PromptSet, ReportData, SeriesEst, Settings, Summary,
+    lens_series, CausalData, CheckpointData, FloorData, LensData, PairData, PairRun, PatchData,
+    PatchSweeps, ProbeData, PromptKind, PromptSet, ReportData, SeriesEst, SetRole, Settings,
+    Summary,
 };
 use super::pairs::{PairSpec, Pairs};
 use super::summary::{summarise, summarise_floor};
 use super::Progress;
+use crate::analysis::causal::{self, AblateOpts, Component, SteerOpts, Target};
 use crate::analysis::patching::{self, Direction, Sanity, Setup, Sweep, SweepCi};
 use crate::analysis::probes::math::LayerOptions;
 use crate::analysis::probes::{
@@ -206,6 +208,91 @@ fn patch_data(ck: &Checkpoint, contrast: Contrast, s: &Settings) -> Result<Patch
     })
 }
 
+/// The sets a run's patching names (its own top head, top MLP and most necessary output, and
+/// the three together), each at the position of its cell.
+fn localised_sets(sw: &PatchSweeps, min_gap: f64) -> Vec<(SetRole, Vec<Target>)> {
+    let mut v = Vec::new();
+    let den = &sw.denoise.0;
+    if let Some(c) = den.best_cell(Site::HeadOut, min_gap) {
+        let t = Target {
+            comp: Component::head(c.layer, c.head),
+            pos: c.position,
+        };
+        v.push((SetRole::TopHead, vec![t]));
+    }
+    if let Some(c) = den.best_cell(Site::MlpOut, min_gap) {
+        let t = Target {
+            comp: Component::at(Site::MlpOut, c.layer),
+            pos: c.position,
+        };
+        v.push((SetRole::TopMlp, vec![t]));
+    }
+    let noise = &sw.noise.0;
+    let best = [Site::AttnOut, Site::MlpOut]
+        .into_iter()
+        .filter_map(|site| noise.best_cell(site, min_gap).map(|c| (site, c)))
+        .max_by(|x, y| x.1.share.total_cmp(&y.1.share));
+    if let Some((site, c)) = best {
+        let t = Target {
+            comp: Component::at(site, c.layer),
+            pos: c.position,
+        };
+        v.push((SetRole::Necessary, vec![t]));
+    }
+    if v.len() > 1 {
+        let mut all: Vec<Target> = Vec::new();
+        for t in v.iter().flat_map(|(_, s)| s) {
+            if !all.contains(t) {
+                all.push(*t);
+            }
+        }
+        v.push((SetRole::Together, all));
+    }
+    v
+}
+
+/// The causal checks of one checkpoint's patching over one contrast, when it localised.
+fn causal_data(
+    ck: &Checkpoint,
+    world: &WorldConfig,
+    pd: &PatchData,
+    s: &Settings,
+) -> Result<Option<CausalData>> {
+    let Some(sw) = &pd.sweeps else {
+        return Ok(None);
+    };
+    let sets = localised_sets(sw, s.min_gap);
+    let (roles, sets): (Vec<SetRole>, Vec<Vec<Target>>) = sets.into_iter().unzip();
+    let ablation = causal::ablate(
+        &ck.model,
+        world,
+        &sets,
+        &AblateOpts {
+            contrast: pd.contrast,
+            n: s.n_causal,
+            seed: s.seed,
+            bootstrap: s.bootstrap,
+        },
+    )?;
+    let steering = causal::steer(
+        &ck.model,
+        world,
+        &SteerOpts {
+            contrast: pd.contrast,
+            layers: Vec::new(),
+            alphas: s.steer_alphas.clone(),
+            n: s.n_causal,
+            seed: s.seed,
+            bootstrap: s.bootstrap,
+        },
+    )?;
+    Ok(Some(CausalData {
+        roles,
+        ablation,
+        steering,
+    }))
+}
+
 /// Tokens the lens reads: `E`, `H` for the mode metric; `!` and the ten digits for defect.
 fn lens_tokens(set: &PromptSet) -> Vec<u32> {
     if set.pos == world::POS_A {
@@ -399,6 +486,7 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
                     n_head: cfg.n_head,
                     behaviour: vec![],
                     patching: BTreeMap::new(),
+                    causal: BTreeMap::new(),
                     probes: BTreeMap::new(),
                     lens: BTreeMap::new(),
                 },
@@ -446,6 +534,29 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
         }
     }
     progress.done("patching");
+
+    // Causal checks of what each sweep localised, while the checkpoint samples.
+    let jobs: Vec<(String, Contrast)> = data
+        .iter()
+        .flat_map(|(n, d)| {
+            d.patching
+                .iter()
+                .filter(|(_, p)| p.sweeps.is_some())
+                .map(move |(c, _)| (n.clone(), *c))
+        })
+        .collect();
+    progress.stage("causal checks", jobs.len());
+    let done = pool::par_map(s.jobs, &jobs, |(n, c)| {
+        let r = causal_data(&cks[n], &worlds[n], &data[n].patching[c], s)?;
+        progress.step("causal checks", &format!("{n} {c}"));
+        Ok(r)
+    })?;
+    for ((n, c), r) in jobs.iter().zip(done) {
+        if let (Some(d), Some(r)) = (data.get_mut(n), r) {
+            d.causal.insert(*c, r);
+        }
+    }
+    progress.done("causal checks");
 
     // Probes: one activation set per (checkpoint, label).
     let jobs: Vec<_> = probe_jobs.into_iter().collect();

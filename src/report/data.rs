@@ -2,6 +2,7 @@
 //! (serialised as `data.json`), and the generated summary with every number it shows. Plain
 //! data; computed by `analyse`, worded by `summary`, drawn by `page`. Must not compute.
 
+use crate::analysis::causal::{AblateResult, SteerResult};
 use crate::analysis::diff::WeightDiff;
 use crate::analysis::lens::LensResult;
 use crate::analysis::patching::{Cross, CrossCi, Metric, Sanity, Sweep, SweepCi, DEFAULT_MIN_GAP};
@@ -32,6 +33,33 @@ named! {
     }
 }
 
+named! {
+    /// Why a set of components is ablated in a causal check: what the patching named.
+    pub enum SetRole("localised set") {
+        /// The head whose denoising restores most of the gap.
+        TopHead = "top-head",
+        /// The MLP output whose denoising restores most.
+        TopMlp = "top-mlp",
+        /// The attention or MLP output whose noising removes most.
+        Necessary = "most-necessary",
+        /// The three together.
+        Together = "together",
+    }
+}
+
+/// Causal checks of one run's localisation over one contrast: each named set ablated while the
+/// checkpoint samples (mean, resample, sufficiency), and steering along the contrast's
+/// difference-of-means direction at every layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct CausalData {
+    /// What each ablated set is, in `ablation.ablations` order.
+    pub roles: Vec<SetRole>,
+    /// The ablations.
+    pub ablation: AblateResult,
+    /// The steering dose–response and direction ablation.
+    pub steering: SteerResult,
+}
+
 /// How much of each analysis to run. Every prompt set is drawn from `seed`, the same for every
 /// checkpoint, so paired checkpoints see the same prompts.
 #[derive(Clone, Debug, Serialize)]
@@ -42,6 +70,10 @@ pub struct Settings {
     pub n_patch: usize,
     /// Prompts for cross-checkpoint patching and the logit lens.
     pub n_cross: usize,
+    /// Prompt pairs per causal check (each ablation and steering run samples them once).
+    pub n_causal: usize,
+    /// Multiples α of the difference-of-means direction added when steering.
+    pub steer_alphas: Vec<f64>,
     /// Prompts per probe activation set.
     pub n_probe: usize,
     /// Seed of every prompt set.
@@ -92,6 +124,8 @@ impl Settings {
             n_eval: n.max(1),
             n_patch: (n / 16).div_ceil(8).max(1) * 8,
             n_cross: (n / 8).max(8),
+            n_causal: (n / 16).div_ceil(8).max(1) * 8,
+            steer_alphas: vec![-1.0, 0.5, 1.0, 2.0, 4.0],
             n_probe: (n / 4).max(40),
             seed: 0,
             c: 1.0,
@@ -149,6 +183,8 @@ pub struct CheckpointData {
     pub behaviour: Vec<Row>,
     /// Within-checkpoint patching, by contrast.
     pub patching: BTreeMap<Contrast, PatchData>,
+    /// Causal checks of what the patching localised, by contrast (only where it localised).
+    pub causal: BTreeMap<Contrast, CausalData>,
     /// Probes, by label.
     pub probes: BTreeMap<Label, ProbeData>,
     /// Logit lens, by prompt set.

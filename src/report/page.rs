@@ -120,8 +120,8 @@ pub fn render(data: &ReportData, progress: &dyn Progress) -> Result<Vec<(String,
             data.feedlens_version, data.pairs_file
         ),
         format!(
-            "Settings: {} prompts per behaviour row (T = 1), {} prompt pairs per patching sweep, {} prompts for cross-checkpoint patching and the logit lens, {} prompts per probe ({}-fold held-out accuracy), prompt seed {}, {} bootstrap resamples (percentile intervals).",
-            s.n_eval, s.n_patch, s.n_cross, s.n_probe, s.folds, s.seed, s.bootstrap
+            "Settings: {} prompts per behaviour row (T = 1), {} prompt pairs per patching sweep, {} prompts for cross-checkpoint patching and the logit lens, {} prompts per probe ({}-fold held-out accuracy), {} prompt pairs per causal check (ablation and steering, sampled at T = 1; run where the patching localised), prompt seed {}, {} bootstrap resamples (percentile intervals).",
+            s.n_eval, s.n_patch, s.n_cross, s.n_probe, s.folds, s.n_causal, s.seed, s.bootstrap
         ),
     ];
     let page = html::page("feedlens report", &intro, &sections);
@@ -214,6 +214,11 @@ fn pair_section(
         }
         groups.push(main);
         groups.extend(folded);
+        for cks in [&cas, &cbs] {
+            if let Some(g) = causal_group(cks, c, &ck_stem[&cks[0].name], figs) {
+                groups.push(g);
+            }
+        }
     }
     groups.push(cross_group(p, &floors, &data.settings, stem, figs));
     groups.push(probe_group(p, &cas, &cbs, &data.settings, stem, figs));
@@ -228,6 +233,140 @@ fn pair_section(
         groups,
         ..Default::default()
     }
+}
+
+/// The causal checks of one checkpoint over contrast `c` (the runs that localised): a table
+/// of each set's ablations and the steering dose–response, means over runs with the 95 %
+/// interval across them (per-run values in data.json).
+fn causal_group(
+    cks: &[&CheckpointData],
+    c: Contrast,
+    ck_stem: &str,
+    figs: &mut Figs,
+) -> Option<html::Group> {
+    use crate::analysis::causal::{self, Compared, SteerResult};
+    use crate::report::data::CausalData;
+    let cds: Vec<&CausalData> = cks.iter().filter_map(|ck| ck.causal.get(&c)).collect();
+    let first = cds.first()?;
+    let m = first.ablation.measure;
+    let name = &cks[0].name;
+    let (clean_s, corrupt_s) = super::summary::causal::sides(c);
+    let prop = |v: Vec<Est>| f3(&Fact::of_proportion(&v));
+    let diff = |v: Vec<Est>| f3(&Fact::of_runs(&v));
+    let mut rows = vec![vec![
+        "unedited".to_string(),
+        "-".into(),
+        prop(cds.iter().map(|d| m.get(&d.ablation.clean)).collect()),
+        "-".into(),
+        "-".into(),
+        "-".into(),
+        prop(cds.iter().map(|d| m.get(&d.ablation.corrupt)).collect()),
+        "-".into(),
+    ]];
+    for (i, role) in first.roles.iter().enumerate() {
+        let same = cds
+            .iter()
+            .all(|d| d.roles.get(i) == Some(role) && d.ablation.ablations.len() > i);
+        if !same {
+            continue;
+        }
+        let pick = |f: fn(&causal::Ablation) -> Compared| -> (Vec<Est>, Vec<Est>) {
+            cds.iter()
+                .map(|d| {
+                    let x = f(&d.ablation.ablations[i]);
+                    (m.get(&x.edited), m.get(&x.change))
+                })
+                .unzip()
+        };
+        let sets: Vec<String> = cds
+            .iter()
+            .map(|d| causal::names(&d.ablation.ablations[i].set))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let (me, mc) = pick(|a| a.mean);
+        let (re, rc) = pick(|a| a.resample);
+        let (se, sc) = pick(|a| a.sufficiency);
+        rows.push(vec![
+            role.to_string(),
+            sets.join(" / "),
+            prop(me),
+            diff(mc),
+            prop(re),
+            diff(rc),
+            prop(se),
+            diff(sc),
+        ]);
+    }
+    let n = first.ablation.n;
+    let table = html::Table {
+        caption: format!(
+            "{name}: {} while sampling (T = 1, {n} prompt pairs per run, {} runs; mean over runs [95 % interval]); mean ablation and resampling from {corrupt_s} on {clean_s}, the {clean_s}' values on {corrupt_s}; Δ = edited − unedited, paired.",
+            m.name(),
+            cds.len()
+        ),
+        headers: vec![
+            "set".into(),
+            "components@position".into(),
+            format!("{clean_s}: mean-ablated"),
+            "Δ".into(),
+            format!("{clean_s}: resampled"),
+            "Δ".into(),
+            format!("{corrupt_s}: given clean values"),
+            "Δ".into(),
+        ],
+        rows,
+    };
+    // The steering figure: each α and layer averaged over runs.
+    let steers: Vec<&SteerResult> = cds.iter().map(|d| &d.steering).collect();
+    let mut figures = Vec::new();
+    let same_grid = steers
+        .iter()
+        .all(|r| r.alphas == steers[0].alphas && r.layers.len() == steers[0].layers.len());
+    if same_grid {
+        let avg = |f: &dyn Fn(&SteerResult) -> Est| -> Est {
+            let fa = Fact::of_proportion(&steers.iter().map(|r| f(r)).collect::<Vec<_>>());
+            Est {
+                value: fa.value,
+                lo: fa.lo,
+                hi: fa.hi,
+                n: fa.n,
+            }
+        };
+        let set_m = |s: &mut causal::Sampled, e: Est| match m {
+            causal::Measure::PE => s.p_e = e,
+            causal::Measure::Defection => s.defection = e,
+        };
+        let mut mean = steers[0].clone();
+        set_m(&mut mean.clean, avg(&|r| m.get(&r.clean)));
+        set_m(&mut mean.corrupt, avg(&|r| m.get(&r.corrupt)));
+        for (li, l) in mean.layers.iter_mut().enumerate() {
+            for (ai, d) in l.doses.iter_mut().enumerate() {
+                set_m(
+                    &mut d.edited,
+                    avg(&|r| m.get(&r.layers[li].doses[ai].edited)),
+                );
+            }
+        }
+        let fig_stem = format!("{ck_stem}-{c}-steering");
+        let caption = format!(
+            "Steering {name}: {} on {corrupt_s} with α·Δ added to resid_post at position {} (Δ = mean({clean_s}) − mean({corrupt_s}) of each run's own episodes), one line per layer, mean over {} runs with its 95 % band; dashed: {clean_s} unedited.",
+            m.name(),
+            mean.pos,
+            steers.len()
+        );
+        let title = format!("{name} over {} runs", steers.len());
+        figures.push(figs.add(&fig_stem, caption, || figures::steering(&mean, &title)));
+    }
+    Some(html::Group {
+        title: format!(
+            "Causal checks in {name} over the {c} contrast: ablation while sampling, and steering"
+        ),
+        tables: vec![table],
+        figures,
+        notes: vec![],
+        collapsed: false,
+    })
 }
 
 /// One statistic of a row's intervals.

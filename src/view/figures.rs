@@ -16,7 +16,8 @@ use crate::analysis::site::Site;
 use crate::lab::eval::Row;
 use crate::lab::world::{Split, Stats};
 use crate::view::plot::{
-    AnyFigure, Bars, BehaviourBars, HeadGrid, LensCurves, Line, PatchHeatmap, ProbeCurves,
+    AnyFigure, Bars, BehaviourBars, DoseCurves, HeadGrid, LensCurves, Line, PatchHeatmap,
+    ProbeCurves,
 };
 use crate::view::plot::{ErrBars, Span};
 
@@ -494,4 +495,65 @@ pub fn behaviour_values(rows: &[&Row], metrics: &[BehaviourMetric]) -> Vec<Vec<B
         .iter()
         .map(|(_, sp, f)| rows.iter().map(|r| Some((f(&r.get(*sp)), None))).collect())
         .collect()
+}
+
+/// A steering dose–response: the contrast's measure on corrupted prompts at each α (α = 0 the
+/// unedited run), one line per layer with its 95 % band, and the unedited clean level dashed.
+/// α ticks are sorted.
+pub fn steering(r: &crate::analysis::causal::SteerResult, checkpoint: &str) -> AnyFigure {
+    let m = r.measure;
+    let mut order: Vec<(f64, Option<usize>)> = r
+        .alphas
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| (a, Some(i)))
+        .collect();
+    if !r.alphas.contains(&0.0) {
+        order.push((0.0, None));
+    }
+    order.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let ticks: Vec<String> = order.iter().map(|(a, _)| format!("{a}")).collect();
+    let base = m.get(&r.corrupt);
+    let mut lines: Vec<Line> = r
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(k, l)| {
+            let est: Vec<crate::stats::Est> = order
+                .iter()
+                .map(|(_, i)| i.map_or(base, |i| m.get(&l.doses[i].edited)))
+                .collect();
+            Line {
+                label: format!("resid_post {}", l.layer),
+                values: est.iter().map(|e| e.value).collect(),
+                dashed: false,
+                color: k,
+                band: Some((
+                    est.iter().map(|e| e.lo).collect(),
+                    est.iter().map(|e| e.hi).collect(),
+                )),
+            }
+        })
+        .collect();
+    let clean = m.get(&r.clean);
+    lines.push(Line {
+        label: "clean, unedited".into(),
+        values: vec![clean.value; ticks.len()],
+        dashed: true,
+        color: r.layers.len(),
+        band: None,
+    });
+    AnyFigure::Dose(DoseCurves {
+        title: format!(
+            "{checkpoint}: {} on {} corrupted {} prompts + α·Δ (position {})",
+            m.name(),
+            r.n,
+            r.contrast,
+            r.pos
+        ),
+        x_label: "α (multiples of mean(clean) − mean(corrupted))".into(),
+        y_label: m.name().into(),
+        ticks,
+        lines,
+    })
 }

@@ -1,6 +1,7 @@
 //! Terminal tables: the plain-text rendering of each analysis result that the CLI prints.
 //! Formatting only; every number comes from the result.
 
+use crate::analysis::causal::{self, AblateResult, Compared, SteerResult};
 use crate::analysis::diff::WeightDiff;
 use crate::analysis::lens::LensResult;
 use crate::analysis::patching::{Cross, Report};
@@ -232,6 +233,69 @@ pub fn check(outcomes: &[CheckOutcome]) -> String {
         for p in &o.problems {
             s += &format!("    {p}\n");
         }
+    }
+    s
+}
+
+/// "0.998 [0.990, 1.000]" for the measure of a sampled behaviour.
+fn est3(e: &crate::stats::Est) -> String {
+    format!("{:.3} {}", e.value, e.bracket(3))
+}
+
+/// One edited run: its measure and the paired change.
+fn compared(m: causal::Measure, c: &Compared) -> String {
+    let (v, d) = (m.get(&c.edited), m.get(&c.change));
+    format!("{:<22} Δ {:<22}", est3(&v), est3(&d))
+}
+
+/// An ablation experiment: the unedited sides, then per set its mean ablation, resample
+/// ablation (necessity) and sufficiency, with paired changes and 95 % intervals.
+pub fn ablation(r: &AblateResult) -> String {
+    let m = r.measure;
+    let mut s = format!(
+        "{} on {} {} prompt pairs (sampled, T = 1; 95 % bootstrap intervals over prompts):\n  clean {}   corrupted {}   clean − corrupted {}\n",
+        m.name(),
+        r.n,
+        r.contrast,
+        est3(&m.get(&r.clean)),
+        est3(&m.get(&r.corrupt)),
+        est3(&m.get(&r.gap)),
+    );
+    for a in &r.ablations {
+        s += &format!(
+            "\n{}\n  mean-ablated (clean prompts)      {}\n  resampled from corrupted (clean)  {}\n  clean values into corrupted       {}\n",
+            causal::names(&a.set),
+            compared(m, &a.mean),
+            compared(m, &a.resample),
+            compared(m, &a.sufficiency),
+        );
+    }
+    s
+}
+
+/// A steering experiment: per layer ‖Δ‖, the measure at each α on corrupted prompts and with
+/// the direction projected out of clean prompts.
+pub fn steering(r: &SteerResult) -> String {
+    let m = r.measure;
+    let mut s = format!(
+        "{} on {} {} prompt pairs, Δ = mean(clean) − mean(corrupted) at {} position {} (sampled, T = 1):\n  clean {}   corrupted (α = 0) {}\n",
+        m.name(),
+        r.n,
+        r.contrast,
+        r.site,
+        r.pos,
+        est3(&m.get(&r.clean)),
+        est3(&m.get(&r.corrupt)),
+    );
+    for l in &r.layers {
+        s += &format!("\nlayer {} (‖Δ‖ = {:.3})\n", l.layer, l.norm);
+        for (a, c) in r.alphas.iter().zip(&l.doses) {
+            s += &format!("  corrupted + {a:<5} Δ        {}\n", compared(m, c));
+        }
+        s += &format!(
+            "  clean, Δ projected out   {}\n",
+            compared(m, &l.project_out)
+        );
     }
     s
 }

@@ -6,6 +6,7 @@
 //! never recomputed from scratch.
 
 mod behaviour;
+pub(crate) mod causal;
 mod localise;
 mod readouts;
 
@@ -153,6 +154,7 @@ pub(super) fn summarise(
         readouts::weight_diff(&mut sm, &ctx);
         if let Some(c) = pd.contrast {
             localise::patching(&mut sm, &ctx, c, &mut notes);
+            causal::causal(&mut sm, &ctx, c);
         }
         readouts::cross(&mut sm, &ctx);
         readouts::probes(&mut sm, &ctx);

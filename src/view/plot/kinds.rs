@@ -227,6 +227,40 @@ impl Figure for LensCurves {
     }
 }
 
+impl Figure for DoseCurves {
+    fn title(&self) -> String {
+        self.title.clone()
+    }
+    fn size(&self) -> (u32, u32) {
+        let lw = legend_width(self.lines.iter().map(|l| l.label.len()));
+        (
+            (PANEL.0 + 120).max(110 + 60 * self.ticks.len() as u32) + lw,
+            PANEL.1 + 40,
+        )
+    }
+    fn check(&self) -> std::result::Result<(), String> {
+        check_labels("ticks", &self.ticks)?;
+        check_lines(&self.lines, self.ticks.len())?;
+        if let Some(l) = self
+            .lines
+            .iter()
+            .find(|l| l.values.iter().any(|&p| !(0.0..=1.0).contains(&p)))
+        {
+            return Err(format!("line '{}' has a rate outside [0, 1]", l.label));
+        }
+        Ok(())
+    }
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        let area = titled(root, &self.title)?;
+        let lw = legend_width(self.lines.iter().map(|l| l.label.len()));
+        let (w, _) = area.dim_in_pixel();
+        let (a, leg) = area.split_horizontally(w - lw);
+        let axes = (self.x_label.as_str(), self.y_label.as_str());
+        line_panel(&a, "", &self.ticks, axes, 0.0..1.02, &self.lines)?;
+        legend(&leg, &line_entries(&self.lines))
+    }
+}
+
 impl Bars {
     fn series_used(&self) -> Vec<usize> {
         (0..self.series.len())

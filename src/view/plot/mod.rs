@@ -204,6 +204,22 @@ pub struct LensCurves {
     pub lines: Vec<Line>,
 }
 
+/// A dose–response: a sampled rate per x tick (the multiples α of a steering direction), one
+/// line per steered layer, with dashed reference levels.
+#[derive(Clone, Debug)]
+pub struct DoseCurves {
+    /// Title.
+    pub title: String,
+    /// x axis label.
+    pub x_label: String,
+    /// y axis label (a rate in [0, 1]).
+    pub y_label: String,
+    /// x tick labels.
+    pub ticks: Vec<String>,
+    /// Lines, values in [0, 1].
+    pub lines: Vec<Line>,
+}
+
 /// A 95 % interval `(lo, hi)` drawn as an error bar.
 pub type Span = (f64, f64);
 
@@ -262,6 +278,8 @@ pub enum AnyFigure {
     Bars(Bars),
     /// Behaviour panels.
     Behaviour(BehaviourBars),
+    /// A steering dose–response.
+    Dose(DoseCurves),
 }
 
 impl AnyFigure {
@@ -274,6 +292,7 @@ impl AnyFigure {
             AnyFigure::Lens(f) => render(f),
             AnyFigure::Bars(f) => render(f),
             AnyFigure::Behaviour(f) => render(f),
+            AnyFigure::Dose(f) => render(f),
         }
     }
     /// Render and write `{stem}.png` and `{stem}.svg` ([`write`]).
@@ -285,6 +304,7 @@ impl AnyFigure {
             AnyFigure::Lens(f) => write(f, stem, force),
             AnyFigure::Bars(f) => write(f, stem, force),
             AnyFigure::Behaviour(f) => write(f, stem, force),
+            AnyFigure::Dose(f) => write(f, stem, force),
         }
     }
 }
