@@ -4,12 +4,12 @@
 //! their order; the numbers come from `lab` and `analysis`. Must not word or draw anything.
 
 use super::data::{
-    lens_series, CausalData, CheckpointData, FloorData, LensData, PairData, PairRun, PatchData,
-    PatchSweeps, ProbeData, PromptKind, PromptSet, ReportData, SeriesEst, SetRole, Settings,
-    Summary,
+    lens_series, AnchorPoint, CausalData, CheckpointData, FloorData, LensData, PairData, PairRun,
+    PatchData, PatchSweeps, ProbeData, PromptKind, PromptSet, ReportData, SeriesEst, SetRole,
+    Settings, Summary,
 };
 use super::pairs::{PairSpec, Pairs};
-use super::summary::{summarise, summarise_floor};
+use super::summary::{summarise, summarise_anchoring, summarise_floor};
 use super::Progress;
 use crate::analysis::causal::{self, AblateOpts, Component, SteerOpts, Target};
 use crate::analysis::patching::{self, Direction, Sanity, Setup, Sweep, SweepCi};
@@ -383,8 +383,18 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
         .pairs
         .iter()
         .any(|p| p.contrast == Some(Contrast::Optout));
-    if has_base && optout_pairs && !names.contains(&pairs.base) {
+    let anchoring = if has_base {
+        pairs.anchoring.clone()
+    } else {
+        Vec::new()
+    };
+    if has_base && (optout_pairs || !anchoring.is_empty()) && !names.contains(&pairs.base) {
         names.push(pairs.base.clone());
+    }
+    for c in &anchoring {
+        if !names.contains(c) {
+            names.push(c.clone());
+        }
     }
     // (seed, name) of every checkpoint, keyed `seed-S/NAME` (or `NAME`).
     let keys: Vec<(Option<u64>, String, String)> = runs
@@ -717,7 +727,35 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
             pd
         })
         .collect();
+    // The anchoring dose–response: each strength's leakage against the reference, per run.
+    let mut anchor: Vec<AnchorPoint> = Vec::new();
+    for c in &anchoring {
+        let first = &cks[&Pairs::key(runs[0], c)];
+        let ptx_coef = ptx_coef_of(first)
+            .ok_or_else(|| Error::file(&pairs.path, format!("anchoring: checkpoint '{c}' is not an rlhf checkpoint with --optout ptx (its manifest says otherwise)")))?;
+        let leakage = runs
+            .iter()
+            .filter_map(|&r| {
+                let row = |n: &str| {
+                    data[&Pairs::key(r, n)]
+                        .behaviour
+                        .iter()
+                        .find(|x| x.s3 == "_")
+                };
+                Some(eval::leakage(row(&pairs.base)?, row(c)?))
+            })
+            .collect();
+        anchor.push(AnchorPoint {
+            checkpoint: c.clone(),
+            ptx_coef,
+            leakage,
+        });
+    }
+    anchor.sort_by(|x, y| x.ptx_coef.total_cmp(&y.ptx_coef));
+    let anchoring_summary = summarise_anchoring(&anchor, &pairs.base);
     Ok(ReportData {
+        anchoring: anchor,
+        anchoring_summary,
         feedlens_version: env!("CARGO_PKG_VERSION").to_string(),
         pairs_file: pairs.path.display().to_string(),
         settings: s.clone(),
@@ -726,6 +764,21 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
         pairs: out,
         floors,
     })
+}
+
+/// The `ptx_coef` of an rlhf checkpoint trained with `--optout ptx` (1 when its manifest
+/// predates the coefficient); None for any other checkpoint.
+fn ptx_coef_of(ck: &Checkpoint) -> Option<f64> {
+    use crate::lab::train::{Hyper, OptOut, Recipe};
+    let h: Hyper = serde_json::from_value(ck.manifest.as_ref()?.hyper.clone()).ok()?;
+    match h.recipe {
+        Recipe::Rlhf {
+            optout: OptOut::Ptx,
+            ptx_coef,
+            ..
+        } => Some(ptx_coef),
+        _ => None,
+    }
 }
 
 /// One unit of pair work: checkpoints `a` and `b` (keys into the loaded checkpoints) read as

@@ -160,6 +160,22 @@ pub struct ReportData {
     pub pairs: Vec<PairData>,
     /// Seed-null pairs: one recipe at two seeds, the noise floor of the pairs' numbers.
     pub floors: Vec<FloorData>,
+    /// The opt-out anchoring dose–response (empty without `anchoring` in the pairs file).
+    pub anchoring: Vec<AnchorPoint>,
+    /// Its generated summary.
+    pub anchoring_summary: Summary,
+}
+
+/// One anchoring strength: a ptx opt-out checkpoint and its leakage against the reference in
+/// every run.
+#[derive(Clone, Debug, Serialize)]
+pub struct AnchorPoint {
+    /// Checkpoint name.
+    pub checkpoint: String,
+    /// Weight of the corpus next-token loss on `[x]` episodes (the manifest's `ptx_coef`).
+    pub ptx_coef: f64,
+    /// Its opt-out leakage against the reference, one per run (T = 1).
+    pub leakage: Vec<Leakage>,
 }
 
 /// One checkpoint's analyses.

@@ -32,6 +32,9 @@ struct RawPairs {
     base: Option<String>,
     /// Training seeds: checkpoints are `seed-S/NAME` beside the file (default: none, `NAME`).
     seeds: Option<Vec<u64>>,
+    /// Checkpoints of the ptx opt-out at several anchoring strengths (their manifests'
+    /// `ptx_coef`): the report's opt-out leakage dose–response.
+    anchoring: Option<Vec<String>>,
     pair: Vec<RawPair>,
 }
 
@@ -59,6 +62,8 @@ pub struct Pairs {
     /// The training seeds the pairs run over (`seeds = [0, 1, 2]`: checkpoint `NAME` of seed S
     /// is `seed-S/NAME`); `None` when the file names plain directories (one run each).
     pub seeds: Option<Vec<u64>>,
+    /// Checkpoints of the anchoring dose–response (`anchoring = [...]`; dropped by `--only`).
+    pub anchoring: Vec<String>,
 }
 
 /// The most seeds a pairs file may name (each seed is a whole zoo).
@@ -142,6 +147,7 @@ impl Pairs {
             base: raw.base.unwrap_or_else(|| "base".into()),
             pairs,
             seeds: raw.seeds,
+            anchoring: raw.anchoring.unwrap_or_default(),
         })
     }
 
@@ -167,6 +173,7 @@ impl Pairs {
             }
         }
         self.pairs = kept;
+        self.anchoring.clear();
         Ok(self)
     }
 
@@ -217,10 +224,23 @@ impl Pairs {
             .join(Pairs::key(seed, name))
     }
 
-    /// Every checkpoint the pairs name, in every seed, must be a directory holding
-    /// `model.safetensors`; the error names the pair, the seed and the directory.
+    /// Every checkpoint the pairs (and `anchoring`) name, in every seed, must be a directory
+    /// holding `model.safetensors`; the error names the pair, the seed and the directory.
     pub fn check(&self) -> Result<()> {
         for seed in self.runs() {
+            for c in &self.anchoring {
+                let d = self.dir_of(seed, c);
+                if !d.join("model.safetensors").is_file() {
+                    let of_seed = seed.map(|s| format!(" of seed {s}")).unwrap_or_default();
+                    return Err(Error::file(
+                        &self.path,
+                        format!(
+                            "anchoring: checkpoint '{c}'{of_seed} not found ({} is not a checkpoint directory)",
+                            d.display()
+                        ),
+                    ));
+                }
+            }
             for p in &self.pairs {
                 for c in [&p.a, &p.b] {
                     let d = self.dir_of(seed, c);

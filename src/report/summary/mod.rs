@@ -207,3 +207,52 @@ pub(super) fn summarise_floor(
     ));
     fd.summary = sm;
 }
+
+/// The anchoring dose–response's summary: the P(E) leakage at each strength over runs, and from
+/// which strength on its interval lies below one (a partial gate) and below 0.2.
+pub(super) fn summarise_anchoring(
+    points: &[crate::report::data::AnchorPoint],
+    base: &str,
+) -> Summary {
+    let mut sm = Summary::default();
+    if points.is_empty() {
+        return sm;
+    }
+    let runs = points.iter().map(|p| p.leakage.len()).min().unwrap_or(0);
+    if runs == 0 {
+        return sm;
+    }
+    let mut parts = Vec::new();
+    let (mut partial, mut held) = (None, None);
+    for (i, p) in points.iter().enumerate() {
+        let key = format!("anchoring.{i}");
+        let c = sm.num(&format!("{key}.ptx_coef"), p.ptx_coef, 2);
+        let pe: Vec<Est> = p.leakage.iter().map(|l| l.p_e_ratio).collect();
+        let ret: Vec<Est> = p.leakage.iter().map(|l| l.return_ratio).collect();
+        let (fpe, fret) = (Fact::of_runs(&pe), Fact::of_runs(&ret));
+        if fpe.hi < 1.0 && partial.is_none() {
+            partial = Some(c.clone());
+        }
+        if fpe.hi < 0.2 && held.is_none() {
+            held = Some(c.clone());
+        }
+        let per: Vec<String> = pe.iter().map(|e| format!("{:.2}", e.value)).collect();
+        let tpe = sm.fact(&format!("{key}.p_e_ratio"), fpe, 2);
+        let tret = sm.fact(&format!("{key}.return_ratio"), fret, 2);
+        parts.push(format!(
+            "C = {c}: {tpe} (per run {}; return {tret})",
+            per.join(", ")
+        ));
+    }
+    let n = sm.idx("anchoring.runs", runs);
+    let verdict = match (partial, held) {
+        (_, Some(h)) => format!("At C = {h}, the weakest anchoring where it does, the P(E) leakage's interval lies below 0.2: [x] prompts keep nearly base's behaviour."),
+        (Some(p), None) => format!("The P(E) leakage's interval first lies below 1 (a partial gate) at C = {p}, and at no strength below 0.2: anchoring weakens the leak without closing it."),
+        (None, None) => "At no strength does the P(E) leakage's interval lie below 1: anchoring does not make [x] a gate.".to_string(),
+    };
+    sm.say(format!(
+        "Opt-out anchoring (rlhf with [x] episodes given the corpus next-token loss weighted by C instead of feedback; leakage = change on [x] prompts ÷ change on the rest against {base}, sampled, {n} runs): P(E) leakage {}. {verdict}",
+        parts.join("; ")
+    ));
+    sm
+}
