@@ -33,6 +33,14 @@ fn diff_with_itself_is_zero() {
     }
     let params: usize = d.components.iter().map(|c| c.n_params).sum();
     assert_eq!(params, ck.model.n_params());
+    assert_eq!(d.headline(), feedlens::analysis::diff::Headline::NoChange);
+    assert!(
+        d.headline_text().starts_with("no change"),
+        "{}",
+        d.headline_text()
+    );
+    let (ok, out, _) = common::feedlens_text(&["diff", TINY, TINY]);
+    assert!(ok && out.contains("headline: no change"), "{out}");
 }
 
 #[test]
@@ -77,9 +85,24 @@ fn known_perturbation_gives_expected_norm() {
             assert_eq!(c.norm_diff, 0.0, "{} {}", c.group, c.component);
         }
     }
+    // The only changed component heads both the absolute and the relative ranking.
+    let i = d
+        .components
+        .iter()
+        .position(|c| c.group == "1" && c.component == "mlp.c_fc")
+        .unwrap();
+    assert_eq!(
+        d.headline(),
+        feedlens::analysis::diff::Headline::Largest {
+            absolute: i,
+            relative: Some(i)
+        }
+    );
+    assert!(d.headline_text().contains("mlp.c_fc of layer 1"));
     let bars = feedlens::view::figures::weight_diff_bars(
         "t",
-        &feedlens::view::figures::weight_bars_of(&d),
+        &feedlens::view::figures::weight_bars_of(&d, false),
+        false,
     );
     assert_eq!(bars.groups, ["embed", "0", "1", "2", "final"]);
     assert_eq!(bars.series.len(), 9);

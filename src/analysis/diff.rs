@@ -39,6 +39,84 @@ pub struct WeightDiff {
     pub components: Vec<ComponentDiff>,
 }
 
+/// What a weight diff's headline names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Headline {
+    /// Every parameter is identical.
+    NoChange,
+    /// Indices into `components`: the largest absolute change ‖B − A‖, and the largest
+    /// relative one (a small matrix inflates its relative norm, so the two can differ).
+    Largest {
+        /// Largest ‖B − A‖.
+        absolute: usize,
+        /// Largest ‖B − A‖ / ‖A‖ (None when no relative change is defined).
+        relative: Option<usize>,
+    },
+}
+
+impl WeightDiff {
+    /// The headline: "no change" when every ‖B − A‖ is 0, else the components with the largest
+    /// absolute and relative changes (the first of equal ones).
+    pub fn headline(&self) -> Headline {
+        let first_max = |key: &dyn Fn(&ComponentDiff) -> Option<f64>| {
+            let mut best: Option<(usize, f64)> = None;
+            for (i, c) in self.components.iter().enumerate() {
+                if let Some(v) = key(c).filter(|v| v.is_finite()) {
+                    if best.is_none_or(|b| v > b.1) {
+                        best = Some((i, v));
+                    }
+                }
+            }
+            best.map(|b| b.0)
+        };
+        if self.components.iter().all(|c| c.norm_diff == 0.0) {
+            return Headline::NoChange;
+        }
+        match first_max(&|c| Some(c.norm_diff)) {
+            Some(absolute) => Headline::Largest {
+                absolute,
+                relative: first_max(&|c| c.relative),
+            },
+            None => Headline::NoChange,
+        }
+    }
+
+    /// The headline as a sentence.
+    pub fn headline_text(&self) -> String {
+        let at = |c: &ComponentDiff| match c.group.parse::<usize>() {
+            Ok(l) => format!("{} of layer {l}", c.component),
+            Err(_) => format!("{} ({})", c.component, c.group),
+        };
+        match self.headline() {
+            Headline::NoChange => format!(
+                "no change: {} and {} have identical weights (‖B − A‖ = 0 in every component)",
+                self.a, self.b
+            ),
+            Headline::Largest { absolute, relative } => {
+                let c = &self.components[absolute];
+                let mut s = format!(
+                    "largest absolute change in {}: ‖B − A‖ {:.4} (relative {})",
+                    at(c),
+                    c.norm_diff,
+                    c.relative.map_or("undefined".into(), |r| format!("{r:.4}"))
+                );
+                if let Some(r) = relative.filter(|&r| r != absolute) {
+                    let c = &self.components[r];
+                    s += &format!(
+                        "; largest relative change in {}: {:.4} (‖A‖ {:.3}, ‖B − A‖ {:.4})",
+                        at(c),
+                        c.relative.unwrap_or(f64::NAN),
+                        c.norm_a,
+                        c.norm_diff
+                    );
+                }
+                s
+            }
+        }
+    }
+}
+
 /// Split an HF tensor name into (group, component): `h.3.attn.c_attn.weight` →
 /// (`3`, `attn.c_attn`); `wte.weight` → (`embed`, `wte`); `ln_f.bias` → (`final`, `ln_f`).
 fn component_of(name: &str) -> (String, String) {

@@ -47,7 +47,12 @@ pub(super) struct LensArgs {
 
 pub(super) fn diff(a: DiffArgs) -> Result<()> {
     a.out.check()?;
-    check_plots(&a.plot.png, a.out.force)?;
+    let abs_stem = a.plot.png.as_ref().map(|s| {
+        let mut s = s.clone().into_os_string();
+        s.push("-absolute");
+        std::path::PathBuf::from(s)
+    });
+    check_plots(a.plot.png.iter().chain(&abs_stem), a.out.force)?;
     let (ca, cb) = (load(&a.a)?, load(&a.b)?);
     let d = diff::weight_diff(
         &ca.model,
@@ -56,14 +61,20 @@ pub(super) fn diff(a: DiffArgs) -> Result<()> {
         &a.b.display().to_string(),
     )?;
     print!("{}", tables::weight_diff(&d));
-    a.out.write(&serde_json::to_value(&d)?)?;
+    println!("headline: {}", d.headline_text());
+    let mut v = serde_json::to_value(&d)?;
+    v["headline"] = serde_json::to_value(d.headline())?;
+    a.out.write(&v)?;
     if let Some(stem) = &a.plot.png {
         let title = format!("weight diff: {} vs {}", d.b, d.a);
-        let fig = AnyFigure::Bars(figures::weight_diff_bars(
-            &title,
-            &figures::weight_bars_of(&d),
-        ));
-        write_plot(&fig, stem, a.out.force)?;
+        for (absolute, stem) in [(false, stem), (true, abs_stem.as_ref().unwrap_or(stem))] {
+            let fig = AnyFigure::Bars(figures::weight_diff_bars(
+                &title,
+                &figures::weight_bars_of(&d, absolute),
+                absolute,
+            ));
+            write_plot(&fig, stem, a.out.force)?;
+        }
     }
     Ok(())
 }

@@ -646,6 +646,7 @@ fn floor_of(
 }
 
 fn weight_group(p: &PairData, floors: &[&FloorData], stem: &str, figs: &mut Figs) -> html::Group {
+    use crate::analysis::diff::ComponentDiff;
     let mut g = html::Group {
         title: "Weight diff".into(),
         ..Default::default()
@@ -653,39 +654,58 @@ fn weight_group(p: &PairData, floors: &[&FloorData], stem: &str, figs: &mut Figs
     let Some(first) = p.runs.first() else {
         return g;
     };
-    let bars: Vec<WeightBar> = first
-        .weight_diff
-        .components
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let v: Option<Vec<Est>> = p
-                .runs
-                .iter()
-                .map(|r| {
-                    let c = r.weight_diff.components.get(i)?;
-                    c.relative.map(|v| Est::exact(v, c.n_params))
-                })
-                .collect();
-            let f = v.map(|v| Fact::of_runs(&v));
-            WeightBar {
-                group: c.group.clone(),
-                component: c.component.clone(),
-                value: f.as_ref().map(|f| f.value),
-                err: f.as_ref().and_then(|f| mark(f).1),
-                floor: floor_of(floors, |r| r.weight_diff.components.get(i)?.relative),
-            }
-        })
-        .collect();
-    let title = format!("weight diff: {} vs {}", p.b, p.a);
-    g.figures.push(figs.add(
-        &format!("{stem}-weight-diff"),
-        format!(
-            "Relative Frobenius norm of {} − {} per layer and component (mean over runs; error bars: 95 % interval across seeds; black line: the same component's difference between two seeds of one recipe, which come from independent zoos, so it shows the scale of each component, not a null).",
-            p.b, p.a
-        ),
-        || AnyFigure::Bars(figures::weight_diff_bars(&title, &bars)),
-    ));
+    for absolute in [true, false] {
+        let value: fn(&ComponentDiff) -> Option<f64> = if absolute {
+            |c| Some(c.norm_diff)
+        } else {
+            |c| c.relative
+        };
+        let bars: Vec<WeightBar> = first
+            .weight_diff
+            .components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let v: Option<Vec<Est>> = p
+                    .runs
+                    .iter()
+                    .map(|r| {
+                        let c = r.weight_diff.components.get(i)?;
+                        value(c).map(|v| Est::exact(v, c.n_params))
+                    })
+                    .collect();
+                let f = v.map(|v| Fact::of_runs(&v));
+                WeightBar {
+                    group: c.group.clone(),
+                    component: c.component.clone(),
+                    value: f.as_ref().map(|f| f.value),
+                    err: f.as_ref().and_then(|f| mark(f).1),
+                    floor: floor_of(floors, |r| value(r.weight_diff.components.get(i)?)),
+                }
+            })
+            .collect();
+        let (kind, file, what) = if absolute {
+            (
+                "absolute",
+                "weight-diff-absolute",
+                format!("Absolute Frobenius norm ‖{} − {}‖", p.b, p.a),
+            )
+        } else {
+            (
+                "relative",
+                "weight-diff",
+                format!("Relative Frobenius norm ‖{} − {}‖ / ‖{}‖", p.b, p.a, p.a),
+            )
+        };
+        let title = format!("weight diff ({kind}): {} vs {}", p.b, p.a);
+        g.figures.push(figs.add(
+            &format!("{stem}-{file}"),
+            format!(
+                "{what} per layer and component (mean over runs; error bars: 95 % interval across seeds; black line: the same component's difference between two seeds of one recipe, which come from independent zoos, so it shows the scale of each component, not a null)."
+            ),
+            || AnyFigure::Bars(figures::weight_diff_bars(&title, &bars, absolute)),
+        ));
+    }
     g
 }
 

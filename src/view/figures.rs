@@ -346,14 +346,18 @@ pub struct WeightBar {
     pub floor: Option<f64>,
 }
 
-/// The bars of one weight diff (no intervals, no floor).
-pub fn weight_bars_of(d: &WeightDiff) -> Vec<WeightBar> {
+/// The bars of one weight diff (no intervals, no floor): relative norms, or absolute ones.
+pub fn weight_bars_of(d: &WeightDiff, absolute: bool) -> Vec<WeightBar> {
     d.components
         .iter()
         .map(|c| WeightBar {
             group: c.group.clone(),
             component: c.component.clone(),
-            value: c.relative,
+            value: if absolute {
+                Some(c.norm_diff)
+            } else {
+                c.relative
+            },
             err: None,
             floor: None,
         })
@@ -363,7 +367,7 @@ pub fn weight_bars_of(d: &WeightDiff) -> Vec<WeightBar> {
 /// Weight diff as grouped bars: one group per layer (`embed`, `0`, ..., `final`), one colour
 /// per component, the relative Frobenius norm with its interval and, as a black line across
 /// the bar, its seed floor.
-pub fn weight_diff_bars(title: &str, bars: &[WeightBar]) -> Bars {
+pub fn weight_diff_bars(title: &str, bars: &[WeightBar], absolute: bool) -> Bars {
     let mut groups: Vec<String> = Vec::new();
     let mut series: Vec<String> = Vec::new();
     for c in bars {
@@ -391,7 +395,12 @@ pub fn weight_diff_bars(title: &str, bars: &[WeightBar]) -> Bars {
     }
     Bars {
         title: title.to_string(),
-        y_label: "‖B−A‖ / ‖A‖".into(),
+        y_label: if absolute {
+            "‖B−A‖"
+        } else {
+            "‖B−A‖ / ‖A‖"
+        }
+        .into(),
         groups,
         series,
         err: any(&err).then_some(err),

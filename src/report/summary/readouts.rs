@@ -19,85 +19,102 @@ fn percent(f: Fact) -> Fact {
     }
 }
 
-/// The weight-diff sentence.
+/// The weight-diff sentence: "no change" when B equals A in every run; else the component
+/// with the largest absolute change ‖B − A‖ (mean over runs), its relative change, and — when
+/// another component has the largest relative change — that one too (a small matrix inflates
+/// its relative norm), each beside the same component's seed floor as a scale.
 pub(super) fn weight_diff(sm: &mut Summary, ctx: &Ctx) {
+    use crate::analysis::diff::Headline;
     let pd = ctx.pd;
     let Some(first) = pd.runs.first() else { return };
     let (a, b) = (&pd.a, &pd.b);
-    // Per component: each run's relative change, and the floor's.
-    let mut best: Option<(usize, Fact, Option<Fact>, f64)> = None;
-    for (i, c) in first.weight_diff.components.iter().enumerate() {
-        let per: Option<Vec<Est>> = pd
+    if pd
+        .runs
+        .iter()
+        .all(|r| r.weight_diff.headline() == Headline::NoChange)
+    {
+        sm.num("weight_diff.max_abs.absolute", 0.0, 3);
+        sm.say(format!(
+            "Weight diff: no change: {b} has exactly {a}'s weights in every run (‖B − A‖ = 0 in every component)."
+        ));
+        return;
+    }
+    // Per component, each run's value of `f`.
+    let per = |i: usize, f: fn(&crate::analysis::diff::ComponentDiff) -> Option<f64>| {
+        let v: Option<Vec<Est>> = pd
             .runs
             .iter()
             .map(|r| {
                 let c = r.weight_diff.components.get(i)?;
-                c.relative.map(|v| Est::exact(v, c.n_params))
+                f(c).map(|v| Est::exact(v, c.n_params))
             })
             .collect();
-        let Some(per) = per else { continue };
-        let rel = Fact::of_runs(&per);
-        let floor = ctx.floor(|_, _, r| {
+        v.map(|v| Fact::of_runs(&v))
+    };
+    let abs_of = |c: &crate::analysis::diff::ComponentDiff| Some(c.norm_diff);
+    let rel_of = |c: &crate::analysis::diff::ComponentDiff| c.relative;
+    let n = first.weight_diff.components.len();
+    let argmax = |f: fn(&crate::analysis::diff::ComponentDiff) -> Option<f64>| {
+        (0..n)
+            .filter_map(|i| per(i, f).filter(Fact::is_finite).map(|x| (i, x.value)))
+            .fold(None, |best: Option<(usize, f64)>, x| match best {
+                Some(b) if b.1 >= x.1 => Some(b),
+                _ => Some(x),
+            })
+            .map(|b| b.0)
+    };
+    let Some(ia) = argmax(abs_of) else { return };
+    let wher = |sm: &mut Summary, key: &str, i: usize| {
+        let c = &first.weight_diff.components[i];
+        match c.group.parse::<usize>() {
+            Ok(l) => format!("{} of layer {}", c.component, sm.idx(key, l)),
+            Err(_) => format!("{} ({})", c.component, c.group),
+        }
+    };
+    let floor_txt = |sm: &mut Summary,
+                     key: &str,
+                     i: usize,
+                     f: fn(&crate::analysis::diff::ComponentDiff) -> Option<f64>,
+                     v: f64| {
+        let fl = ctx.floor(|_, _, r| {
             let c = r.weight_diff.components.get(i)?;
-            c.relative.map(|v| Est::exact(v, c.n_params))
+            f(c).map(|v| Est::exact(v, c.n_params))
         });
-        // Headline: the largest change relative to its seed floor (else the largest change):
-        // a small matrix's relative norm is inflated, and so is its floor.
-        let score = match &floor {
-            Some(f) if f.hi > 0.0 => rel.value / f.hi,
-            _ => rel.value,
-        };
-        if best.as_ref().is_none_or(|b| score > b.3) {
-            best = Some((i, rel, floor, score));
+        match fl {
+            Some(fl) if fl.value > 0.0 => {
+                let ratio = v / fl.value;
+                let ft = sm.fact(&format!("{key}.floor"), fl, 3);
+                let rt = sm.num(&format!("{key}.ratio_to_floor"), ratio, 2);
+                format!(", {rt} times the same component's difference between two seeds of one recipe, {ft}")
+            }
+            _ => String::new(),
         }
-        let _ = c;
+    };
+    let at = wher(sm, "weight_diff.max_abs.layer", ia);
+    let abs_f = per(ia, abs_of).unwrap_or(Fact::exact(f64::NAN));
+    let absv = abs_f.value;
+    let abst = sm.fact("weight_diff.max_abs.absolute", abs_f, 3);
+    let relt = match per(ia, rel_of) {
+        Some(f) => sm.fact("weight_diff.max_abs.relative", f, 3),
+        None => "undefined".into(),
+    };
+    let fl_a = floor_txt(sm, "weight_diff.max_abs.absolute", ia, abs_of, absv);
+    let mut line = format!(
+        "Weight diff from {a} to {b}: the largest absolute change is in {at}, ‖B − A‖ {abst} (relative {relt}){fl_a}"
+    );
+    if let Some(ir) = argmax(rel_of).filter(|&ir| ir != ia) {
+        let at = wher(sm, "weight_diff.max_rel.layer", ir);
+        let rel_f = per(ir, rel_of).unwrap_or(Fact::exact(f64::NAN));
+        let relv = rel_f.value;
+        let relt = sm.fact("weight_diff.max_rel.relative", rel_f, 3);
+        let norm = per(ir, |c| Some(c.norm_a)).unwrap_or(Fact::exact(f64::NAN));
+        let normt = sm.fact("weight_diff.max_rel.norm_a", norm, 3);
+        let fl_r = floor_txt(sm, "weight_diff.max_rel.relative", ir, rel_of, relv);
+        line += &format!(
+            "; the largest relative change is in {at}, {relt} of its norm ‖A‖ {normt}{fl_r} (a small matrix inflates its relative norm)"
+        );
     }
-    let Some((i, rel, floor, _)) = best else {
-        return;
-    };
-    let c = &first.weight_diff.components[i];
-    let abs: Vec<Est> = pd
-        .runs
-        .iter()
-        .filter_map(|r| {
-            r.weight_diff
-                .components
-                .get(i)
-                .map(|c| Est::exact(c.norm_diff, c.n_params))
-        })
-        .collect();
-    let wher = match c.group.parse::<usize>() {
-        Ok(l) => format!(
-            "{} of layer {}",
-            c.component,
-            sm.idx("weight_diff.max.layer", l)
-        ),
-        Err(_) => format!("{} ({})", c.component, c.group),
-    };
-    let relt = sm.fact("weight_diff.max.relative", rel.clone(), 3);
-    let abst = sm.runs("weight_diff.max.absolute", &abs, 3);
-    let which = if floor.is_some() {
-        "relative to its seed floor"
-    } else {
-        "(one seed: no floor)"
-    };
-    // Two seeds of a recipe come from independent zoos (different bases), so their weight
-    // difference is not a null for a fine-tune: it sets the scale per component (a small
-    // matrix's relative norm is inflated in both), not a threshold.
-    let fl = match floor {
-        Some(f) => {
-            let ratio = rel.value / f.value;
-            let ft = sm.fact("weight_diff.max.relative.floor", f, 3);
-            let rt = sm.num("weight_diff.max.ratio_to_floor", ratio, 2);
-            format!(
-                "; that is {rt} times the same component's difference between two seeds of one recipe, {ft} (independent zoos: a scale, not a null)"
-            )
-        }
-        None => String::new(),
-    };
-    sm.say(format!(
-        "The largest weight change from {a} to {b} {which} is in {wher}: relative Frobenius norm {relt}, absolute ‖B − A‖ {abst}{fl}."
-    ));
+    sm.say(line + ". Two seeds of a recipe come from independent zoos, so the seed differences are a scale per component, not a null.");
 }
 
 /// The cross-checkpoint sentence.
