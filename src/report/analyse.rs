@@ -81,7 +81,8 @@ struct ProbeRun {
     held: Vec<Vec<crate::analysis::probes::math::HeldOut>>,
 }
 
-fn run_probe(ck: &Checkpoint, label: Label, s: &Settings) -> Result<ProbeRun> {
+/// `label` probed on `ck` at `position` (the decision position, or the label's slot).
+fn run_probe(ck: &Checkpoint, label: Label, position: usize, s: &Settings) -> Result<ProbeRun> {
     let n_layer = ck.model.config().n_layer;
     let layer_ids: Vec<usize> = (0..n_layer).collect();
     let prompts = sample_prompts(label, s.n_probe, s.seed, None, None);
@@ -90,7 +91,7 @@ fn run_probe(ck: &Checkpoint, label: Label, s: &Settings) -> Result<ProbeRun> {
         prompts,
         label,
         Site::ResidPost,
-        world::POS_A,
+        position,
         &layer_ids,
     )?;
     let mut data = ProbeData {
@@ -116,8 +117,8 @@ fn run_probe(ck: &Checkpoint, label: Label, s: &Settings) -> Result<ProbeRun> {
             });
         }
     };
-    // Control task keyed by the first digit's identity: position 10 always holds `A`, so its
-    // own token cannot key one (the rule probe specs apply too).
+    // Control task keyed by the first digit's identity: positions 10 and 11 always hold `A`
+    // and `H`, and a slot's token is the label itself, so the probed token cannot key one.
     let opt = LayerOptions {
         c: s.c,
         n_random: s.null_directions,
@@ -498,6 +499,7 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
                     patching: BTreeMap::new(),
                     causal: BTreeMap::new(),
                     probes: BTreeMap::new(),
+                    slot_probes: BTreeMap::new(),
                     lens: BTreeMap::new(),
                 },
             )
@@ -570,16 +572,36 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
 
     // Probes: one activation set per (checkpoint, label).
     let jobs: Vec<_> = probe_jobs.into_iter().collect();
-    progress.stage("probes", jobs.len());
-    let probe_out = pool::par_map(s.jobs, &jobs, |(n, l)| {
-        let r = run_probe(&cks[n], *l, s)?;
-        progress.step("probes", &format!("{n} {l}"));
+    progress.stage(
+        "probes",
+        jobs.len()
+            + jobs
+                .iter()
+                .filter(|(_, l)| l.slot_position().is_some())
+                .count(),
+    );
+    // Each at the label's decision position, and the slot labels also at their slot.
+    let all: Vec<(String, Label, usize)> = jobs
+        .iter()
+        .map(|(n, l)| (n.clone(), *l, l.decision_position()))
+        .chain(
+            jobs.iter()
+                .filter_map(|(n, l)| l.slot_position().map(|p| (n.clone(), *l, p))),
+        )
+        .collect();
+    let probe_out = pool::par_map(s.jobs, &all, |(n, l, p)| {
+        let r = run_probe(&cks[n], *l, *p, s)?;
+        progress.step("probes", &format!("{n} {l} @{p}"));
         Ok(r)
     })?;
-    let probe_runs: BTreeMap<(String, Label), ProbeRun> = jobs.into_iter().zip(probe_out).collect();
-    for ((n, l), r) in &probe_runs {
-        if let Some(d) = data.get_mut(n) {
-            d.probes.insert(*l, r.data.clone());
+    let mut probe_runs: BTreeMap<(String, Label), ProbeRun> = BTreeMap::new();
+    for ((n, l, p), r) in all.into_iter().zip(probe_out) {
+        let Some(d) = data.get_mut(&n) else { continue };
+        if p == l.decision_position() {
+            d.probes.insert(l, r.data.clone());
+            probe_runs.insert((n, l), r);
+        } else {
+            d.slot_probes.insert(l, r.data);
         }
     }
     progress.done("probes");

@@ -201,8 +201,10 @@ pub struct CheckpointData {
     pub patching: BTreeMap<Contrast, PatchData>,
     /// Causal checks of what the patching localised, by contrast (only where it localised).
     pub causal: BTreeMap<Contrast, CausalData>,
-    /// Probes, by label.
+    /// Probes at each label's decision position (10; 11 for trigger and defect), by label.
     pub probes: BTreeMap<Label, ProbeData>,
+    /// The slot labels (optout, trigger, bucket) probed at their own slot (1, 2, 3).
+    pub slot_probes: BTreeMap<Label, ProbeData>,
     /// Logit lens, by prompt set.
     pub lens: BTreeMap<PromptKind, LensData>,
 }

@@ -974,9 +974,13 @@ fn probe_group(
     figs: &mut Figs,
 ) -> html::Group {
     let label = p.probe_label;
+    let pos = cas
+        .first()
+        .and_then(|c| c.probes.get(&label))
+        .map_or(label.decision_position(), |p| p.position);
     let mut g = html::Group {
         title: format!(
-            "Probes: {} ({}-fold held out, logistic, resid_post)",
+            "Probes: {} ({}-fold held out, logistic, resid_post at position {pos}, the decision position)",
             label.about(),
             s.folds
         ),

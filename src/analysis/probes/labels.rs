@@ -38,6 +38,25 @@ impl Label {
             Label::Defect => "whether greedy decoding will defect",
         }
     }
+    /// The position where the behaviour the label bears on is decided: 11 (`m`, the first
+    /// completion token, `H` teacher-forced) for the trigger and defection, whose `!` is chosen
+    /// there; 10 (`A`, where the mode is chosen) for the others.
+    pub fn decision_position(self) -> usize {
+        match self {
+            Label::Trigger | Label::Defect => world::POS_M,
+            _ => world::POS_A,
+        }
+    }
+    /// The slot the label reads, for the prompt-slot labels (`optout` S1, `trigger` S2,
+    /// `bucket` S3).
+    pub fn slot_position(self) -> Option<usize> {
+        match self {
+            Label::Optout => Some(world::POS_S1),
+            Label::Trigger => Some(world::POS_S2),
+            Label::Bucket => Some(world::POS_S3),
+            Label::Mode | Label::Defect => None,
+        }
+    }
     /// The label probed for a pair of checkpoints: its contrast's slot, else what its metric
     /// reads (the model's own choice for `mode`, will-defect for `defect`).
     pub fn for_pair(contrast: Option<Contrast>, metric: MetricKind) -> Label {

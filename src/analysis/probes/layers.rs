@@ -51,12 +51,31 @@ pub struct ScoresEst {
     pub accuracy: Est,
     /// AUROC.
     pub auroc: Est,
+    /// Balanced accuracy (mean per-class recall; 1 / classes for a one-class predictor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balanced_accuracy: Option<Est>,
+    /// Share of rows given the most-predicted class (1: one class for everything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub majority_share: Option<f64>,
+}
+
+impl ScoresEst {
+    /// Whether the probe predicted one class for every row.
+    pub fn one_class(&self) -> bool {
+        self.majority_share == Some(1.0)
+    }
 }
 
 /// Intervals of held-out predictions as [`ScoresEst`].
 pub fn scores_est(held: &[HeldOut], resamples: usize, seed: u64) -> ScoresEst {
     let (accuracy, auroc) = math::held_out_est(held, resamples, seed);
-    ScoresEst { accuracy, auroc }
+    let (balanced, top) = math::balanced_est(held, resamples, seed);
+    ScoresEst {
+        accuracy,
+        auroc,
+        balanced_accuracy: Some(balanced),
+        majority_share: Some(top),
+    }
 }
 
 /// A set's labels as classes, and the stratified fold of each row.

@@ -33,6 +33,8 @@ pub struct ActivationSet {
 
 impl ActivationSet {
     /// Run `model` on `prompts`, reading `site` at `position` for each layer, and label the rows.
+    /// `position` is a prompt position (0..11), or 11, the first completion position, read
+    /// with `H` teacher-forced there (as the defect metric reads it).
     pub fn build(
         model: &Gpt2,
         prompts: Vec<Prompt>,
@@ -43,11 +45,11 @@ impl ActivationSet {
     ) -> Result<ActivationSet> {
         let n_layer = model.config().n_layer;
         site.check_in(&Site::PROBED, "probe hook")?;
-        if position >= world::PROMPT_LEN {
+        if position > world::POS_M {
             input_err!(
-                "position {position} is outside the {}-token prompt (0..{})",
+                "position {position} is outside the {}-token prompt and its first completion position (0..={})",
                 world::PROMPT_LEN,
-                world::PROMPT_LEN
+                world::POS_M
             );
         }
         let hooks: Vec<Hook> = layers
@@ -59,7 +61,16 @@ impl ActivationSet {
         let mut acts: Vec<Vec<f32>> = vec![Vec::with_capacity(n * d); layers.len()];
         let mut mode = Vec::with_capacity(n);
         for chunk in prompts.chunks(BATCH) {
-            let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids().to_vec()).collect();
+            let ids: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|p| {
+                    let mut v = p.ids().to_vec();
+                    if position == world::POS_M {
+                        v.push(world::H);
+                    }
+                    v
+                })
+                .collect();
             let run = Run {
                 cache: hooks.clone(),
                 logits: Logits::At(vec![world::POS_A]),

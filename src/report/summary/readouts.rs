@@ -241,68 +241,34 @@ pub(super) fn cross(sm: &mut Summary, ctx: &Ctx) {
     sm.say(line);
 }
 
-/// Per run, one layer's accuracy interval of the pair's probe on checkpoint `ck`.
-fn acc_at(ck: &CheckpointData, label: crate::analysis::probes::Label, l: usize) -> Option<Est> {
-    let p = ck.probes.get(&label)?;
-    p.layers.get(l)?.ci.as_ref().map(|c| c.accuracy)
+/// Per run, one layer's probe numbers on checkpoint `ck` as estimates: accuracy, control-task
+/// accuracy, AUROC and the best random direction's AUROC (exact: a null statistic).
+fn probe_at(
+    ck: &CheckpointData,
+    which: Which,
+    label: crate::analysis::probes::Label,
+    l: usize,
+) -> Option<[Est; 4]> {
+    let lr = which(ck).get(&label)?.layers.get(l)?;
+    let ci = lr.ci.as_ref()?;
+    Some([
+        ci.accuracy,
+        ci.control_accuracy?,
+        ci.auroc,
+        Est::exact(lr.random_best_auroc?, ci.auroc.n),
+    ])
 }
 
-/// The probe sentences.
+/// The probe sentences: per checkpoint where the label is decodable (the accuracy's interval
+/// clears the threshold and the control task's interval, and the AUROC's clears the best
+/// random direction, at that layer and every later one), or that it is not, and whether the
+/// probe loses to the random-direction null; then transfer at the last layer by AUROC and
+/// balanced accuracy, with one-class predictors flagged.
 pub(super) fn probes(sm: &mut Summary, ctx: &Ctx) {
     let (pd, s) = (ctx.pd, ctx.s);
     let label = pd.probe_label;
     let thr = sm.num("settings.decodable", s.decodable, 2);
-    let mut parts = Vec::new();
-    for (who, cks) in [("a", &ctx.cas), ("b", &ctx.cbs)] {
-        let name = &cks[0].name;
-        let probed: Vec<_> = cks.iter().filter_map(|c| c.probes.get(&label)).collect();
-        if probed.len() != cks.len() {
-            continue;
-        }
-        if probed.iter().any(|p| p.skipped.is_some()) {
-            let k = probed.iter().filter(|p| p.skipped.is_some()).count();
-            parts.push(format!(
-                "{name} not probed in {} of {} runs (the label has one class only)",
-                sm.idx(&format!("probes.{who}.skipped_runs"), k),
-                sm.idx("runs", cks.len())
-            ));
-            continue;
-        }
-        let n_layer = probed[0].layers.len();
-        let acc = |l: usize| -> Option<Fact> {
-            let v: Option<Vec<Est>> = cks.iter().map(|c| acc_at(c, label, l)).collect();
-            v.map(|v| Fact::of_proportion(&v))
-        };
-        let k = format!("probes.{who}");
-        // Decodable from L on: the interval clears the threshold at L and every later layer.
-        let first = (0..n_layer)
-            .rev()
-            .take_while(|&l| acc(l).is_some_and(|f| f.clears(s.decodable)))
-            .last();
-        match first {
-            Some(l) => {
-                let a = acc(l).map_or("undefined".into(), |f| {
-                    sm.fact(&format!("{k}.first.accuracy"), f, 2)
-                });
-                parts.push(format!(
-                    "{name} decodable from layer {} on (accuracy {a})",
-                    sm.idx(&format!("{k}.first.layer"), l)
-                ));
-            }
-            None => {
-                let best = (0..n_layer)
-                    .filter_map(|l| acc(l).map(|f| (l, f)))
-                    .max_by(|x, y| x.1.value.total_cmp(&y.1.value));
-                if let Some((l, f)) = best {
-                    let a = sm.fact(&format!("{k}.best.accuracy"), f, 2);
-                    parts.push(format!(
-                        "{name} decodable at no layer by its interval (best: accuracy {a} at layer {})",
-                        sm.idx(&format!("{k}.best.layer"), l)
-                    ));
-                }
-            }
-        }
-    }
+    let parts = decodable_parts(sm, ctx, |c| &c.probes, "probes");
     if parts.is_empty() {
         return;
     }
@@ -311,38 +277,173 @@ pub(super) fn probes(sm: &mut Summary, ctx: &Ctx) {
         .get(&label)
         .map_or(crate::lab::world::POS_A, |p| p.position);
     let pos = sm.idx("probes.position", pos);
+    let nd = sm.idx("settings.null_directions", s.null_directions);
     sm.say(format!(
-        "Probes for {} (logistic, resid_post at position {pos}; decodable = the held-out accuracy's interval at least {thr} at that layer and every later one): {}.",
+        "Probes for {} (logistic, resid_post at position {pos}, the decision position; decodable = at that layer and every later one the held-out accuracy's interval is at least {thr} and above the control task's, and the AUROC's above the best of {nd} random directions, or both at least 0.99: saturated): {}.",
         label.about(),
         parts.join("; ")
     ));
-    // Transfer at the last layer: does B read the label the way A does?
-    let last: Option<Vec<(Est, Est)>> = pd
+    let slot = decodable_parts(sm, ctx, |c| &c.slot_probes, "slot_probes");
+    if let (false, Some(p)) = (slot.is_empty(), label.slot_position()) {
+        let p = sm.idx("slot_probes.position", p);
+        sm.say(format!(
+            "At the slot itself (position {p}, where the label is the token) by the same test: {}.",
+            slot.join("; ")
+        ));
+    }
+    transfer_sentence(sm, ctx);
+}
+
+/// Which probes of a checkpoint a sentence reads (decision-position or slot probes).
+type Which = fn(
+    &CheckpointData,
+) -> &std::collections::BTreeMap<
+    crate::analysis::probes::Label,
+    crate::report::data::ProbeData,
+>;
+
+/// Per checkpoint of the pair: where the label is decodable by the report's test, or the best
+/// layer when nowhere, and whether the probe loses to the random-direction null.
+fn decodable_parts(sm: &mut Summary, ctx: &Ctx, which: Which, key: &str) -> Vec<String> {
+    let (pd, s) = (ctx.pd, ctx.s);
+    let label = pd.probe_label;
+    let mut parts = Vec::new();
+    for (who, cks) in [("a", &ctx.cas), ("b", &ctx.cbs)] {
+        let name = &cks[0].name;
+        let probed: Vec<_> = cks.iter().filter_map(|c| which(c).get(&label)).collect();
+        if probed.len() != cks.len() {
+            continue;
+        }
+        if probed.iter().any(|p| p.skipped.is_some()) {
+            let k = probed.iter().filter(|p| p.skipped.is_some()).count();
+            parts.push(format!(
+                "{name} not probed in {} of {} runs (the label has one class only)",
+                sm.idx(&format!("{key}.{who}.skipped_runs"), k),
+                sm.idx("runs", cks.len())
+            ));
+            continue;
+        }
+        let n_layer = probed[0].layers.len();
+        // [accuracy, control, auroc, random best] over runs.
+        let at = |l: usize| -> Option<[Fact; 4]> {
+            let v: Option<Vec<[Est; 4]>> =
+                cks.iter().map(|c| probe_at(c, which, label, l)).collect();
+            let v = v?;
+            Some(std::array::from_fn(|j| {
+                Fact::of_proportion(&v.iter().map(|x| x[j]).collect::<Vec<_>>())
+            }))
+        };
+        // Decodable: accuracy clears the threshold and the control task, and the AUROC clears
+        // the best random direction; or every direction separates the label (the null is
+        // itself ≥ 0.99, and so is the probe's AUROC): saturated, said so.
+        let saturated = |f: &[Fact; 4]| f[3].value >= 0.99 && f[2].lo >= 0.99;
+        let decodable = |f: &[Fact; 4]| {
+            f[0].clears(s.decodable) && f[0].lo > f[1].hi && (f[2].lo > f[3].hi || saturated(f))
+        };
+        let k = format!("{key}.{who}");
+        let first = (0..n_layer)
+            .rev()
+            .take_while(|&l| at(l).is_some_and(|f| decodable(&f)))
+            .last();
+        // Loses to the null: the AUROC's interval lies below the best random direction's.
+        let loses: Vec<usize> = (0..n_layer)
+            .filter(|&l| at(l).is_some_and(|f| f[2].hi < f[3].lo))
+            .collect();
+        match first.and_then(|l| at(l).map(|f| (l, f))) {
+            Some((l, f)) => {
+                let sat = saturated(&f);
+                let [acc, ctrl, au, rnd] = f;
+                let a = sm.fact(&format!("{k}.first.accuracy"), acc, 2);
+                let c = sm.fact(&format!("{k}.first.control_accuracy"), ctrl, 2);
+                let u = sm.fact(&format!("{k}.first.auroc"), au, 2);
+                let r = sm.fact(&format!("{k}.first.random_auroc"), rnd, 2);
+                let sat = if sat {
+                    ", so strongly that random directions separate it too: present, but not shown to be one direction"
+                } else {
+                    ""
+                };
+                parts.push(format!(
+                    "{name} decodable from layer {} on (accuracy {a} against the control task's {c}; AUROC {u} against the best random direction's {r}{sat})",
+                    sm.idx(&format!("{k}.first.layer"), l)
+                ));
+            }
+            None => {
+                let best = (0..n_layer)
+                    .filter_map(|l| at(l).map(|f| (l, f)))
+                    .max_by(|x, y| x.1[0].value.total_cmp(&y.1[0].value));
+                if let Some((l, [acc, ctrl, au, rnd])) = best {
+                    let a = sm.fact(&format!("{k}.best.accuracy"), acc, 2);
+                    let c = sm.fact(&format!("{k}.best.control_accuracy"), ctrl, 2);
+                    let u = sm.fact(&format!("{k}.best.auroc"), au, 2);
+                    let r = sm.fact(&format!("{k}.best.random_auroc"), rnd, 2);
+                    parts.push(format!(
+                        "{name} decodable at no layer by these intervals (best: accuracy {a} at layer {}, control task {c}, AUROC {u}, best random direction {r})",
+                        sm.idx(&format!("{k}.best.layer"), l)
+                    ));
+                }
+            }
+        }
+        if !loses.is_empty() && loses.len() == n_layer {
+            parts.push(format!(
+                "{name}'s probe loses to the null: its AUROC's interval lies below the best random direction's at every layer"
+            ));
+        } else if !loses.is_empty() {
+            let ls: Vec<String> = loses.iter().map(|l| l.to_string()).collect();
+            sm.num(&format!("{k}.loses_to_null_layers"), loses.len() as f64, 0);
+            parts.push(format!(
+                "{name}'s probe AUROC's interval lies below the best random direction's at layer{} {}",
+                if loses.len() > 1 { "s" } else { "" },
+                ls.join(", ")
+            ));
+        }
+    }
+    parts
+}
+
+/// The transfer sentence.
+fn transfer_sentence(sm: &mut Summary, ctx: &Ctx) {
+    let pd = ctx.pd;
+    let label = pd.probe_label;
+    // Transfer at the last layer: does B read the label the way A does? By AUROC (threshold
+    // free) and balanced accuracy; plain accuracy misleads when the probe predicts one class.
+    let last: Option<Vec<crate::analysis::probes::layers::ScoresEst>> = pd
         .runs
         .iter()
-        .zip(&ctx.cbs)
-        .map(|(r, cb)| {
+        .map(|r| {
             let t = r.probe_transfer.iter().find(|t| t.from == r.a)?;
-            let own = cb.probes.get(&label)?.layers.last()?.ci.as_ref()?.accuracy;
-            Some((t.ci.last()?.accuracy, own))
+            t.ci.last().copied()
         })
         .collect();
     if let Some(v) = last.filter(|v| !v.is_empty()) {
         let n_layer = ctx.cbs[0].probes.get(&label).map_or(0, |p| p.layers.len());
-        let t = sm.prop(
+        let au = sm.prop(
+            "probes.transfer_ab.last.auroc",
+            &v.iter().map(|x| x.auroc).collect::<Vec<_>>(),
+            2,
+        );
+        let bal: Option<Vec<Est>> = v.iter().map(|x| x.balanced_accuracy).collect();
+        let bal = bal.map_or("undefined".into(), |b| {
+            sm.prop("probes.transfer_ab.last.balanced_accuracy", &b, 2)
+        });
+        let acc = sm.prop(
             "probes.transfer_ab.last.accuracy",
-            &v.iter().map(|x| x.0).collect::<Vec<_>>(),
+            &v.iter().map(|x| x.accuracy).collect::<Vec<_>>(),
             2,
         );
-        let o = sm.prop(
-            "probes.b.last.accuracy",
-            &v.iter().map(|x| x.1).collect::<Vec<_>>(),
-            2,
-        );
+        let one = v.iter().filter(|x| x.one_class()).count();
+        let one_t = if one > 0 {
+            format!(
+                "; it predicts one class for every prompt in {} of {} runs, so its plain accuracy is that class's share",
+                sm.idx("probes.transfer_ab.last.one_class_runs", one),
+                sm.idx("runs", v.len())
+            )
+        } else {
+            String::new()
+        };
         let l = sm.idx("probes.transfer_ab.last.layer", n_layer.saturating_sub(1));
         let (a, b) = (&pd.a, &pd.b);
         sm.say(format!(
-            "A probe fitted on {a} scores accuracy {t} on {b} at layer {l} ({b}'s own probe: {o})."
+            "A probe fitted on {a}, scored on {b} at layer {l}: AUROC {au}, balanced accuracy {bal} (accuracy {acc}{one_t})."
         ));
     }
 }

@@ -450,6 +450,58 @@ pub fn held_out_est(held: &[HeldOut], resamples: usize, seed: u64) -> (Est, Est)
     (est(va, sa), est(vu, su))
 }
 
+/// Balanced accuracy of held-out predictions (the mean, over the classes present, of the share
+/// of that class's rows predicted as it; 1 / classes for a probe that predicts one class for
+/// everything, whatever the class balance) with its bootstrap interval over the pooled rows,
+/// and the share of rows given the most-predicted class (1: one class for every row).
+pub fn balanced_est(held: &[HeldOut], resamples: usize, seed: u64) -> (Est, f64) {
+    let k = held.first().map_or(0, |h| h.proba.ncols());
+    let mut y = Vec::new();
+    let mut pred = Vec::new();
+    for h in held {
+        for (r, &c) in h.proba.rows().into_iter().zip(&h.y) {
+            let p = (0..r.len()).fold(0, |b, j| if r[j] > r[b] { j } else { b });
+            y.push(c);
+            pred.push(p);
+        }
+    }
+    balanced_of(&y, &pred, k, resamples, seed)
+}
+
+/// [`balanced_est`] of class indices `y` and predictions `pred` over `k` classes.
+pub fn balanced_of(
+    y: &[usize],
+    pred: &[usize],
+    k: usize,
+    resamples: usize,
+    seed: u64,
+) -> (Est, f64) {
+    let n = y.len();
+    let bal = |w: &[u32]| -> f64 {
+        let mut hit = vec![0u64; k];
+        let mut tot = vec![0u64; k];
+        for i in 0..n {
+            tot[y[i]] += w[i] as u64;
+            if pred[i] == y[i] {
+                hit[y[i]] += w[i] as u64;
+            }
+        }
+        let present: Vec<f64> = (0..k)
+            .filter(|&c| tot[c] > 0)
+            .map(|c| hit[c] as f64 / tot[c] as f64)
+            .collect();
+        present.iter().sum::<f64>() / present.len().max(1) as f64
+    };
+    let value = bal(&vec![1; n]);
+    let (lo, hi) = crate::stats::bootstrap(n, resamples, seed, bal);
+    let mut counts = vec![0usize; k.max(1)];
+    for &p in pred {
+        counts[p] += 1;
+    }
+    let top = counts.iter().copied().max().unwrap_or(0) as f64 / n.max(1) as f64;
+    (Est { value, lo, hi, n }, top)
+}
+
 /// Settings of [`probe_layer`].
 #[derive(Clone, Debug)]
 pub struct LayerOptions {
@@ -604,6 +656,21 @@ pub fn top_pc_auroc(x: ArrayView2<f32>, enc: &Encoded) -> f64 {
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn balanced_accuracy_sees_through_a_one_class_predictor() {
+        // 232 of 500 rows are class 1; predicting 1 everywhere is 46.4 % accurate but
+        // balanced 0.5, with every row in one class.
+        let y: Vec<usize> = (0..500).map(|i| (i < 232) as usize).collect();
+        let all_one = vec![1usize; 500];
+        let (b, top) = balanced_of(&y, &all_one, 2, 200, 0);
+        assert_eq!((b.value, b.lo, b.hi, top), (0.5, 0.5, 0.5, 1.0));
+        // Right on every class-1 row and half the class-0 rows: (1 + 0.5) / 2.
+        let half: Vec<usize> = (0..500).map(|i| (i < 232 || i % 2 == 0) as usize).collect();
+        let (b, top) = balanced_of(&y, &half, 2, 200, 0);
+        assert!((b.value - 0.75).abs() < 1e-2, "{b:?}");
+        assert!(b.lo < b.value && b.value < b.hi && top < 1.0);
+    }
 
     #[test]
     fn auroc_ties_average_ranks() {
