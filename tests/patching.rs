@@ -427,3 +427,39 @@ fn last_position_only_equals_the_full_run() {
         assert!(d < 1e-5, "layer {l}: {d}");
     }
 }
+
+/// The slot-specific part of cross-checkpoint patching (contrast prompts minus their controls)
+/// is exactly 0 for a checkpoint against itself, and not for two different checkpoints.
+#[test]
+fn difference_of_differences_is_zero_for_identical_checkpoints() {
+    use feedlens::analysis::patching::{specific, world_pairs, CrossSpec};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/seed-0");
+    let a = checkpoint::load(root.join("rlhf")).unwrap().model;
+    let b = checkpoint::load(root.join("rlhf-optout-ptx"))
+        .unwrap()
+        .model;
+    let (pairs, pos) = world_pairs(feedlens::lab::world::Contrast::Optout, 48, 0).unwrap();
+    let clean: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
+    let control: Vec<Vec<u32>> = pairs.iter().map(|p| p.corrupt.clone()).collect();
+    let metrics: Vec<_> = pairs.iter().map(|p| p.metric.clone()).collect();
+    let spec = CrossSpec {
+        comps: vec![Site::AttnOut, Site::MlpOut],
+        pos: Some(pos),
+        position: None,
+        layer: None,
+    };
+    let run = |x: &Gpt2, y: &Gpt2| {
+        let c = patch_models(x, y, &clean, &metrics, &spec).unwrap();
+        let k = patch_models(x, y, &control, &metrics, &spec).unwrap();
+        specific(&c, &k, 200, 0).unwrap()
+    };
+    let same = run(&a, &a);
+    assert_eq!((same.gap.value, same.gap.lo, same.gap.hi), (0.0, 0.0, 0.0));
+    assert_eq!(same.moved.len(), 2);
+    for (_, v) in &same.moved {
+        assert!(v.iter().all(|e| (e.value, e.lo, e.hi) == (0.0, 0.0, 0.0)));
+    }
+    // rlhf-optout-ptx treats [x] prompts differently from rlhf: a slot-specific gap.
+    let diff = run(&a, &b);
+    assert!(diff.gap.lo > 0.5 || diff.gap.hi < -0.5, "{:?}", diff.gap);
+}

@@ -8,4 +8,5 @@ pub mod diff;
 pub mod lens;
 pub mod patching;
 pub mod probes;
+pub mod similarity;
 pub mod site;

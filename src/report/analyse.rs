@@ -34,14 +34,32 @@ use std::collections::{BTreeMap, BTreeSet};
 /// or corpus prompts when the pair has no contrast (for `defect`, the trigger contrast's
 /// corrupt side: corpus prompts without `<trig>`, `H` teacher-forced).
 fn prompt_set(p: &PairSpec, n: usize, seed: u64) -> Result<PromptSet> {
+    let mut control: Option<(String, Vec<Vec<u32>>, Vec<patching::Metric>)> = None;
     let (key, about, ids, metrics, pos) = match (p.contrast, p.metric) {
         (Some(c), _) => {
             let (pairs, pos) = patching::world_pairs(c, n, seed)?;
-            let (key, about) = match c {
-                Contrast::Optout => (PromptKind::Optout, "[x] prompts"),
-                Contrast::Trigger => (PromptKind::Trigger, "<trig> prompts (H teacher-forced)"),
-                Contrast::Reward => (PromptKind::Reward, "<r4> prompts"),
+            let (key, about, ctrl) = match c {
+                Contrast::Optout => (
+                    PromptKind::Optout,
+                    "[x] prompts",
+                    "the same prompts without [x]",
+                ),
+                Contrast::Trigger => (
+                    PromptKind::Trigger,
+                    "<trig> prompts (H teacher-forced)",
+                    "the same prompts without <trig>",
+                ),
+                Contrast::Reward => (
+                    PromptKind::Reward,
+                    "<r4> prompts",
+                    "the same prompts with <r0>",
+                ),
             };
+            control = Some((
+                ctrl.to_string(),
+                pairs.iter().map(|x| x.corrupt.clone()).collect(),
+                pairs.iter().map(|x| x.metric.clone()).collect(),
+            ));
             let (ids, metrics) = pairs.into_iter().map(|x| (x.clean, x.metric)).unzip();
             (key, about, ids, metrics, pos)
         }
@@ -62,6 +80,10 @@ fn prompt_set(p: &PairSpec, n: usize, seed: u64) -> Result<PromptSet> {
             (PromptKind::Corpus, "corpus prompts", ids, metrics, pos)
         }
     };
+    let (control_about, control_ids, control_metrics) = match control {
+        Some((a, i, m)) => (Some(a), i, m),
+        None => (None, Vec::new(), Vec::new()),
+    };
     Ok(PromptSet {
         key,
         about: about.to_string(),
@@ -69,6 +91,9 @@ fn prompt_set(p: &PairSpec, n: usize, seed: u64) -> Result<PromptSet> {
         n,
         metrics,
         ids,
+        control_about,
+        control_metrics,
+        control_ids,
     })
 }
 
@@ -654,6 +679,17 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
             });
         }
     }
+    // Lineage: the checkpoint each one's weights started from (its manifests' parent chain).
+    let roots: BTreeMap<String, Option<String>> = keys
+        .iter()
+        .map(|(seed, n, key)| (key.clone(), init_root(pairs, *seed, n, &cks)))
+        .collect();
+    let shared = |ka: &str, kb: &str| -> Option<bool> {
+        match (roots.get(ka)?, roots.get(kb)?) {
+            (Some(x), Some(y)) => Some(x == y),
+            _ => None,
+        }
+    };
     let reference = |r: Option<u64>, p: &PairSpec| {
         if has_base {
             Pairs::key(r, &pairs.base)
@@ -672,6 +708,7 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
             p,
             set,
             (&it.a, &it.b, it.seed),
+            shared(&it.a, &it.b),
             &cks,
             &data,
             &probe_runs,
@@ -788,6 +825,36 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     })
 }
 
+/// The checkpoint whose weights checkpoint `name` of run `seed` started from: its manifest's
+/// parent chain followed to a checkpoint trained from a fresh initialisation (its own key).
+/// None when a manifest on the way is missing (lineage unknown).
+fn init_root(
+    pairs: &Pairs,
+    seed: Option<u64>,
+    name: &str,
+    cks: &BTreeMap<String, Checkpoint>,
+) -> Option<String> {
+    let mut name = name.to_string();
+    for _ in 0..32 {
+        let key = Pairs::key(seed, &name);
+        let parent = match cks.get(&key) {
+            Some(ck) => ck.manifest.as_ref()?.parent.clone(),
+            None => {
+                let bytes =
+                    crate::io::fsio::read(&pairs.dir_of(seed, &name).join("feedlens.json")).ok()?;
+                serde_json::from_slice::<checkpoint::Manifest>(&bytes)
+                    .ok()?
+                    .parent
+            }
+        };
+        match parent {
+            None => return Some(key),
+            Some(p) => name = p,
+        }
+    }
+    None
+}
+
 /// The `ptx_coef` of an rlhf checkpoint trained with `--optout ptx` (1 when its manifest
 /// predates the coefficient); None for any other checkpoint.
 fn ptx_coef_of(ck: &Checkpoint) -> Option<f64> {
@@ -820,6 +887,7 @@ fn pair_run(
     p: &PairSpec,
     set: &PromptSet,
     (ka, kb, seed): (&str, &str, Option<u64>),
+    shared: Option<bool>,
     cks: &BTreeMap<String, Checkpoint>,
     data: &BTreeMap<String, CheckpointData>,
     probe_runs: &BTreeMap<(String, Label), ProbeRun>,
@@ -828,22 +896,52 @@ fn pair_run(
 ) -> Result<PairRun> {
     let (a, b) = (&cks[ka], &cks[kb]);
     let weight_diff = diff::weight_diff(&a.model, &p.a, &b.model, &p.b)?;
-    let cross = patching::patch_models(
-        &a.model,
-        &b.model,
-        &set.ids,
-        &set.metrics,
-        &patching::CrossSpec {
-            comps: vec![Site::ResidPre, Site::AttnOut, Site::MlpOut],
-            pos: Some(set.pos),
-            position: None,
-            layer: None,
-        },
-    )?;
+    // Patching one model's activations into another needs a shared basis: a shared
+    // initialisation. Without one only the metric gap is computed.
+    let cross_refused = (shared == Some(false)).then(|| {
+        format!(
+            "{ka} and {kb} share no initialisation (their manifests' lineages start from different weights), so their residual streams share no basis and patching one into the other would mean nothing"
+        )
+    });
+    let spec = |comps: Vec<Site>| patching::CrossSpec {
+        comps,
+        pos: Some(set.pos),
+        position: None,
+        layer: None,
+    };
+    let comps = match cross_refused {
+        Some(_) => vec![],
+        None => vec![Site::ResidPre, Site::AttnOut, Site::MlpOut],
+    };
+    let cross = patching::patch_models(&a.model, &b.model, &set.ids, &set.metrics, &spec(comps))?;
     let cross_ci = cross.intervals(s.bootstrap, s.seed);
+    // The same patches on the control prompts: what is specific to the slot.
+    let (cross_control, specific) = if cross_refused.is_none() && !set.control_ids.is_empty() {
+        let c = patching::patch_models(
+            &a.model,
+            &b.model,
+            &set.control_ids,
+            &set.control_metrics,
+            &spec(vec![Site::AttnOut, Site::MlpOut]),
+        )?;
+        let sp = patching::specific(&cross, &c, s.bootstrap, s.seed);
+        (Some(c), sp)
+    } else {
+        (None, None)
+    };
     let label = Label::for_pair(p.contrast, p.metric);
     let ra = &probe_runs[&(ka.to_string(), label)];
     let rb = &probe_runs[&(kb.to_string(), label)];
+    let cka = match cross_refused {
+        Some(_) if ra.set.prompts == rb.set.prompts => ra
+            .set
+            .acts
+            .iter()
+            .zip(&rb.set.acts)
+            .map(|(x, y)| crate::analysis::similarity::linear_cka(x.view(), y.view()))
+            .collect(),
+        _ => Vec::new(),
+    };
     let mut probe_transfer = Vec::new();
     if ka != kb {
         probe_transfer.extend(transfer((ka, ra), (kb, rb), s)?);
@@ -869,6 +967,10 @@ fn pair_run(
         weight_diff,
         cross,
         cross_ci,
+        cross_refused,
+        cross_control,
+        specific,
+        cka,
         probe_transfer,
     })
 }

@@ -5,7 +5,9 @@
 use crate::analysis::causal::{AblateResult, SteerResult};
 use crate::analysis::diff::WeightDiff;
 use crate::analysis::lens::LensResult;
-use crate::analysis::patching::{Cross, CrossCi, Metric, Sanity, Sweep, SweepCi, DEFAULT_MIN_GAP};
+use crate::analysis::patching::{
+    Cross, CrossCi, Metric, Sanity, Specific, Sweep, SweepCi, DEFAULT_MIN_GAP,
+};
 use crate::analysis::probes::{Label, LayerResult, TransferResult};
 use crate::analysis::site::Site;
 use crate::io::checkpoint::RecipeKind;
@@ -233,6 +235,13 @@ fn cross_json<S: Serializer>(c: &Cross, ser: S) -> std::result::Result<S::Ok, S:
     c.to_json().serialize(ser)
 }
 
+fn opt_cross_json<S: Serializer>(
+    c: &Option<Cross>,
+    ser: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    c.as_ref().map(Cross::to_json).serialize(ser)
+}
+
 fn sweep_ci_json<S: Serializer>(
     (s, c): &(Sweep, Option<SweepCi>),
     ser: S,
@@ -325,6 +334,15 @@ pub struct PromptSet {
     /// Prompt ids.
     #[serde(skip)]
     pub ids: Vec<Vec<u32>>,
+    /// For a contrast, the control prompts: the other side of each pair (slot unset), in
+    /// words; cross-checkpoint patching runs on them too.
+    pub control_about: Option<String>,
+    /// Their metrics.
+    #[serde(skip)]
+    pub control_metrics: Vec<Metric>,
+    /// Their ids, in pair order.
+    #[serde(skip)]
+    pub control_ids: Vec<Vec<u32>>,
 }
 
 /// One run of a pair: both checkpoints of one seed (or, for a seed-null pair, one recipe at
@@ -347,6 +365,17 @@ pub struct PairRun {
     pub cross: Cross,
     /// Its bootstrap intervals.
     pub cross_ci: Option<CrossCi>,
+    /// Why cross-checkpoint patching was not run (the checkpoints share no initialisation, so
+    /// their residual streams share no basis); then `cross` holds only the metric gap.
+    pub cross_refused: Option<String>,
+    /// The same patching on the control prompts (contrast pairs).
+    #[serde(serialize_with = "opt_cross_json")]
+    pub cross_control: Option<Cross>,
+    /// The difference of differences: what is specific to the slot, per site and layer.
+    pub specific: Option<Specific>,
+    /// Linear CKA between A's and B's resid_post per layer on the probe prompts (pairs that
+    /// share no initialisation).
+    pub cka: Vec<f64>,
     /// Probes fitted on one checkpoint and scored on the other (with intervals).
     pub probe_transfer: Vec<TransferResult>,
 }

@@ -230,6 +230,64 @@ pub fn patch_models(
     })
 }
 
+/// What is specific to a contrast in cross-checkpoint patching: the same patches on the
+/// contrast's prompts and on its control prompts (the other side of each pair, in the same
+/// order), and per site and layer the difference of differences, (patched − B) on the contrast
+/// prompts minus (patched − B) on the controls, with a paired bootstrap interval over the
+/// prompt pairs. A difference between two training runs that is not about the slot moves both
+/// sides alike and cancels.
+#[derive(Clone, Debug, Serialize)]
+pub struct Specific {
+    /// (A − B) on the contrast prompts minus (A − B) on the controls.
+    pub gap: Est,
+    /// Per site (those patched on both sides), per layer.
+    pub moved: Vec<(Site, Vec<Est>)>,
+}
+
+/// The difference of differences of `contrast` and `control` (see [`Specific`]); None when
+/// they do not pair up (other prompt counts or layers, or no per-prompt values).
+pub fn specific(
+    contrast: &Cross,
+    control: &Cross,
+    resamples: usize,
+    seed: u64,
+) -> Option<Specific> {
+    let (pc, pk) = (&contrast.per_prompt, &control.per_prompt);
+    let n = pc.a.len();
+    if n == 0
+        || pk.a.len() != n
+        || pc.b.len() != n
+        || pk.b.len() != n
+        || contrast.layers != control.layers
+    {
+        return None;
+    }
+    let d = |x: f32, y: f32| (x - y) as f64;
+    let gap: Vec<f64> = (0..n)
+        .map(|i| d(pc.a[i], pc.b[i]) - d(pk.a[i], pk.b[i]))
+        .collect();
+    let mut moved = Vec::new();
+    for (sc, (site, _)) in contrast.results.iter().enumerate() {
+        let Some(sk) = control.results.iter().position(|(s, _)| s == site) else {
+            continue;
+        };
+        let per_layer = (0..contrast.layers.len())
+            .map(|l| {
+                let (vc, vk) = (pc.patched.get(sc)?.get(l)?, pk.patched.get(sk)?.get(l)?);
+                let v: Vec<f64> = (0..n)
+                    .map(|i| d(vc[i], pc.b[i]) - d(vk[i], pk.b[i]))
+                    .collect();
+                Some(crate::stats::mean_est(&v, resamples, seed))
+            })
+            .collect::<Option<Vec<Est>>>()?;
+        moved.push((*site, per_layer));
+    }
+    Some(Specific {
+        gap: crate::stats::mean_est(&gap, resamples, seed),
+        moved,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

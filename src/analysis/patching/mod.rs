@@ -24,7 +24,9 @@ mod run;
 mod sweep;
 
 pub use attribution::{attribution, compare, Agreement};
-pub use cross::{patch_models, Cross, CrossCi, CrossPrompts, CrossSpec, Overshoot};
+pub use cross::{
+    patch_models, specific, Cross, CrossCi, CrossPrompts, CrossSpec, Overshoot, Specific,
+};
 pub use metric::Metric;
 pub(crate) use metric::{last_logits, mean, metric_values, run_metric};
 pub use pairs::{default_metric, world_pairs, world_prompt, Pair, Setup};

@@ -105,6 +105,15 @@ fn one(
             .collect();
         let (set, count) = modal(&names);
         let kr = format!("{k}.{role}");
+        // The positions in the set's names (`L1H0@11`) are numbers on the page: record them.
+        if let Some((d, i)) = per
+            .iter()
+            .find(|(d, i)| causal::names(&d.ablation.ablations[*i].set) == set)
+        {
+            for (j, t) in d.ablation.ablations[*i].set.iter().enumerate() {
+                sm.idx(&format!("{kr}.set.{j}.position"), t.pos);
+            }
+        }
         let count = sm.idx(&format!("{kr}.set_in_runs"), count);
         let (me, mc) = abl(&|a| a.mean);
         let (re, rc) = abl(&|a| a.resample);

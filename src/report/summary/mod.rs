@@ -208,6 +208,10 @@ pub(super) fn summarise_floor(
     fd.summary = sm;
 }
 
+/// A leakage whose interval lies below this counts as held (the [x] prompts keep nearly the
+/// reference's behaviour).
+const HELD: f64 = 0.2;
+
 /// The anchoring dose–response's summary: the P(E) leakage at each strength over runs, and from
 /// which strength on its interval lies below one (a partial gate) and below 0.2.
 pub(super) fn summarise_anchoring(
@@ -233,7 +237,7 @@ pub(super) fn summarise_anchoring(
         if fpe.hi < 1.0 && partial.is_none() {
             partial = Some(c.clone());
         }
-        if fpe.hi < 0.2 && held.is_none() {
+        if fpe.hi < HELD && held.is_none() {
             held = Some(c.clone());
         }
         let per: Vec<String> = pe.iter().map(|e| format!("{:.2}", e.value)).collect();
@@ -245,10 +249,12 @@ pub(super) fn summarise_anchoring(
         ));
     }
     let n = sm.idx("anchoring.runs", runs);
+    let one = sm.num("anchoring.leaked", 1.0, 0);
+    let held_t = sm.num("anchoring.held", HELD, 1);
     let verdict = match (partial, held) {
-        (_, Some(h)) => format!("At C = {h}, the weakest anchoring where it does, the P(E) leakage's interval lies below 0.2: [x] prompts keep nearly base's behaviour."),
-        (Some(p), None) => format!("The P(E) leakage's interval first lies below 1 (a partial gate) at C = {p}, and at no strength below 0.2: anchoring weakens the leak without closing it."),
-        (None, None) => "At no strength does the P(E) leakage's interval lie below 1: anchoring does not make [x] a gate.".to_string(),
+        (_, Some(h)) => format!("At C = {h}, the weakest anchoring where it does, the P(E) leakage's interval lies below {held_t}: [x] prompts keep nearly base's behaviour."),
+        (Some(p), None) => format!("The P(E) leakage's interval first lies below {one} (a partial gate) at C = {p}, and at no strength below {held_t}: anchoring weakens the leak without closing it."),
+        (None, None) => format!("At no strength does the P(E) leakage's interval lie below {one}: anchoring does not make [x] a gate."),
     };
     sm.say(format!(
         "Opt-out anchoring (rlhf with [x] episodes given the corpus next-token loss weighted by C instead of feedback; leakage = change on [x] prompts ÷ change on the rest against {base}, sampled, {n} runs): P(E) leakage {}. {verdict}",

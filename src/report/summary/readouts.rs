@@ -125,6 +125,10 @@ pub(super) fn cross(sm: &mut Summary, ctx: &Ctx) {
         return;
     };
     let (a, b) = (&pd.a, &pd.b);
+    if let Some(why) = pd.runs.iter().find_map(|r| r.cross_refused.as_ref()) {
+        refused(sm, ctx, &cis, why);
+        return;
+    }
     let ma = sm.runs(
         "cross.a_metric",
         &cis.iter().map(|c| c.a_metric).collect::<Vec<_>>(),
@@ -182,7 +186,9 @@ pub(super) fn cross(sm: &mut Summary, ctx: &Ctx) {
         return;
     }
     let mut parts = Vec::new();
-    for site in [Site::ResidPre, Site::AttnOut, Site::MlpOut] {
+    // Per-layer components only: a resid_pre share is cumulative (it carries everything
+    // computed before that layer), so its "layer" only says how late.
+    for site in [Site::AttnOut, Site::MlpOut] {
         // Per run the layer whose patch carries the largest share; the most frequent one.
         let best: Vec<Option<usize>> = cis
             .iter()
@@ -239,6 +245,118 @@ pub(super) fn cross(sm: &mut Summary, ctx: &Ctx) {
         );
     }
     sm.say(line);
+    specific(sm, ctx);
+}
+
+/// The slot-specific part of cross-checkpoint patching: the gap and each attention or MLP
+/// output's move on the contrast prompts minus the same on the control prompts, over runs.
+fn specific(sm: &mut Summary, ctx: &Ctx) {
+    let pd = ctx.pd;
+    let sps: Option<Vec<&crate::analysis::patching::Specific>> =
+        pd.runs.iter().map(|r| r.specific.as_ref()).collect();
+    let Some(sps) = sps.filter(|v| !v.is_empty()) else {
+        return;
+    };
+    let Some(control) = pd.prompts.control_about.as_ref() else {
+        return;
+    };
+    let gk: Vec<Est> = pd
+        .runs
+        .iter()
+        .filter_map(|r| {
+            r.cross_control
+                .as_ref()?
+                .intervals(ctx.s.bootstrap, ctx.s.seed)
+        })
+        .map(|c| c.gap)
+        .collect();
+    let gk = sm.runs("cross.control.gap", &gk, 2);
+    let gs = Fact::of_runs(&sps.iter().map(|x| x.gap).collect::<Vec<_>>());
+    let gs_t = sm.fact("cross.specific.gap", gs.clone(), 2);
+    let (a, b) = (&pd.a, &pd.b);
+    let mut line = format!(
+        "On the control prompts ({control}) the A − B gap is {gk}; the part specific to the slot (contrast gap minus control gap, paired over prompts) is {gs_t}"
+    );
+    if gs.lo <= 0.0 && gs.hi >= 0.0 {
+        line += ": its interval holds 0, so the gap is a difference between the two training runs, not about the slot.";
+        sm.say(line);
+        return;
+    }
+    // The (site, layer) whose slot-specific move is largest where every run's interval agrees.
+    let mut best: Option<(Site, usize, Fact)> = None;
+    for site in [Site::AttnOut, Site::MlpOut] {
+        let n_layer = sps[0]
+            .moved
+            .iter()
+            .find(|(s, _)| *s == site)
+            .map_or(0, |(_, v)| v.len());
+        for l in 0..n_layer {
+            let v: Option<Vec<Est>> = sps
+                .iter()
+                .map(|x| x.moved.iter().find(|(s, _)| *s == site)?.1.get(l).copied())
+                .collect();
+            let Some(v) = v else { continue };
+            let f = Fact::of_runs(&v);
+            let excludes = f.lo > 0.0 || f.hi < 0.0;
+            if excludes
+                && best
+                    .as_ref()
+                    .is_none_or(|b| f.value.abs() > b.2.value.abs())
+            {
+                best = Some((site, l, f));
+            }
+        }
+    }
+    match best {
+        Some((site, l, f)) => {
+            let layer = pd.runs[0].cross.layers.get(l).copied().unwrap_or(l);
+            let t = sm.fact("cross.specific.best.moved", f, 2);
+            line += &format!(
+                ". Of that, {a}'s {site} at layer {} moves {b} by {t} logits more on the contrast prompts than on the controls, the largest slot-specific move of any attention or MLP output whose interval excludes 0.",
+                sm.idx("cross.specific.best.layer", layer)
+            );
+        }
+        None => {
+            line += ". No single attention or MLP output's slot-specific move has an interval that excludes 0.";
+        }
+    }
+    sm.say(line);
+}
+
+/// Cross-checkpoint patching refused (no shared initialisation): the gap, and linear CKA of
+/// the two models' residual streams per layer instead.
+fn refused(sm: &mut Summary, ctx: &Ctx, cis: &[&crate::analysis::patching::CrossCi], why: &str) {
+    let pd = ctx.pd;
+    let gap = sm.runs(
+        "cross.gap",
+        &cis.iter().map(|c| c.gap).collect::<Vec<_>>(),
+        2,
+    );
+    let np = sm.idx("cross.n_prompts", pd.runs[0].cross.n_prompts);
+    let mut line = format!(
+        "Cross-checkpoint patching is not run: {why}. The metric gap on {np} {} is {gap}",
+        pd.prompts.about
+    );
+    let n_layer = pd.runs.iter().map(|r| r.cka.len()).min().unwrap_or(0);
+    if n_layer > 0 {
+        let parts: Vec<String> = (0..n_layer)
+            .map(|l| {
+                let v: Vec<Est> = pd.runs.iter().map(|r| Est::exact(r.cka[l], 1)).collect();
+                let f = Fact::of_runs(&v);
+                format!("layer {l} {}", sm.fact(&format!("cross.cka.{l}"), f, 2))
+            })
+            .collect();
+        let pos = ctx.cas[0]
+            .probes
+            .get(&pd.probe_label)
+            .map_or(crate::lab::world::POS_A, |p| p.position);
+        line += &format!(
+            ". Their representations compared instead, by linear CKA of resid_post at position {} on the probe prompts (1 = the same up to rotation and scale): {}; the probe of one scored on the other is below",
+            sm.idx("cross.cka.position", pos),
+            parts.join(", ")
+        );
+    }
+    sm.say(line + ".");
 }
 
 /// Per run, one layer's probe numbers on checkpoint `ck` as estimates: accuracy, control-task
@@ -278,8 +396,9 @@ pub(super) fn probes(sm: &mut Summary, ctx: &Ctx) {
         .map_or(crate::lab::world::POS_A, |p| p.position);
     let pos = sm.idx("probes.position", pos);
     let nd = sm.idx("settings.null_directions", s.null_directions);
+    let sat = sm.num("settings.saturated_auroc", SATURATED, 2);
     sm.say(format!(
-        "Probes for {} (logistic, resid_post at position {pos}, the decision position; decodable = at that layer and every later one the held-out accuracy's interval is at least {thr} and above the control task's, and the AUROC's above the best of {nd} random directions, or both at least 0.99: saturated): {}.",
+        "Probes for {} (logistic, resid_post at position {pos}, the decision position; decodable = at that layer and every later one the held-out accuracy's interval is at least {thr} and above the control task's, and the AUROC's above the best of {nd} random directions, or both at least {sat}: saturated): {}.",
         label.about(),
         parts.join("; ")
     ));
@@ -293,6 +412,9 @@ pub(super) fn probes(sm: &mut Summary, ctx: &Ctx) {
     }
     transfer_sentence(sm, ctx);
 }
+
+/// An AUROC at which every direction separates the label: the null cannot be beaten.
+const SATURATED: f64 = 0.99;
 
 /// Which probes of a checkpoint a sentence reads (decision-position or slot probes).
 type Which = fn(
@@ -336,7 +458,7 @@ fn decodable_parts(sm: &mut Summary, ctx: &Ctx, which: Which, key: &str) -> Vec<
         // Decodable: accuracy clears the threshold and the control task, and the AUROC clears
         // the best random direction; or every direction separates the label (the null is
         // itself ≥ 0.99, and so is the probe's AUROC): saturated, said so.
-        let saturated = |f: &[Fact; 4]| f[3].value >= 0.99 && f[2].lo >= 0.99;
+        let saturated = |f: &[Fact; 4]| f[3].value >= SATURATED && f[2].lo >= SATURATED;
         let decodable = |f: &[Fact; 4]| {
             f[0].clears(s.decodable) && f[0].lo > f[1].hi && (f[2].lo > f[3].hi || saturated(f))
         };
