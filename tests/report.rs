@@ -284,8 +284,47 @@ fn report_for_one_pair_is_complete_and_consistent() {
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| panic!("no section {id}: {sections:?}"))
     };
-    // The pair's section comes first; the seed floors have a section of their own.
-    let summary = sections[0].1.clone();
+    // The answers come first, then the pair's section; the seed floors have a section of
+    // their own.
+    assert_eq!(
+        sections[0].0, "answers",
+        "the first page is the answers table"
+    );
+    let summary = sections
+        .iter()
+        .find(|(id, _)| id.starts_with("pair01"))
+        .expect("the pair's section")
+        .1
+        .clone();
+    // Every number in the answers table is one of its facts.
+    let answers = data["answers"].as_array().expect("answers in data.json");
+    assert!(
+        !answers.is_empty(),
+        "an opt-out pair gives at least one answer"
+    );
+    let afacts = data["answers_summary"]["facts"].as_object().unwrap();
+    let anums: Vec<f64> = afacts
+        .values()
+        .flat_map(|f| ["value", "lo", "hi"].map(|k| f[k].as_f64()))
+        .flatten()
+        .collect();
+    for a in answers {
+        for (k, cell) in a.as_object().unwrap() {
+            let text = cell.as_str().unwrap();
+            assert!(!text.is_empty(), "empty answer cell {k}");
+            for n in numbers(text) {
+                assert!(
+                    anums.iter().any(|&v| shows(&n, v)),
+                    "{n} in answer {k} \"{text}\" is not in data.json"
+                );
+            }
+        }
+        let q = a["question"].as_str().unwrap();
+        assert!(
+            html.contains(&q.replace('<', "&lt;").replace('>', "&gt;")),
+            "{q} not on the page"
+        );
+    }
     assert!(summary.len() >= 5, "summary: {summary:?}");
     let sentences: Vec<String> = pair["summary"]["sentences"]
         .as_array()

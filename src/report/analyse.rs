@@ -812,7 +812,9 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
     }
     anchor.sort_by(|x, y| x.ptx_coef.total_cmp(&y.ptx_coef));
     let anchoring_summary = summarise_anchoring(&anchor, &pairs.base);
-    Ok(ReportData {
+    let mut report = ReportData {
+        answers: Vec::new(),
+        answers_summary: Summary::default(),
         anchoring: anchor,
         anchoring_summary,
         feedlens_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -822,7 +824,11 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
         checkpoints: data,
         pairs: out,
         floors,
-    })
+    };
+    let (answers, facts) = super::summary::answers(&report);
+    report.answers = answers;
+    report.answers_summary = facts;
+    Ok(report)
 }
 
 /// The checkpoint whose weights checkpoint `name` of run `seed` started from: its manifest's

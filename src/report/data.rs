@@ -162,10 +162,34 @@ pub struct ReportData {
     pub pairs: Vec<PairData>,
     /// Seed-null pairs: one recipe at two seeds, the noise floor of the pairs' numbers.
     pub floors: Vec<FloorData>,
+    /// The first page's answers, one per question the zoo was built for.
+    pub answers: Vec<Answer>,
+    /// Every number in them.
+    pub answers_summary: Summary,
     /// The opt-out anchoring dose–response (empty without `anchoring` in the pairs file).
     pub anchoring: Vec<AnchorPoint>,
     /// Its generated summary.
     pub anchoring_summary: Summary,
+}
+
+/// One row of the answers table (text cells; every number in them is in
+/// `answers_summary.facts`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Answer {
+    /// The question.
+    pub question: String,
+    /// What the data say.
+    pub verdict: String,
+    /// The key number with its 95 % interval.
+    pub key: String,
+    /// Where in the network.
+    pub location: String,
+    /// The causal check's result.
+    pub causal: String,
+    /// In how many training seeds it holds.
+    pub seeds: String,
+    /// What to keep in mind.
+    pub caveat: String,
 }
 
 /// One anchoring strength: a ptx opt-out checkpoint and its leakage against the reference in

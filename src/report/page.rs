@@ -90,6 +90,9 @@ pub fn render(data: &ReportData, progress: &dyn Progress) -> Result<Vec<(String,
     let ck_stem = stems(names.into_iter());
     let mut figs = Figs::default();
     let mut sections = Vec::new();
+    if !data.answers.is_empty() {
+        sections.push(answers_section(data));
+    }
     for (i, p) in data.pairs.iter().enumerate() {
         let stem = format!("pair{:02}-{}", i + 1, html::slug(&p.name));
         sections.push(pair_section(data, p, &stem, &ck_stem, &mut figs));
@@ -370,6 +373,47 @@ fn causal_group(
         notes: vec![],
         collapsed: false,
     })
+}
+
+/// The first page: one row per question, generated from the data (every number in
+/// data.json's `answers_summary.facts`).
+fn answers_section(data: &ReportData) -> html::Section {
+    let rows = data
+        .answers
+        .iter()
+        .map(|a| {
+            vec![
+                a.question.clone(),
+                a.verdict.clone(),
+                a.key.clone(),
+                a.location.clone(),
+                a.causal.clone(),
+                a.seeds.clone(),
+                a.caveat.clone(),
+            ]
+        })
+        .collect();
+    html::Section {
+        id: "answers".into(),
+        title: "Answers: what the experiments found".into(),
+        summary: vec!["Each row is read off the sections below (mean over seeds with the 95 % interval across them; per-seed values in data.json). 'Where' is the set the within-checkpoint patching names and the causal check ablates while the model samples; a verdict holds at its interval.".into()],
+        tables: vec![html::Table {
+            caption: "Answers".into(),
+            headers: [
+                "question",
+                "verdict",
+                "key number [95 % interval]",
+                "where in the network",
+                "causal check",
+                "seeds in which it holds",
+                "caveat",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows,
+        }],
+        ..Default::default()
+    }
 }
 
 /// The opt-out anchoring dose–response: a table and bars of the leakage ratios per strength

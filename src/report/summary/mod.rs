@@ -5,6 +5,7 @@
 //! holds only where its interval clears the threshold); the numbers are read off the data,
 //! never recomputed from scratch.
 
+mod answers;
 mod behaviour;
 pub(crate) mod causal;
 mod localise;
@@ -14,6 +15,7 @@ use super::data::{CheckpointData, Fact, FloorData, PairData, PairRun, Settings, 
 use crate::lab::eval::{PerEpisode, Row};
 use crate::lab::world::Split;
 use crate::stats::{self, Est};
+pub(crate) use answers::answers;
 use std::collections::BTreeMap;
 
 /// What a pair's sentences read: its checkpoints in every run, its floors and the settings.

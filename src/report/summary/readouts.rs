@@ -221,13 +221,15 @@ pub(super) fn cross(sm: &mut Summary, ctx: &Ctx) {
             })
             .collect();
         let Some(shares) = shares else { continue };
-        let sh = sm.fact(
-            &format!("cross.{site}.best_share_percent"),
-            percent(Fact::of_runs(&shares)),
-            0,
-        );
+        let share = percent(Fact::of_runs(&shares));
+        let carries = if share.lo > 0.0 {
+            "carries"
+        } else {
+            "has the largest share, with an interval that holds 0:"
+        };
+        let sh = sm.fact(&format!("cross.{site}.best_share_percent"), share, 0);
         parts.push(format!(
-            "{site} at layer {} carries {sh} % (the top layer in {} of {} runs)",
+            "{site} at layer {} {carries} {sh} % (the top layer in {} of {} runs)",
             sm.idx(
                 &format!("cross.{site}.best_layer"),
                 pd.runs[0].cross.layers[mode]
@@ -342,7 +344,7 @@ fn refused(sm: &mut Summary, ctx: &Ctx, cis: &[&crate::analysis::patching::Cross
         let parts: Vec<String> = (0..n_layer)
             .map(|l| {
                 let v: Vec<Est> = pd.runs.iter().map(|r| Est::exact(r.cka[l], 1)).collect();
-                let f = Fact::of_runs(&v);
+                let f = Fact::of_proportion(&v);
                 format!("layer {l} {}", sm.fact(&format!("cross.cka.{l}"), f, 2))
             })
             .collect();
