@@ -40,6 +40,7 @@ fn heatmap() -> PatchHeatmap {
         layers: (0..4).map(|l| l.to_string()).collect(),
         tokens: prompt_tokens(),
         values: synthetic_grid(4, 11),
+        limit: None,
     }
 }
 
@@ -61,7 +62,30 @@ fn head_grid() -> HeadGrid {
                     .collect()
             })
             .collect(),
+        limit: None,
     }
+}
+
+/// A map of a near-null effect keeps clean tick labels (no "-1.7e-18" at the centre of the
+/// colour bar), and a fixed limit sets the bar's range whatever the values.
+#[test]
+fn tiny_maps_have_clean_ticks_and_fixed_limits_fix_the_bar() {
+    let mut h = heatmap();
+    h.values = h
+        .values
+        .iter()
+        .map(|r| r.iter().map(|v| v * 0.013).collect())
+        .collect();
+    let svg = feedlens::view::plot::render(&h).unwrap().svg;
+    for bad in ["e-16", "e-17", "e-18", "e-19", "-0.00<"] {
+        assert!(!svg.contains(bad), "tick {bad} in the colour bar");
+    }
+    h.limit = Some(1.0);
+    let svg = feedlens::view::plot::render(&h).unwrap().svg;
+    assert!(
+        svg.contains(">1.00<") && svg.contains(">-1.00<"),
+        "bar spans ±1"
+    );
 }
 
 fn line(label: &str, values: Vec<f64>, dashed: bool, color: usize) -> Line {
@@ -76,6 +100,7 @@ fn line(label: &str, values: Vec<f64>, dashed: bool, color: usize) -> Line {
         label: label.into(),
         values,
         dashed,
+        dotted: false,
         color,
         band,
     }

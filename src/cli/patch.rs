@@ -213,6 +213,7 @@ pub(super) fn patch(a: PatchArgs) -> Result<()> {
             sw,
             *c,
             patching::DEFAULT_MIN_GAP,
+            None,
         ) {
             write_plot(&fig, stem, a.out.force)?;
         }

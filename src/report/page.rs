@@ -822,31 +822,71 @@ fn patch_group(
         collapsed: true,
         ..Default::default()
     };
-    let contrast = pd
+    let slot = pd
         .tokens
         .get(pd.contrast.position())
         .cloned()
         .unwrap_or_default();
-    for sw in [&den, &noi] {
+    let contrast = format!(
+        "{slot}, {} pairs × {} runs, gap {:.2} logits",
+        pd.n_pairs,
+        pds.len(),
+        den.gap()
+    );
+    for (sw, pick) in [
+        (
+            &den,
+            (|p: &PatchSweeps| &p.denoise) as fn(&PatchSweeps) -> &(Sweep, Option<SweepCi>),
+        ),
+        (&noi, |p: &PatchSweeps| &p.noise),
+    ] {
         let dir = sw.direction.gerund();
         let metric = figures::sweep_scale(sw, s.min_gap);
         for site in Site::PATCHED {
-            let Some(fig) = figures::patch_map(name, &contrast, &pd.tokens, sw, site, s.min_gap)
-            else {
+            // Cells whose share's interval (over runs, or over pairs with one run) holds 0 are
+            // inside the noise and drawn neutral.
+            let neutral: Option<Vec<bool>> = sw.grid(site).map(|g| {
+                let (t, w) = (g.shape[1], g.shape.get(2).copied().unwrap_or(1));
+                (0..g.raw.len())
+                    .map(|i| {
+                        let (l, p, h) = (i / w / t, i / w % t, i % w);
+                        let ests: Option<Vec<Est>> = pds
+                            .iter()
+                            .map(|x| {
+                                let (sw, ci) = pick(x.1);
+                                ci.as_ref()?.share_at(sw, site, l, p, h)
+                            })
+                            .collect();
+                        ests.is_some_and(|e| {
+                            let f = Fact::of_runs(&e);
+                            f.lo <= 0.0 && f.hi >= 0.0
+                        })
+                    })
+                    .collect()
+            });
+            let Some(fig) = figures::patch_map(
+                name,
+                &contrast,
+                &pd.tokens,
+                sw,
+                site,
+                s.min_gap,
+                neutral.as_deref(),
+            ) else {
                 continue;
             };
             let (file, caption) = if site == Site::HeadOut {
                 (
                     "heads".to_string(),
                     format!(
-                        "{name} {dir} per head (hook_z): {metric}, one panel per layer (mean over runs)."
+                        "{name} {dir} per head (hook_z): {metric}, one panel per layer (mean over runs; one colour scale for every map of this kind; cells whose interval holds 0 drawn white)."
                     ),
                 )
             } else {
                 (
                     site.to_string(),
                     format!(
-                        "{name} {dir} {site}: {metric} of {} per layer and position (mean over runs).",
+                        "{name} {dir} {site}: {metric} of {} per layer and position (mean over runs; one colour scale for every map of this kind; cells whose interval holds 0 drawn white).",
                         pd.metric
                     ),
                 )

@@ -72,6 +72,10 @@ pub fn contrast_label(pairs: &[Pair], tokens: &[String]) -> String {
 /// The map of one site of a sweep: a layer × position heatmap, or for `head_out` one panel
 /// per layer of position × head. `tokens` label the positions; None when the site was not
 /// swept.
+/// Every map of one kind has one fixed colour scale: ±1 in shares of the gap, or ±`min_gap`
+/// logits for a raw map (a gap too small to normalise), so a null effect stays pale instead of
+/// being stretched to full colour. Cells marked in `neutral` (the report: whose interval holds
+/// 0) are drawn white.
 pub fn patch_map(
     checkpoint: &str,
     contrast: &str,
@@ -79,11 +83,27 @@ pub fn patch_map(
     sw: &Sweep,
     site: Site,
     min_gap: f64,
+    neutral: Option<&[bool]>,
 ) -> Option<AnyFigure> {
     let grid = sw.grid(site)?;
     let metric = sweep_scale(sw, min_gap).to_string();
     let direction = sw.direction.gerund().to_string();
     let t = grid.shape[1];
+    let limit = Some(if sw.gap().abs() < min_gap {
+        min_gap
+    } else {
+        1.0
+    });
+    let masked: Vec<f32> = grid
+        .raw
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match neutral.and_then(|n| n.get(i)) {
+            // The patched run's own metric: share 0 (and raw change 0).
+            Some(true) => sw.target_metric(),
+            _ => v,
+        })
+        .collect();
     let value = |v: &f32| sweep_value(sw, *v, min_gap);
     Some(if site == Site::HeadOut {
         let w = grid.shape[2];
@@ -93,11 +113,11 @@ pub fn patch_map(
             metric,
             direction,
             tokens: tokens.to_vec(),
-            values: grid
-                .raw
+            values: masked
                 .chunks(t * w)
                 .map(|l| l.chunks(w).map(|p| p.iter().map(value).collect()).collect())
                 .collect(),
+            limit,
         })
     } else {
         AnyFigure::Heat(PatchHeatmap {
@@ -108,11 +128,11 @@ pub fn patch_map(
             direction,
             layers: (0..grid.shape[0]).map(|l| l.to_string()).collect(),
             tokens: tokens.to_vec(),
-            values: grid
-                .raw
+            values: masked
                 .chunks(t)
                 .map(|r| r.iter().map(value).collect())
                 .collect(),
+            limit,
         })
     })
 }
@@ -218,6 +238,7 @@ fn line(label: String, c: &Curve, dashed: bool, color: usize) -> Line {
         label,
         values: c.values.clone(),
         dashed,
+        dotted: false,
         color,
         band: c.band.clone(),
     }
@@ -244,13 +265,21 @@ pub fn probe_curves(
         }
         auroc.push(line(c.name.clone(), &c.auroc, false, k));
         if let Some(r) = &c.random {
-            auroc.push(line(
-                format!("{} best random direction", c.name),
-                r,
-                true,
-                k,
-            ));
+            // The null dotted (the control task is dashed): three distinct styles.
+            let mut l = line(format!("{} best random direction", c.name), r, true, k);
+            l.dotted = true;
+            auroc.push(l);
         }
+    }
+    if !layers.is_empty() {
+        auroc.push(Line {
+            label: "chance (AUROC 0.5)".into(),
+            values: vec![0.5; layers.len()],
+            dashed: false,
+            dotted: true,
+            color: 7,
+            band: None,
+        });
     }
     for (k, t) in transfers.iter().enumerate() {
         accuracy.push(line(
@@ -536,6 +565,7 @@ pub fn steering(r: &crate::analysis::causal::SteerResult, checkpoint: &str) -> A
                 label: format!("resid_post {}", l.layer),
                 values: est.iter().map(|e| e.value).collect(),
                 dashed: false,
+                dotted: false,
                 color: k,
                 band: Some((
                     est.iter().map(|e| e.lo).collect(),
@@ -549,6 +579,7 @@ pub fn steering(r: &crate::analysis::causal::SteerResult, checkpoint: &str) -> A
         label: "clean, unedited".into(),
         values: vec![clean.value; ticks.len()],
         dashed: true,
+        dotted: false,
         color: r.layers.len(),
         band: None,
     });

@@ -290,7 +290,8 @@ pub(super) fn colour_bar<DB: DrawingBackend>(
         .x_label_area_size(bottom)
         .right_y_label_area_size(78)
         .build_cartesian_2d(0.0..1.0, -lim..lim)?;
-    let fmt = |v: &f64| tick(*v);
+    // Ticks a rounding error away from 0 (plotters' steps of ±lim) read "0".
+    let fmt = |v: &f64| tick(if v.abs() < lim * 1e-6 { 0.0 } else { *v });
     chart
         .configure_mesh()
         .disable_mesh()
@@ -322,6 +323,7 @@ pub(super) fn colour_bar<DB: DrawingBackend>(
 pub(super) enum Sample {
     Solid,
     Dashed,
+    Dotted,
     Box,
 }
 
@@ -341,6 +343,14 @@ pub(super) fn legend<DB: DrawingBackend>(
                 vec![(6, y), (28, y)],
                 colour.stroke_width(2),
             ))?,
+            Sample::Dotted => {
+                for x in [6, 11, 16, 21, 26] {
+                    area.draw(&PathElement::new(
+                        vec![(x, y), (x + 2, y)],
+                        colour.stroke_width(2),
+                    ))?
+                }
+            }
             Sample::Dashed => {
                 for x in [6, 15, 24] {
                     area.draw(&PathElement::new(
@@ -422,7 +432,9 @@ pub(super) fn line_panel<DB: DrawingBackend>(
             chart.draw_series(std::iter::once(Polygon::new(poly, c.mix(0.18).filled())))?;
         }
         let pts: Vec<(f64, f64)> = xs.iter().copied().zip(l.values.iter().copied()).collect();
-        if l.dashed {
+        if l.dotted {
+            chart.draw_series(DashedLineSeries::new(pts.clone(), 2, 4, c.stroke_width(2)))?;
+        } else if l.dashed {
             chart.draw_series(DashedLineSeries::new(pts.clone(), 6, 4, c.stroke_width(2)))?;
         } else {
             chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?;
@@ -436,7 +448,9 @@ pub(super) fn line_entries(lines: &[Line]) -> Vec<(String, RGBColor, Sample)> {
     lines
         .iter()
         .map(|l| {
-            let s = if l.dashed {
+            let s = if l.dotted {
+                Sample::Dotted
+            } else if l.dashed {
                 Sample::Dashed
             } else {
                 Sample::Solid

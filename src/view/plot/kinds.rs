@@ -49,7 +49,9 @@ impl Figure for PatchHeatmap {
         let area = titled(root, &self.title())?;
         let (w, _) = area.dim_in_pixel();
         let (left, right) = area.split_horizontally(w.saturating_sub(BAR_W));
-        let lim = sym_limit(self.values.iter().flatten());
+        let lim = self
+            .limit
+            .unwrap_or_else(|| sym_limit(self.values.iter().flatten()));
         heat_panel(
             &left,
             None,
@@ -103,7 +105,9 @@ impl Figure for HeadGrid {
         let (w, _) = area.dim_in_pixel();
         let (left, right) = area.split_horizontally(w.saturating_sub(BAR_W));
         let n_head = self.n_head();
-        let lim = sym_limit(self.values.iter().flatten().flatten());
+        let lim = self
+            .limit
+            .unwrap_or_else(|| sym_limit(self.values.iter().flatten().flatten()));
         let heads: Vec<String> = (0..n_head).map(|h| format!("h{h}")).collect();
         let ph = head_panel_h(n_head) as i32;
         let n = self.values.len();

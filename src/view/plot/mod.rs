@@ -145,6 +145,9 @@ pub struct PatchHeatmap {
     pub tokens: Vec<String>,
     /// `[layer][position]`.
     pub values: Vec<Vec<f64>>,
+    /// A fixed symmetric colour limit (values beyond it are drawn at full colour), so maps of
+    /// one kind share a scale; None: the largest |value|.
+    pub limit: Option<f64>,
 }
 
 /// Per-head activation patching: one panel per layer, position × head:
@@ -163,6 +166,8 @@ pub struct HeadGrid {
     pub tokens: Vec<String>,
     /// `[layer][position][head]`.
     pub values: Vec<Vec<Vec<f64>>>,
+    /// A fixed symmetric colour limit, as [`PatchHeatmap::limit`].
+    pub limit: Option<f64>,
 }
 
 /// One line of a line chart.
@@ -172,8 +177,10 @@ pub struct Line {
     pub label: String,
     /// One value per x tick.
     pub values: Vec<f64>,
-    /// Dashed (for baselines and controls).
+    /// Dashed (control tasks, transfers, reference levels).
     pub dashed: bool,
+    /// Dotted (null baselines and chance; wins over `dashed`).
+    pub dotted: bool,
     /// Palette index (lines of one checkpoint share it).
     pub color: usize,
     /// The 95 % interval per x tick (lower, upper), drawn as a band.
