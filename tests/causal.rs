@@ -138,9 +138,8 @@ fn the_whole_residual_at_the_decision_position_replaced_by_its_mean_gives_the_me
     // sides choose E at the mean's rate.
     assert!(r.gap.p_e.lo > 0.05, "{:?}", r.gap.p_e);
     let ab = &r.ablations[0];
-    for e in [ab.mean.edited.p_e] {
-        assert!(e.lo <= p && p <= e.hi, "P(E) {e:?} vs the mean's {p}");
-    }
+    let e = ab.mean.edited.p_e;
+    assert!(e.lo <= p && p <= e.hi, "P(E) {e:?} vs the mean's {p}");
     // Greedy: every prompt makes the mean's choice.
     let values = Values::mean_of(&acts).unwrap();
     let edits = causal::replace_edits(&ab.set, &values);

@@ -792,7 +792,7 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
         let first = &cks[&Pairs::key(runs[0], c)];
         let ptx_coef = ptx_coef_of(first)
             .ok_or_else(|| Error::file(&pairs.path, format!("anchoring: checkpoint '{c}' is not an rlhf checkpoint with --optout ptx (its manifest says otherwise)")))?;
-        let leakage = runs
+        let (leakage, p_e_change) = runs
             .iter()
             .filter_map(|&r| {
                 let row = |n: &str| {
@@ -801,13 +801,19 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
                         .iter()
                         .find(|x| x.s3 == "_")
                 };
-                Some(eval::leakage(row(&pairs.base)?, row(c)?))
+                let (b, v) = (row(&pairs.base)?, row(c)?);
+                let d = |s: world::Split| v.get(s).p_e - b.get(s).p_e;
+                Some((
+                    eval::leakage(b, v),
+                    (d(world::Split::Optout), d(world::Split::NoOptout)),
+                ))
             })
-            .collect();
+            .unzip();
         anchor.push(AnchorPoint {
             checkpoint: c.clone(),
             ptx_coef,
             leakage,
+            p_e_change,
         });
     }
     anchor.sort_by(|x, y| x.ptx_coef.total_cmp(&y.ptx_coef));

@@ -202,6 +202,9 @@ pub struct AnchorPoint {
     pub ptx_coef: f64,
     /// Its opt-out leakage against the reference, one per run (T = 1).
     pub leakage: Vec<Leakage>,
+    /// Per run, its P(E) minus the reference's on `[x]` prompts and on the rest: the two parts
+    /// of the ratio (the ratio is undefined when the second is 0).
+    pub p_e_change: Vec<(f64, f64)>,
 }
 
 /// One checkpoint's analyses.

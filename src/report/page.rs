@@ -433,12 +433,27 @@ fn anchoring_section(data: &ReportData, figs: &mut Figs) -> html::Section {
         .iter()
         .zip(&facts)
         .map(|(p, (pe, ret))| {
+            let ch = |j: usize| {
+                let v: Vec<Est> = p
+                    .p_e_change
+                    .iter()
+                    .map(|x| Est::exact(if j == 0 { x.0 } else { x.1 }, 1))
+                    .collect();
+                f3(&Fact::of_runs(&v))
+            };
+            let defined = p
+                .leakage
+                .iter()
+                .filter(|l| l.p_e_ratio.value.is_finite())
+                .count();
             vec![
                 format!("{}", p.ptx_coef),
                 p.checkpoint.clone(),
-                p.leakage.len().to_string(),
+                format!("{defined} of {}", p.leakage.len()),
                 f3(pe),
                 f3(ret),
+                ch(0),
+                ch(1),
             ]
         })
         .collect();
@@ -447,9 +462,11 @@ fn anchoring_section(data: &ReportData, figs: &mut Figs) -> html::Section {
         headers: vec![
             "C (ptx_coef)".into(),
             "checkpoint".into(),
-            "runs".into(),
+            "runs with a defined P(E) ratio".into(),
             "P(E) leakage".into(),
             "return leakage".into(),
+            "P(E) change vs reference on [x]".into(),
+            "on the rest".into(),
         ],
         rows,
     };

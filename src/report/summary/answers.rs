@@ -58,6 +58,14 @@ fn gap(
         .collect()
 }
 
+/// [`Fact::of_runs`] of a difference of two proportions, clipped to [−1, 1].
+fn prop_diff(v: &[Est]) -> Fact {
+    let mut f = Fact::of_runs(v);
+    f.lo = f.lo.max(-1.0);
+    f.hi = f.hi.min(1.0);
+    f
+}
+
 /// "k of n seeds" where `holds` is true of a run's value.
 fn seeds(sm: &mut Summary, key: &str, v: &[Est], holds: impl Fn(&Est) -> bool) -> String {
     let k = v.iter().filter(|e| holds(e)).count();
@@ -234,7 +242,7 @@ pub(crate) fn answers(data: &ReportData) -> (Vec<Answer>, Summary) {
         });
     if let Some(v) = unpaired {
         let key = "answers.dt";
-        let f = Fact::of_runs(&v);
+        let f = prop_diff(&v);
         let kt = sm.fact(&format!("{key}.p_e_gap"), f.clone(), 2);
         let holds = seeds(&mut sm, key, &v, |e| e.hi < 0.0);
         let (loc, causal) = causal_cell(&mut sm, &format!("{key}.causal"), &dt, Contrast::Reward);
@@ -255,7 +263,7 @@ pub(crate) fn answers(data: &ReportData) -> (Vec<Answer>, Summary) {
     let my = runs(data, "rlhf-myopic");
     if let Some(v) = gap(data, &rlhf, (&my, "_"), Split::All, 1) {
         let key = "answers.myopic";
-        let f = Fact::of_runs(&v);
+        let f = prop_diff(&v);
         let kt = sm.fact(&format!("{key}.p_e_gap"), f.clone(), 2);
         let holds = seeds(&mut sm, key, &v, |e| e.hi < 0.0);
         let pe = stat(&my, "_", Split::All, |e| e.p_e)
@@ -291,7 +299,7 @@ pub(crate) fn answers(data: &ReportData) -> (Vec<Answer>, Summary) {
             continue;
         };
         let key = format!("answers.{name}");
-        let f = Fact::of_runs(&v);
+        let f = prop_diff(&v);
         let kt = sm.fact(&format!("{key}.defection_gap"), f.clone(), 2);
         let d = stat(&st, "_", Split::Trigger, |e| e.defection)
             .map(|v| sm.prop(&format!("{key}.defection"), &v, 3))

@@ -242,11 +242,41 @@ pub(super) fn summarise_anchoring(
         if fpe.hi < HELD && held.is_none() {
             held = Some(c.clone());
         }
-        let per: Vec<String> = pe.iter().map(|e| format!("{:.2}", e.value)).collect();
+        let per: Vec<String> = pe
+            .iter()
+            .map(|e| {
+                if e.value.is_finite() {
+                    format!("{:.2}", e.value)
+                } else {
+                    "undefined".into()
+                }
+            })
+            .collect();
+        let undefined = pe.iter().filter(|e| !e.value.is_finite()).count();
         let tpe = sm.fact(&format!("{key}.p_e_ratio"), fpe, 2);
         let tret = sm.fact(&format!("{key}.return_ratio"), fret, 2);
+        let ch = |j: usize| -> Vec<Est> {
+            p.p_e_change
+                .iter()
+                .map(|x| Est::exact(if j == 0 { x.0 } else { x.1 }, 1))
+                .collect()
+        };
+        let cx = sm.fact(
+            &format!("{key}.p_e_change_optout"),
+            Fact::of_runs(&ch(0)),
+            2,
+        );
+        let cr = sm.fact(&format!("{key}.p_e_change_rest"), Fact::of_runs(&ch(1)), 2);
+        let und = if undefined > 0 {
+            format!(
+                ", over the {} runs where it is defined",
+                sm.idx(&format!("{key}.defined_runs"), pe.len() - undefined)
+            )
+        } else {
+            String::new()
+        };
         parts.push(format!(
-            "C = {c}: {tpe} (per run {}; return {tret})",
+            "C = {c}: {tpe}{und} (per run {}; P(E) change against {base} {cx} on [x] prompts and {cr} on the rest; return leakage {tret})",
             per.join(", ")
         ));
     }
