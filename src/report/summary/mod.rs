@@ -210,6 +210,10 @@ pub(super) fn summarise_floor(
     fd.summary = sm;
 }
 
+/// A P(E) change on the other prompts whose interval lies within ± this of 0: the feedback
+/// did not move them, so a leakage ratio over it is meaningless.
+const NO_EFFECT: f64 = 0.1;
+
 /// A leakage whose interval lies below this counts as held (the [x] prompts keep nearly the
 /// reference's behaviour).
 const HELD: f64 = 0.2;
@@ -229,6 +233,7 @@ pub(super) fn summarise_anchoring(
         return sm;
     }
     let mut parts = Vec::new();
+    let mut no_effect: Vec<String> = Vec::new();
     let (mut partial, mut held) = (None, None);
     for (i, p) in points.iter().enumerate() {
         let key = format!("anchoring.{i}");
@@ -236,10 +241,19 @@ pub(super) fn summarise_anchoring(
         let pe: Vec<Est> = p.leakage.iter().map(|l| l.p_e_ratio).collect();
         let ret: Vec<Est> = p.leakage.iter().map(|l| l.return_ratio).collect();
         let (fpe, fret) = (Fact::of_runs(&pe), Fact::of_runs(&ret));
-        if fpe.hi < 1.0 && partial.is_none() {
+        let inert_now = {
+            let r = Fact::of_runs(
+                &p.p_e_change
+                    .iter()
+                    .map(|x| Est::exact(x.1, 1))
+                    .collect::<Vec<_>>(),
+            );
+            r.lo >= -NO_EFFECT && r.hi <= NO_EFFECT
+        };
+        if fpe.hi < 1.0 && partial.is_none() && !inert_now {
             partial = Some(c.clone());
         }
-        if fpe.hi < HELD && held.is_none() {
+        if fpe.hi < HELD && held.is_none() && !inert_now {
             held = Some(c.clone());
         }
         let per: Vec<String> = pe
@@ -266,7 +280,12 @@ pub(super) fn summarise_anchoring(
             Fact::of_runs(&ch(0)),
             2,
         );
-        let cr = sm.fact(&format!("{key}.p_e_change_rest"), Fact::of_runs(&ch(1)), 2);
+        let rest = Fact::of_runs(&ch(1));
+        // The feedback itself must move the rest for a leak to mean anything.
+        if rest.lo >= -NO_EFFECT && rest.hi <= NO_EFFECT {
+            no_effect.push(c.clone());
+        }
+        let cr = sm.fact(&format!("{key}.p_e_change_rest"), rest, 2);
         let und = if undefined > 0 {
             format!(
                 ", over the {} runs where it is defined",
@@ -286,7 +305,16 @@ pub(super) fn summarise_anchoring(
     let verdict = match (partial, held) {
         (_, Some(h)) => format!("At C = {h}, the weakest anchoring where it does, the P(E) leakage's interval lies below {held_t}: [x] prompts keep nearly base's behaviour."),
         (Some(p), None) => format!("The P(E) leakage's interval first lies below {one} (a partial gate) at C = {p}, and at no strength below {held_t}: anchoring weakens the leak without closing it."),
-        (None, None) => format!("At no strength does the P(E) leakage's interval lie below {one}: anchoring does not make [x] a gate."),
+        (None, None) => format!("At no strength where the feedback still moves the rest does the P(E) leakage's interval lie below {one}: anchoring does not make [x] a gate."),
+    };
+    let verdict = if no_effect.is_empty() {
+        verdict
+    } else {
+        let ne = sm.num("anchoring.no_effect", NO_EFFECT, 2);
+        format!(
+            "{verdict} At C = {} the feedback no longer moves P(E) on the other prompts either (its change's interval lies within ±{ne} of 0): the anchoring stops the feedback everywhere, so there is nothing to leak and the ratio says nothing.",
+            no_effect.join(", ")
+        )
     };
     sm.say(format!(
         "Opt-out anchoring (rlhf with [x] episodes given the corpus next-token loss weighted by C instead of feedback; leakage = change on [x] prompts ÷ change on the rest against {base}, sampled, {n} runs): P(E) leakage {}. {verdict}",
