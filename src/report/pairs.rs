@@ -229,35 +229,31 @@ impl Pairs {
     pub fn check(&self) -> Result<()> {
         for seed in self.runs() {
             for c in &self.anchoring {
-                let d = self.dir_of(seed, c);
-                if !d.join("model.safetensors").is_file() {
-                    let of_seed = seed.map(|s| format!(" of seed {s}")).unwrap_or_default();
-                    return Err(Error::file(
-                        &self.path,
-                        format!(
-                            "anchoring: checkpoint '{c}'{of_seed} not found ({} is not a checkpoint directory)",
-                            d.display()
-                        ),
-                    ));
-                }
+                self.check_dir(seed, c, "anchoring")?;
             }
             for p in &self.pairs {
                 for c in [&p.a, &p.b] {
-                    let d = self.dir_of(seed, c);
-                    if !d.join("model.safetensors").is_file() {
-                        let of_seed = seed.map(|s| format!(" of seed {s}")).unwrap_or_default();
-                        return Err(Error::file(
-                            &self.path,
-                            format!(
-                                "pair '{}': checkpoint '{c}'{of_seed} not found ({} is not a checkpoint directory)",
-                                p.name,
-                                d.display()
-                            ),
-                        ));
-                    }
+                    self.check_dir(seed, c, &format!("pair '{}'", p.name))?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Checkpoint `c` of run `seed` must be a directory holding `model.safetensors`; the error
+    /// starts with `who` (the pair, or `anchoring`) and names the seed and the directory.
+    fn check_dir(&self, seed: Option<u64>, c: &str, who: &str) -> Result<()> {
+        let d = self.dir_of(seed, c);
+        if d.join("model.safetensors").is_file() {
+            return Ok(());
+        }
+        let of_seed = seed.map(|s| format!(" of seed {s}")).unwrap_or_default();
+        Err(Error::file(
+            &self.path,
+            format!(
+                "{who}: checkpoint '{c}'{of_seed} not found ({} is not a checkpoint directory)",
+                d.display()
+            ),
+        ))
     }
 }

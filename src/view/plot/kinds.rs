@@ -194,40 +194,60 @@ impl Figure for ProbeCurves {
     }
 }
 
+/// Line charts of values in [0, 1] over categorical ticks with a legend (the lens and the
+/// steering dose–response share them).
+fn unit_lines_size(ticks: usize, lines: &[Line]) -> (u32, u32) {
+    let lw = legend_width(lines.iter().map(|l| l.label.len()));
+    (
+        (PANEL.0 + 120).max(110 + 60 * ticks as u32) + lw,
+        PANEL.1 + 40,
+    )
+}
+
+fn unit_lines_check(
+    ticks: (&str, &[String]),
+    lines: &[Line],
+    noun: &str,
+) -> std::result::Result<(), String> {
+    check_labels(ticks.0, ticks.1)?;
+    check_lines(lines, ticks.1.len())?;
+    if let Some(l) = lines
+        .iter()
+        .find(|l| l.values.iter().any(|&p| !(0.0..=1.0).contains(&p)))
+    {
+        return Err(format!("line '{}' has a {noun} outside [0, 1]", l.label));
+    }
+    Ok(())
+}
+
+fn unit_lines_draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    ticks: &[String],
+    axes: (&str, &str),
+    lines: &[Line],
+) -> DrawResult<DB> {
+    let area = titled(root, title)?;
+    let lw = legend_width(lines.iter().map(|l| l.label.len()));
+    let (w, _) = area.dim_in_pixel();
+    let (a, leg) = area.split_horizontally(w - lw);
+    line_panel(&a, "", ticks, axes, 0.0..1.02, lines)?;
+    legend(&leg, &line_entries(lines))
+}
+
 impl Figure for LensCurves {
     fn title(&self) -> String {
         self.title.clone()
     }
     fn size(&self) -> (u32, u32) {
-        let lw = legend_width(self.lines.iter().map(|l| l.label.len()));
-        (
-            (PANEL.0 + 120).max(110 + 60 * self.layers.len() as u32) + lw,
-            PANEL.1 + 40,
-        )
+        unit_lines_size(self.layers.len(), &self.lines)
     }
     fn check(&self) -> std::result::Result<(), String> {
-        check_labels("layers", &self.layers)?;
-        check_lines(&self.lines, self.layers.len())?;
-        if let Some(l) = self
-            .lines
-            .iter()
-            .find(|l| l.values.iter().any(|&p| !(0.0..=1.0).contains(&p)))
-        {
-            return Err(format!(
-                "line '{}' has a probability outside [0, 1]",
-                l.label
-            ));
-        }
-        Ok(())
+        unit_lines_check(("layers", &self.layers), &self.lines, "probability")
     }
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let area = titled(root, &self.title)?;
-        let lw = legend_width(self.lines.iter().map(|l| l.label.len()));
-        let (w, _) = area.dim_in_pixel();
-        let (a, leg) = area.split_horizontally(w - lw);
         let axes = ("residual stream after layer", "probability");
-        line_panel(&a, "", &self.layers, axes, 0.0..1.02, &self.lines)?;
-        legend(&leg, &line_entries(&self.lines))
+        unit_lines_draw(root, &self.title, &self.layers, axes, &self.lines)
     }
 }
 
@@ -236,32 +256,14 @@ impl Figure for DoseCurves {
         self.title.clone()
     }
     fn size(&self) -> (u32, u32) {
-        let lw = legend_width(self.lines.iter().map(|l| l.label.len()));
-        (
-            (PANEL.0 + 120).max(110 + 60 * self.ticks.len() as u32) + lw,
-            PANEL.1 + 40,
-        )
+        unit_lines_size(self.ticks.len(), &self.lines)
     }
     fn check(&self) -> std::result::Result<(), String> {
-        check_labels("ticks", &self.ticks)?;
-        check_lines(&self.lines, self.ticks.len())?;
-        if let Some(l) = self
-            .lines
-            .iter()
-            .find(|l| l.values.iter().any(|&p| !(0.0..=1.0).contains(&p)))
-        {
-            return Err(format!("line '{}' has a rate outside [0, 1]", l.label));
-        }
-        Ok(())
+        unit_lines_check(("ticks", &self.ticks), &self.lines, "rate")
     }
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let area = titled(root, &self.title)?;
-        let lw = legend_width(self.lines.iter().map(|l| l.label.len()));
-        let (w, _) = area.dim_in_pixel();
-        let (a, leg) = area.split_horizontally(w - lw);
         let axes = (self.x_label.as_str(), self.y_label.as_str());
-        line_panel(&a, "", &self.ticks, axes, 0.0..1.02, &self.lines)?;
-        legend(&leg, &line_entries(&self.lines))
+        unit_lines_draw(root, &self.title, &self.ticks, axes, &self.lines)
     }
 }
 
