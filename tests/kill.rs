@@ -1,5 +1,5 @@
 //! Issue 7.3: SIGKILL at random (seeded) moments leaves no partial output that looks complete.
-//! Writes are atomic (temp file or folder named `.NAME.tmp-PID`, then a rename), so after any
+//! Writes are atomic (temp file or folder named `.NAME.tmp-PID.K`, then a rename), so after any
 //! kill every visible checkpoint loads whole, byte-identical to an uninterrupted run, a probe
 //! result's JSON (written last, after its weights) is either absent or whole, and a report
 //! folder is absent or whole (a replaced one is swapped out in one exchange, so under `--force`

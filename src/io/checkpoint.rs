@@ -192,13 +192,13 @@ pub fn load(dir: impl AsRef<Path>) -> Result<Checkpoint> {
     let opt = |name: &str| -> Result<Option<Vec<u8>>> {
         let p = dir.join(name);
         Ok(if p.exists() {
-            Some(fsio::read(&p)?)
+            Some(fsio::read_small(&p)?)
         } else {
             None
         })
     };
     let files = Files {
-        config: fsio::read(&dir.join("config.json"))?,
+        config: fsio::read_small(&dir.join("config.json"))?,
         weights: fsio::read(&dir.join("model.safetensors"))?,
         tokenizer: opt("tokenizer.json")?,
         manifest: opt("feedlens.json")?,

@@ -4,16 +4,24 @@
 
 use crate::{Error, Result};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// The temp siblings' tags: `.{name}.tmp-{pid}` (being written), `.{name}.old-{pid}` (the
-/// replaced version, being removed).
+/// The temp siblings' tags: `.{name}.tmp-{pid}.{k}` (being written), `.{name}.old-{pid}.{k}`
+/// (the replaced version, being removed); `k` counts within the process, so two threads
+/// writing one output never share a temp file.
 const TAGS: [&str; 2] = ["tmp", "old"];
 
-/// A sibling of `path` named `.{name}.{tag}-{pid}` (same filesystem, so rename is atomic).
+/// A sibling of `path` named `.{name}.{tag}-{pid}.{k}` (same filesystem, so rename is atomic).
 fn sibling(path: &Path, tag: &str) -> PathBuf {
-    path.with_file_name(format!(".{}.{tag}-{}", file_name(path), std::process::id()))
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let k = NEXT.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(
+        ".{}.{tag}-{}.{k}",
+        file_name(path),
+        std::process::id()
+    ))
 }
 
 fn file_name(path: &Path) -> String {
@@ -59,7 +67,7 @@ fn clean_stale(path: &Path) {
         let n = e.file_name().to_string_lossy().into_owned();
         let pid = TAGS.iter().find_map(|t| {
             n.strip_prefix(&format!(".{name}.{t}-"))
-                .and_then(|p| p.parse::<u32>().ok())
+                .and_then(|p| p.split('.').next()?.parse::<u32>().ok())
         });
         if pid.is_some_and(|p| p != std::process::id() && !alive(p)) {
             let p = e.path();
@@ -86,10 +94,68 @@ pub fn check_clobber(path: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Write `bytes` to `path` atomically: a temp file in the same folder, fsync, rename.
-/// Refuses to overwrite an existing file unless `force`. Creates missing parent folders.
+/// Refuse to replace `path` when it exists and is not a regular file (a device node, a FIFO, a
+/// socket): feedlens only ever replaces regular files and folders, so `--json /dev/null
+/// --force` cannot swap the system's /dev/null for a file.
+fn check_replaceable(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if !(m.is_file() || m.is_dir() || m.file_type().is_symlink()) => Err(Error::file(
+            path,
+            "exists and is not a regular file (feedlens only replaces regular files and folders)",
+        )),
+        Ok(m) if m.file_type().is_symlink() => match fs::metadata(path) {
+            Ok(t) if !(t.is_file() || t.is_dir()) => Err(Error::file(
+                path,
+                "is a link to something that is not a regular file (feedlens only replaces regular files and folders)",
+            )),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Move the finished temp file `tmp` to `path`. Without `force` the move is exclusive (a hard
+/// link, which fails if `path` exists, then the temp name is removed), so of two runs racing
+/// for one new output exactly one wins and the other gets "already exists"; with `force` it is
+/// an atomic rename over the old file.
+fn publish_file(tmp: &Path, path: &Path, force: bool) -> std::io::Result<()> {
+    if force {
+        return fs::rename(tmp, path);
+    }
+    match fs::hard_link(tmp, path) {
+        Ok(()) => {
+            let _ = fs::remove_file(tmp);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        // A filesystem without hard links: an exclusive rename where the OS has one.
+        Err(_) => {
+            #[cfg(target_os = "linux")]
+            {
+                use rustix::fs::{renameat_with, RenameFlags, CWD};
+                match renameat_with(CWD, tmp, CWD, path, RenameFlags::NOREPLACE) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e == rustix::io::Errno::EXIST => {
+                        return Err(std::io::ErrorKind::AlreadyExists.into())
+                    }
+                    Err(_) => {}
+                }
+            }
+            if path.exists() {
+                return Err(std::io::ErrorKind::AlreadyExists.into());
+            }
+            fs::rename(tmp, path)
+        }
+    }
+}
+
+/// Write `bytes` to `path` atomically: a temp file in the same folder, fsync, then an exclusive
+/// publish (or, with `force`, a rename over the old file, which stays whole until then).
+/// Refuses to overwrite an existing file unless `force`, and never replaces anything but a
+/// regular file. Creates missing parent folders.
 pub fn write_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     check_clobber(path, force)?;
+    check_replaceable(path)?;
     if path.is_dir() {
         return Err(Error::file(path, "is a directory, expected a file"));
     }
@@ -102,10 +168,16 @@ pub fn write_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)
+        publish_file(&tmp, path, force)
     })();
     if let Err(e) = res {
         let _ = fs::remove_file(&tmp);
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            return Err(Error::file(
+                path,
+                "already exists (use --force to overwrite)",
+            ));
+        }
         return Err(io_err(path, format!("cannot write: {e}")));
     }
     Ok(())
@@ -141,7 +213,35 @@ pub fn write_dir(dir: &Path, files: &[(&str, &[u8])], force: bool) -> Result<()>
         let _ = fs::remove_dir_all(&tmp);
         return Err(io_err(dir, format!("cannot write: {e}")));
     }
+    if !force {
+        return publish_dir_new(&tmp, dir);
+    }
     replace_dir(&tmp, dir)
+}
+
+/// Move the finished folder `tmp` to a `dir` that must not exist: exclusive where the OS can
+/// (`RENAME_NOREPLACE`), so a racing run gets "already exists" instead of replacing it.
+fn publish_dir_new(tmp: &Path, dir: &Path) -> Result<()> {
+    let exists = || {
+        let _ = fs::remove_dir_all(tmp);
+        Error::file(dir, "already exists (use --force to overwrite)")
+    };
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, tmp, CWD, dir, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::EXIST => return Err(exists()),
+            Err(_) => {}
+        }
+    }
+    if dir.exists() {
+        return Err(exists());
+    }
+    fs::rename(tmp, dir).map_err(|e| {
+        let _ = fs::remove_dir_all(tmp);
+        io_err(dir, format!("cannot write: {e}"))
+    })
 }
 
 /// Move the finished folder `tmp` to `dir`, replacing an existing `dir`. On Linux an existing
@@ -186,20 +286,114 @@ pub fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
-/// Read a whole file, with an error naming it.
+/// The largest file [`read`] loads (a checkpoint's weights included): 4 GiB.
+pub const MAX_READ: u64 = 4 << 30;
+
+/// The largest small text input (`config.json`, `feedlens.json`, `pairs.toml`, probe specs)
+/// [`read_small`] loads: 16 MiB.
+pub const MAX_SMALL: u64 = 16 << 20;
+
+/// Read a whole file, with an error naming it: only a regular file (a FIFO would hang, a device
+/// never end) of at most [`MAX_READ`] bytes.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
+    read_capped(path, MAX_READ)
+}
+
+/// [`read`] for small text inputs, capped at [`MAX_SMALL`].
+pub fn read_small(path: &Path) -> Result<Vec<u8>> {
+    read_capped(path, MAX_SMALL)
+}
+
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     if path.is_dir() {
         return Err(Error::file(path, "is a directory, expected a file"));
     }
-    fs::read(path).map_err(|e| match e.kind() {
+    let meta = fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::file(path, "no such file"),
         _ => Error::file(path, format!("cannot read: {e}")),
-    })
+    })?;
+    if !meta.is_file() {
+        return Err(Error::file(
+            path,
+            "is not a regular file (a device, FIFO or socket): refused",
+        ));
+    }
+    if meta.len() > cap {
+        return Err(Error::file(
+            path,
+            format!(
+                "is {} bytes, more than the {cap} this input may have",
+                meta.len()
+            ),
+        ));
+    }
+    let f = fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    // Read at most cap + 1 bytes: a file that grows while read is still refused.
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(cap + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    if buf.len() as u64 > cap {
+        return Err(Error::file(
+            path,
+            format!("grew past the {cap} bytes this input may have"),
+        ));
+    }
+    Ok(buf)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publishing_a_new_file_is_exclusive_under_concurrency() {
+        let d = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let p = d.path().join(format!("out{round}.json"));
+            let wins: Vec<bool> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..4)
+                    .map(|k| {
+                        let p = p.clone();
+                        s.spawn(move || write_file(&p, format!("{k}").as_bytes(), false).is_ok())
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(
+                wins.iter().filter(|w| **w).count(),
+                1,
+                "round {round}: {wins:?}"
+            );
+        }
+        let dirs: Vec<bool> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    let p = d.path().join("rep");
+                    s.spawn(move || write_dir(&p, &[("a", b"1")], false).is_ok())
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(dirs.iter().filter(|w| **w).count(), 1, "{dirs:?}");
+    }
+
+    #[test]
+    fn non_regular_files_are_neither_read_nor_replaced_and_reads_are_capped() {
+        let dev = Path::new("/dev/null");
+        if dev.exists() {
+            let e = read(dev).unwrap_err().to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+            let e = write_file(dev, b"x", true).unwrap_err().to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let big = d.path().join("big.toml");
+        fs::write(&big, vec![b'#'; 100]).unwrap();
+        assert_eq!(read_capped(&big, 100).unwrap().len(), 100);
+        let e = read_capped(&big, 99).unwrap_err().to_string();
+        assert!(e.contains("more than the 99"), "{e}");
+    }
 
     #[test]
     fn no_clobber_without_force() {

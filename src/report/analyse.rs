@@ -853,7 +853,8 @@ fn init_root(
             Some(ck) => ck.manifest.as_ref()?.parent.clone(),
             None => {
                 let bytes =
-                    crate::io::fsio::read(&pairs.dir_of(seed, &name).join("feedlens.json")).ok()?;
+                    crate::io::fsio::read_small(&pairs.dir_of(seed, &name).join("feedlens.json"))
+                        .ok()?;
                 serde_json::from_slice::<checkpoint::Manifest>(&bytes)
                     .ok()?
                     .parent

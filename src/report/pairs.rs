@@ -73,7 +73,7 @@ impl Pairs {
     /// Read and check a pairs file: unique names, known contrasts, each contrast with its
     /// metric (docs/DESIGN.md §3). Checkpoint directories are checked by [`Pairs::check`].
     pub fn load(path: &Path) -> Result<Pairs> {
-        let text = String::from_utf8(fsio::read(path)?)
+        let text = String::from_utf8(fsio::read_small(path)?)
             .map_err(|_| Error::file(path, "is not UTF-8 text"))?;
         Pairs::parse(&text, path)
     }

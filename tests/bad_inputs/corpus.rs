@@ -468,6 +468,54 @@ pub fn build(root: &Path) -> Vec<Case> {
             "c must be > 0",
         ),
         (
+            "spec-layer-twice",
+            format!("{spec_ok}layers = [0, 0]\n"),
+            "layer 0 is listed twice",
+        ),
+        (
+            "spec-checkpoint-twice",
+            spec_ok.replace(
+                &format!("checkpoints = [{:?}]", good_ck.display().to_string()),
+                &format!(
+                    "checkpoints = [{:?}, {:?}]",
+                    good_ck.display().to_string(),
+                    good_ck.display().to_string()
+                ),
+            ),
+            "listed twice",
+        ),
+        (
+            "spec-folder-names-collide",
+            spec_ok.replace(
+                &format!("checkpoints = [{:?}]", good_ck.display().to_string()),
+                &format!(
+                    "checkpoints = [{:?}, {:?}]",
+                    good_ck.display().to_string(),
+                    good_ck
+                        .join("..")
+                        .join(good_ck.file_name().unwrap())
+                        .display()
+                        .to_string()
+                ),
+            ),
+            "share the folder name",
+        ),
+        (
+            "spec-infinite-tolerance",
+            format!("{spec_ok}tolerance = inf\n"),
+            "tolerance",
+        ),
+        (
+            "spec-nan-causal-alpha",
+            format!("{spec_ok}causal_alpha = nan\n"),
+            "causal_alpha",
+        ),
+        (
+            "spec-huge-n",
+            spec_ok.replace("n = 40", "n = 1000000000"),
+            "at most 1000000",
+        ),
+        (
             "spec-bad-probability",
             format!("{spec_ok}p_optout = 1.5\n"),
             "not a probability",

@@ -114,11 +114,17 @@ pub struct Spec {
     pub p_trigger: Option<f64>,
 }
 
+/// The most prompts a spec may ask for (each is one row of every layer's activations).
+pub const MAX_N: usize = 1_000_000;
+
+/// The most random directions of the null baseline a spec may ask for.
+pub const MAX_NULL: usize = 100_000;
+
 impl Spec {
     /// Read and validate a spec file (labels, hook and methods; layers are checked against each
     /// checkpoint when it is loaded).
     pub fn load(path: &Path) -> Result<Spec> {
-        let text = String::from_utf8(fsio::read(path)?)
+        let text = String::from_utf8(fsio::read_small(path)?)
             .map_err(|_| Error::file(path, "is not UTF-8 text"))?;
         Spec::parse(&text, path)
     }
@@ -134,6 +140,50 @@ impl Spec {
         if spec.checkpoints.is_empty() {
             return Err(bad("no checkpoints".into()));
         }
+        // Results and tensors are keyed by each checkpoint's folder name and layer: no two may
+        // share one.
+        let last = |c: &str| {
+            Path::new(c)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| c.to_string())
+        };
+        for (i, c) in spec.checkpoints.iter().enumerate() {
+            if let Some(d) = spec.checkpoints[..i].iter().find(|d| last(d) == last(c)) {
+                return Err(bad(if d == c {
+                    format!("checkpoint '{c}' is listed twice")
+                } else {
+                    format!(
+                        "checkpoints '{d}' and '{c}' share the folder name '{}', which names their results: rename one",
+                        last(c)
+                    )
+                }));
+            }
+        }
+        if let Some(ls) = &spec.layers {
+            for (i, l) in ls.iter().enumerate() {
+                if ls[..i].contains(l) {
+                    return Err(bad(format!("layers: layer {l} is listed twice")));
+                }
+            }
+        }
+        if spec.n > MAX_N {
+            return Err(bad(format!("n = {}: at most {MAX_N} prompts", spec.n)));
+        }
+        if spec.null_directions > MAX_NULL {
+            return Err(bad(format!(
+                "null_directions = {}: at most {MAX_NULL}",
+                spec.null_directions
+            )));
+        }
+        if let Some(a) = spec
+            .causal_alpha
+            .filter(|a| !(a.is_finite() && a.abs() <= 1e6))
+        {
+            return Err(bad(format!(
+                "causal_alpha = {a}: must be a finite number of size ≤ 1e6"
+            )));
+        }
         if spec.n < 2 * spec.folds || spec.folds < 2 {
             return Err(bad(format!(
                 "n = {} and folds = {}: need folds ≥ 2 and n ≥ 2·folds",
@@ -141,8 +191,8 @@ impl Spec {
             )));
         }
         let c_ok = spec.c.is_finite() && spec.c > 0.0;
-        if !c_ok || spec.tolerance.is_nan() || spec.tolerance < 0.0 {
-            return Err(bad("c must be > 0 and tolerance ≥ 0".into()));
+        if !c_ok || !spec.tolerance.is_finite() || spec.tolerance < 0.0 {
+            return Err(bad("c must be > 0 and tolerance ≥ 0 (both finite)".into()));
         }
         for p in [spec.p_optout, spec.p_trigger].into_iter().flatten() {
             if !(0.0..=1.0).contains(&p) {
