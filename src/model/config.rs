@@ -129,6 +129,36 @@ impl Config {
         if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
             return Err("layer_norm_epsilon must be a positive number".into());
         }
+        if let Some(t) = self.extra.get("model_type") {
+            if t.as_str() != Some("gpt2") {
+                return Err(format!(
+                    "model_type {t} is not supported (feedlens runs GPT-2: \"gpt2\")"
+                ));
+            }
+        }
+        // Flags GPT-2 configs carry must be booleans: a string "true" is not read as false.
+        for k in [
+            "scale_attn_by_inverse_layer_idx",
+            "scale_attn_weights",
+            "reorder_and_upcast_attn",
+            "add_cross_attention",
+        ] {
+            if let Some(v) = self
+                .extra
+                .get(k)
+                .filter(|v| !v.is_boolean() && !v.is_null())
+            {
+                return Err(format!("{k} is {v}, expected true or false"));
+            }
+        }
+        if self
+            .extra
+            .get("add_cross_attention")
+            .and_then(|v| v.as_bool())
+            == Some(true)
+        {
+            return Err("add_cross_attention = true is not supported".into());
+        }
         let flag = |k: &str| self.extra.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
         if flag("scale_attn_by_inverse_layer_idx") {
             return Err("scale_attn_by_inverse_layer_idx = true is not supported".into());

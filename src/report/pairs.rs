@@ -64,6 +64,9 @@ pub struct Pairs {
     pub seeds: Option<Vec<u64>>,
     /// Checkpoints of the anchoring dose–response (`anchoring = [...]`; dropped by `--only`).
     pub anchoring: Vec<String>,
+    /// Whether the file names `base` itself (then it must be a checkpoint in every seed; the
+    /// default `base` is used only when it exists).
+    pub base_given: bool,
 }
 
 /// The most seeds a pairs file may name (each seed is a whole zoo).
@@ -89,6 +92,9 @@ impl Pairs {
             let bad = |m: String| Error::file(path, format!("pair '{}': {m}", p.name));
             if p.name.trim().is_empty() {
                 return Err(Error::file(path, "a pair has an empty name"));
+            }
+            if let Some(c) = p.name.chars().find(|c| c.is_control()) {
+                return Err(bad(format!("the name holds a control character ({:?})", c)));
             }
             if pairs.iter().any(|q: &PairSpec| q.name == p.name) {
                 return Err(bad("the name is used twice".into()));
@@ -144,6 +150,7 @@ impl Pairs {
         }
         Ok(Pairs {
             path: path.to_path_buf(),
+            base_given: raw.base.is_some(),
             base: raw.base.unwrap_or_else(|| "base".into()),
             pairs,
             seeds: raw.seeds,
@@ -228,6 +235,9 @@ impl Pairs {
     /// holding `model.safetensors`; the error names the pair, the seed and the directory.
     pub fn check(&self) -> Result<()> {
         for seed in self.runs() {
+            if self.base_given {
+                self.check_dir(seed, &self.base, "base")?;
+            }
             for c in &self.anchoring {
                 self.check_dir(seed, c, "anchoring")?;
             }

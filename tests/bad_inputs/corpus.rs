@@ -298,6 +298,18 @@ pub fn build(root: &Path) -> Vec<Case> {
             cfg(|c| c["activation_function"] = "relu".into()),
         ),
         (
+            "config-other-model-type",
+            cj,
+            "model_type",
+            cfg(|c| c["model_type"] = "bert".into()),
+        ),
+        (
+            "config-flag-as-string",
+            cj,
+            "expected true or false",
+            cfg(|c| c["scale_attn_by_inverse_layer_idx"] = "true".into()),
+        ),
+        (
             "config-is-a-directory",
             cj,
             "is a directory",
@@ -690,6 +702,16 @@ pub fn build(root: &Path) -> Vec<Case> {
             "pairs-unknown-field",
             format!("{good_pair}colour = 1\n"),
             "unknown field",
+        ),
+        (
+            "pairs-nul-in-name",
+            good_pair.replace("name = \"p\"", "name = \"p\\u0000q\""),
+            "control character",
+        ),
+        (
+            "pairs-base-not-a-checkpoint",
+            format!("base = \"../nowhere\"\n{good_pair}"),
+            "base: checkpoint",
         ),
         (
             "pairs-wrong-type",
