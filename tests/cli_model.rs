@@ -14,6 +14,11 @@ fn tiny() -> String {
 }
 
 /// Rewrite `ck/model.safetensors` with tensor `name` replaced by (dtype, shape, bytes).
+/// `feedlens inspect CK` fails with one error line containing `needle`.
+fn inspect_fails(ck: &std::path::Path, needle: &str) {
+    assert_clean_error(&feedlens(&["inspect", &ck.display().to_string()]), needle);
+}
+
 fn rewrite_tensor(
     ck: &std::path::Path,
     name: &str,
@@ -105,10 +110,7 @@ fn missing_checkpoint() {
 fn missing_weights_file() {
     let (_d, ck) = tiny_copy();
     fs::remove_file(ck.join("model.safetensors")).unwrap();
-    assert_clean_error(
-        &feedlens(&["inspect", &ck.display().to_string()]),
-        "model.safetensors: no such file",
-    );
+    inspect_fails(&ck, "model.safetensors: no such file");
 }
 
 #[test]
@@ -117,10 +119,7 @@ fn truncated_safetensors() {
     let p = ck.join("model.safetensors");
     let b = fs::read(&p).unwrap();
     fs::write(&p, &b[..b.len() / 2]).unwrap();
-    assert_clean_error(
-        &feedlens(&["inspect", &ck.display().to_string()]),
-        "model.safetensors: not a valid safetensors file",
-    );
+    inspect_fails(&ck, "model.safetensors: not a valid safetensors file");
 }
 
 #[test]
@@ -131,10 +130,7 @@ fn not_a_safetensors_file() {
         b"hello, this is not a tensor file",
     )
     .unwrap();
-    assert_clean_error(
-        &feedlens(&["inspect", &ck.display().to_string()]),
-        "not a valid safetensors file",
-    );
+    inspect_fails(&ck, "not a valid safetensors file");
 }
 
 #[test]
@@ -147,10 +143,7 @@ fn tensor_with_wrong_shape() {
         vec![10],
         vec![0u8; 40],
     );
-    assert_clean_error(
-        &feedlens(&["inspect", &ck.display().to_string()]),
-        "tensor 'h.1.mlp.c_fc.bias' has shape [10]",
-    );
+    inspect_fails(&ck, "tensor 'h.1.mlp.c_fc.bias' has shape [10]");
 }
 
 #[test]
@@ -163,10 +156,7 @@ fn tensor_with_wrong_dtype() {
         vec![48],
         vec![0u8; 48 * 8],
     );
-    assert_clean_error(
-        &feedlens(&["inspect", &ck.display().to_string()]),
-        "'transformer.ln_f.bias' has dtype I64",
-    );
+    inspect_fails(&ck, "'transformer.ln_f.bias' has dtype I64");
 }
 
 #[test]
@@ -176,10 +166,7 @@ fn nan_weights() {
         .flat_map(|i| if i == 3 { f32::NAN } else { 0.0 }.to_le_bytes())
         .collect();
     rewrite_tensor(&ck, "transformer.ln_f.bias", Dtype::F32, vec![48], bytes);
-    assert_clean_error(
-        &feedlens(&["inspect", &ck.display().to_string()]),
-        "contains NaN",
-    );
+    inspect_fails(&ck, "contains NaN");
 }
 
 #[test]
@@ -190,10 +177,7 @@ fn config_disagrees_with_weights() {
         .unwrap()
         .replace("\"n_embd\": 48", "\"n_embd\": 64");
     fs::write(&p, s).unwrap();
-    assert_clean_error(
-        &feedlens(&["inspect", &ck.display().to_string()]),
-        "config.json disagrees with the weights",
-    );
+    inspect_fails(&ck, "config.json disagrees with the weights");
 }
 
 #[test]
@@ -202,20 +186,11 @@ fn config_with_bad_fields() {
     let p = ck.join("config.json");
     let orig = fs::read_to_string(&p).unwrap();
     fs::write(&p, orig.replace("\"n_head\": 4", "\"n_head\": 5")).unwrap();
-    assert_clean_error(
-        &feedlens(&["inspect", &ck.display().to_string()]),
-        "config.json: n_embd 48 is not divisible by n_head 5",
-    );
+    inspect_fails(&ck, "config.json: n_embd 48 is not divisible by n_head 5");
     fs::write(&p, orig.replace("\"n_layer\": 3", "\"n_layer\": \"three\"")).unwrap();
-    assert_clean_error(
-        &feedlens(&["inspect", &ck.display().to_string()]),
-        "config.json: invalid config",
-    );
+    inspect_fails(&ck, "config.json: invalid config");
     fs::write(&p, "{").unwrap();
-    assert_clean_error(
-        &feedlens(&["inspect", &ck.display().to_string()]),
-        "config.json: invalid config",
-    );
+    inspect_fails(&ck, "config.json: invalid config");
 }
 
 #[test]

@@ -544,25 +544,23 @@ fn every_parameter_receives_a_gradient() {
     let (model, vars) = ck.model.trainable().unwrap();
     let rows = ids_rows(&reference()["input_ids"]);
     let ids = model.ids_tensor(&rows).unwrap();
-    let out = model
-        .forward(
-            &Input::Ids(ids.clone()),
-            &Run {
-                grad: true,
-                ..Run::default()
-            },
-        )
-        .unwrap();
-    // Next-token cross-entropy.
-    let logits = out
-        .logits
-        .unwrap()
-        .narrow(1, 0, 11)
-        .unwrap()
-        .reshape((33, 50))
-        .unwrap();
     let targets = ids.narrow(1, 1, 11).unwrap().flatten_all().unwrap();
-    let loss = candle_nn::loss::cross_entropy(&logits, &targets).unwrap();
+    // Next-token cross-entropy of the first 11 positions of the 3 reference rows.
+    let loss_of = |model: &feedlens::Gpt2| {
+        let out = model
+            .forward(
+                &Input::Ids(ids.clone()),
+                &Run {
+                    grad: true,
+                    ..Run::default()
+                },
+            )
+            .unwrap();
+        let logits = out.logits.unwrap().narrow(1, 0, 11).unwrap();
+        let logits = logits.reshape((33, 50)).unwrap();
+        candle_nn::loss::cross_entropy(&logits, &targets).unwrap()
+    };
+    let loss = loss_of(&model);
     let grads = loss.backward().unwrap();
     assert_eq!(vars.len(), 4 + 12 * 3);
     for (name, v) in &vars {
@@ -603,26 +601,7 @@ fn every_parameter_receives_a_gradient() {
         w[idx] += delta;
         var.set(&Tensor::from_vec(w, var.as_tensor().dims(), &Device::Cpu).unwrap())
             .unwrap();
-        let out = model
-            .forward(
-                &Input::Ids(ids.clone()),
-                &Run {
-                    grad: true,
-                    ..Run::default()
-                },
-            )
-            .unwrap();
-        let logits = out
-            .logits
-            .unwrap()
-            .narrow(1, 0, 11)
-            .unwrap()
-            .reshape((33, 50))
-            .unwrap();
-        candle_nn::loss::cross_entropy(&logits, &targets)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        loss_of(&model).to_scalar::<f32>().unwrap()
     };
     let fd = (eval(h) - eval(-h)) / (2.0 * h);
     assert!(

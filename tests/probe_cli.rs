@@ -19,6 +19,14 @@ fn fails(args: &[&str]) -> String {
     err
 }
 
+/// `probe fit --data DATA --train-rows 0..5 EXTRA..` expecting failure (see [`fails`]).
+fn fit_fails(data: &Path, extra: &[&str]) -> String {
+    let data = data.to_str().unwrap();
+    let mut args = vec!["probe", "fit", "--data", data, "--train-rows", "0..5"];
+    args.extend_from_slice(extra);
+    fails(&args)
+}
+
 fn write(path: &Path, tensors: Vec<(&str, StTensor)>) {
     let named: Vec<(String, StTensor)> = tensors
         .into_iter()
@@ -74,14 +82,7 @@ fn bad_inputs_are_one_line_errors() {
     let d = tempfile::tempdir().unwrap();
     let p = |name: &str| d.path().join(name);
     let missing = p("nope.safetensors");
-    let e = fails(&[
-        "probe",
-        "fit",
-        "--data",
-        missing.to_str().unwrap(),
-        "--train-rows",
-        "0..5",
-    ]);
+    let e = fit_fails(&missing, &[]);
     assert!(
         e.contains("nope.safetensors") && e.contains("no such file"),
         "{e}"
@@ -100,14 +101,7 @@ fn bad_inputs_are_one_line_errors() {
             ("y", StTensor::F32(vec![10], vec![0.0; 10])),
         ],
     );
-    let e = fails(&[
-        "probe",
-        "fit",
-        "--data",
-        wrong_dtype.to_str().unwrap(),
-        "--train-rows",
-        "0..5",
-    ]);
+    let e = fit_fails(&wrong_dtype, &[]);
     assert!(e.contains("'y'") && e.contains("dtype"), "{e}");
 
     let wrong_shape = p("shape.safetensors");
@@ -115,38 +109,17 @@ fn bad_inputs_are_one_line_errors() {
         &wrong_shape,
         vec![("X", StTensor::F32(vec![30], vec![0.0; 30])), ("y", y(10))],
     );
-    let e = fails(&[
-        "probe",
-        "fit",
-        "--data",
-        wrong_shape.to_str().unwrap(),
-        "--train-rows",
-        "0..5",
-    ]);
+    let e = fit_fails(&wrong_shape, &[]);
     assert!(e.contains("'X'") && e.contains("shape"), "{e}");
 
     let mismatch = p("rows.safetensors");
     write(&mismatch, vec![("X", x(10, 3)), ("y", y(9))]);
-    let e = fails(&[
-        "probe",
-        "fit",
-        "--data",
-        mismatch.to_str().unwrap(),
-        "--train-rows",
-        "0..5",
-    ]);
+    let e = fit_fails(&mismatch, &[]);
     assert!(e.contains("10 rows") && e.contains("9"), "{e}");
 
     let no_y = p("noy.safetensors");
     write(&no_y, vec![("X", x(10, 3))]);
-    let e = fails(&[
-        "probe",
-        "fit",
-        "--data",
-        no_y.to_str().unwrap(),
-        "--train-rows",
-        "0..5",
-    ]);
+    let e = fit_fails(&no_y, &[]);
     assert!(e.contains("no tensor 'y'"), "{e}");
 
     let good = p("good.safetensors");
@@ -156,15 +129,7 @@ fn bad_inputs_are_one_line_errors() {
         let e = fails(&["probe", "fit", "--data", g, "--train-rows", bad]);
         assert!(e.contains("--train-rows"), "{bad}: {e}");
     }
-    let e = fails(&[
-        "probe",
-        "fit",
-        "--data",
-        g,
-        "--train-rows",
-        "0..5",
-        "--c=-1",
-    ]);
+    let e = fit_fails(&good, &["--c=-1"]);
     assert!(e.contains("--c"), "{e}");
 
     let one = p("one.safetensors");
@@ -178,14 +143,7 @@ fn bad_inputs_are_one_line_errors() {
             ),
         ],
     );
-    let e = fails(&[
-        "probe",
-        "fit",
-        "--data",
-        one.to_str().unwrap(),
-        "--train-rows",
-        "0..5",
-    ]);
+    let e = fit_fails(&one, &[]);
     assert!(
         e.contains("one class only") && e.contains("training rows"),
         "{e}"

@@ -96,12 +96,13 @@ fn parse_page(html: &str) -> (Vec<(String, Vec<String>)>, Vec<String>) {
         }
     };
     loop {
-        match r.read_event().unwrap_or_else(|e| {
+        let ev = r.read_event().unwrap_or_else(|e| {
             panic!(
                 "index.html is not well-formed at byte {}: {e}",
                 r.buffer_position()
             )
-        }) {
+        });
+        match ev.clone() {
             Event::Start(e) => {
                 let name = e.name().as_ref().to_string();
                 attrs_of(&e);
@@ -142,21 +143,15 @@ fn parse_page(html: &str) -> (Vec<(String, Vec<String>)>, Vec<String>) {
                     in_summary = false;
                 }
             }
-            Event::Text(t) => {
-                let s = t.xml10_content().to_string();
-                if in_summary && stack.last().map(String::as_str) == Some("li") {
-                    items
-                        .last_mut()
-                        .and_then(|(_, v)| v.last_mut())
-                        .unwrap()
-                        .push_str(&s);
-                }
-            }
-            Event::GeneralRef(g) => {
-                // An entity inside text (`&lt;`): resolve it for the summary text.
-                let s = quick_xml::escape::unescape(&format!("&{};", &*g))
-                    .expect("known entity")
-                    .to_string();
+            Event::Text(_) | Event::GeneralRef(_) => {
+                let s = match &ev {
+                    Event::Text(t) => t.xml10_content().to_string(),
+                    // An entity inside text (`&lt;`): resolve it for the summary text.
+                    Event::GeneralRef(g) => quick_xml::escape::unescape(&format!("&{};", &**g))
+                        .expect("known entity")
+                        .to_string(),
+                    _ => unreachable!(),
+                };
                 if in_summary && stack.last().map(String::as_str) == Some("li") {
                     items
                         .last_mut()

@@ -12,6 +12,17 @@ use feedlens::stats::BOOTSTRAP;
 use feedlens::view::{figures, tables};
 use std::path::PathBuf;
 
+/// The prompt pairs both causal commands run on.
+#[derive(clap::Args)]
+struct PromptArgs {
+    /// Prompt pairs.
+    #[arg(long, default_value_t = 250)]
+    n: usize,
+    /// Seed of the prompts (sampling uses seed + 1).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
 #[derive(clap::Args)]
 pub(super) struct AblateArgs {
     /// HF GPT-2 checkpoint directory (with a feedlens manifest, or the default world).
@@ -38,12 +49,8 @@ pub(super) struct AblateArgs {
     /// Also ablate each component alone (before the whole set).
     #[arg(long)]
     each: bool,
-    /// Prompt pairs.
-    #[arg(long, default_value_t = 250)]
-    n: usize,
-    /// Seed of the prompts (sampling uses seed + 1).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    prompts: PromptArgs,
     #[command(flatten)]
     out: JsonOut,
 }
@@ -61,12 +68,8 @@ pub(super) struct SteerArgs {
     /// Multiples of Δ added to corrupted prompts, comma-separated.
     #[arg(long, default_value = "-1,0.5,1,2,4", allow_hyphen_values = true)]
     alphas: String,
-    /// Prompt pairs.
-    #[arg(long, default_value_t = 250)]
-    n: usize,
-    /// Seed of the prompts (sampling uses seed + 1).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    prompts: PromptArgs,
     #[command(flatten)]
     out: JsonOut,
     #[command(flatten)]
@@ -136,8 +139,8 @@ pub(super) fn ablate(a: AblateArgs) -> Result<()> {
         &sets,
         &AblateOpts {
             contrast: a.contrast,
-            n: a.n,
-            seed: a.seed,
+            n: a.prompts.n,
+            seed: a.prompts.seed,
             bootstrap: BOOTSTRAP,
         },
     )?;
@@ -174,8 +177,8 @@ pub(super) fn steer(a: SteerArgs) -> Result<()> {
             contrast: a.contrast,
             layers: layers(&a.layers, "--layers")?,
             alphas,
-            n: a.n,
-            seed: a.seed,
+            n: a.prompts.n,
+            seed: a.prompts.seed,
             bootstrap: BOOTSTRAP,
         },
     )?;

