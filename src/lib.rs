@@ -9,7 +9,7 @@
 //! [`model`] (the forward pass and its hooks) → [`io`] (checkpoint directories, tokenizers,
 //! atomic writes) → [`lab`] (the toy world, its recipes and the zoo) → [`analysis`] (patching,
 //! probes, lens, weight diff) → [`view`] (figures, terminal tables, HTML) → [`report`] (the
-//! report over pairs of checkpoints). [`Error`] and [`pool`] serve every layer.
+//! report over pairs of checkpoints). [`Error`], [`pool`] and [`budget`] serve every layer.
 //!
 //! ```no_run
 //! use feedlens::{io::checkpoint, Hook, Input, Run};
@@ -26,6 +26,7 @@ mod error;
 #[macro_use]
 mod named;
 pub mod analysis;
+pub mod budget;
 pub mod io;
 pub mod lab;
 pub mod model;

@@ -128,6 +128,38 @@ fn killed_zoo_and_probe_runs_leave_only_whole_outputs() {
         }
         assert_eq!(std::fs::read(&st).unwrap(), want_st);
     }
+    // `probe --force` over an older result: at every moment the folder holds the old pair,
+    // no JSON (the marker removed once the new pair was whole on disk), or the new pair —
+    // never an old JSON with new weights, never the old pair lost to a half-written new one.
+    let v2 = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("n = 60", "n = 64");
+    let v1 = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, &v2).unwrap();
+    run(&["probe", s, "--force"]);
+    let new_pair = (std::fs::read(&json).unwrap(), std::fs::read(&st).unwrap());
+    assert_ne!(
+        new_pair.0, want_json,
+        "the two specs give different results"
+    );
+    for _ in 0..4 {
+        std::fs::write(&json, &want_json).unwrap();
+        std::fs::write(&st, &want_st).unwrap();
+        let at = t_probe.mul_f64(rng.random_range(0.1..1.2));
+        kill_after(&["probe", s, "--force"], at);
+        let st_now = std::fs::read(&st).unwrap();
+        match std::fs::read(&json) {
+            Ok(j) if j == want_json => assert_eq!(st_now, want_st, "old JSON with new weights"),
+            Ok(j) => assert_eq!((j, st_now), new_pair, "a new JSON is whole and paired"),
+            Err(_) => assert!(
+                st_now == want_st || st_now == new_pair.1,
+                "weights are whole"
+            ),
+        }
+    }
+    std::fs::write(&spec, &v1).unwrap();
+    std::fs::write(&json, &want_json).unwrap();
+    std::fs::write(&st, &want_st).unwrap();
     // Temp files of killed runs are dot-files and never shadow the result.
     let visible_files = visible(d.path());
     assert!(

@@ -108,6 +108,114 @@ fn run_store_check_and_stale() {
     within.checkpoints[1].layers[0].logistic.accuracy += 0.01;
     assert!(probes::compare(&within, &r).is_empty());
 
+    // Every stored number and the whole structure are compared, not only the headline metrics.
+    type Edit = Box<dyn Fn(&mut probes::SpecResult)>;
+    let edits: Vec<(&str, Edit, &str)> = vec![
+        (
+            "layers swapped",
+            Box::new(|x| x.checkpoints[0].layers.swap(0, 1)),
+            "a layer 0 layer: stored 1, now 0",
+        ),
+        (
+            "list shortened",
+            Box::new(|x| {
+                x.checkpoints[1].layers.pop();
+            }),
+            "b layers: stored 1 entries, now 2",
+        ),
+        (
+            "null emptied",
+            Box::new(|x| x.checkpoints[0].layers[0].random_best_auroc = None),
+            "a layer 0 random_best_auroc: stored null",
+        ),
+        (
+            "transfer removed",
+            Box::new(|x| x.transfer[1].layers.clear()),
+            "layers: stored 0 entries, now 2",
+        ),
+        (
+            "causal alpha",
+            Box::new(|x| x.checkpoints[0].causal[0].alpha *= 10.0),
+            "a layer 0 alpha",
+        ),
+        (
+            "selectivity",
+            Box::new(|x| {
+                x.checkpoints[1].layers[1].selectivity =
+                    x.checkpoints[1].layers[1].selectivity.map(|v| v + 0.5)
+            }),
+            "b layer 1 selectivity",
+        ),
+        (
+            "control position",
+            Box::new(|x| x.control_position = Some(3)),
+            "control_position: stored 3",
+        ),
+        (
+            "name",
+            Box::new(|x| x.checkpoints[0].name = "z".into()),
+            "name: stored \"z\", now \"a\"",
+        ),
+        (
+            "class counts",
+            Box::new(|x| x.checkpoints[0].class_counts.reverse()),
+            "class_counts",
+        ),
+    ];
+    for (what, edit, expect) in &edits {
+        let mut x = r.clone();
+        edit(&mut x);
+        let p = probes::compare(&x, &r);
+        assert!(p.iter().any(|l| l.contains(expect)), "{what}: {p:?}");
+    }
+    // The weights file: every tensor compared (names, dtype, shape, values).
+    let w = checkpoint::deserialize(&std::fs::read(&st).unwrap(), &st).unwrap();
+    assert!(probes::compare_weights(&w, &w, 0.02, &[]).is_empty());
+    let mut moved = w.clone();
+    if let Some((_, checkpoint::StTensor::F32(_, v))) =
+        moved.iter_mut().find(|(n, _)| n == "a.layer1.coef")
+    {
+        v[3] += 1.0;
+    }
+    let p = probes::compare_weights(&moved, &w, 0.02, &[]);
+    assert!(
+        p.len() == 1 && p[0].contains("'a.layer1.coef' differs"),
+        "{p:?}"
+    );
+    let p = probes::compare_weights(&w[1..], &w, 0.02, &[]);
+    assert!(
+        p.len() == 1 && p[0].contains("missing from the stored file"),
+        "{p:?}"
+    );
+    assert!(
+        probes::compare_weights(&moved, &w, 0.02, &["a".into()]).is_empty(),
+        "a stale checkpoint's weights are skipped"
+    );
+    // A truncated, zeroed or deleted weights file fails `check`.
+    let bytes = std::fs::read(&st).unwrap();
+    let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut zeroed = bytes.clone();
+    zeroed[header..].fill(0);
+    let dir = spec.parent().unwrap().to_str().unwrap();
+    for (what, content) in [
+        ("truncated", Some(bytes[..bytes.len() / 2].to_vec())),
+        ("zeroed", Some(zeroed)),
+        ("deleted", None),
+    ] {
+        match content {
+            Some(c) => std::fs::write(&st, c).unwrap(),
+            None => std::fs::remove_file(&st).unwrap(),
+        }
+        let (ok, stdout, _) = feedlens(&["check", dir]);
+        assert!(!ok && stdout.contains("FAIL"), "{what}: {stdout}");
+        std::fs::write(&st, &bytes).unwrap();
+    }
+    // A folder with no specs is an error, not "0 probe specs pass".
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (ok, _, err) = feedlens(&["check", empty.to_str().unwrap()]);
+    assert!(!ok && err.contains("no probe specs"), "{err}");
+
     // Stale: checkpoint b is replaced by another model; check names both hashes and fails.
     let old = r.checkpoints[1].sha256.clone();
     make_ckpt(&d.path().join("checkpoints"), "b", 9, true);

@@ -2,7 +2,7 @@
 //! along a contrast's direction) over a world contrast's prompts.
 //! Must not hold a domain rule (the experiments are `analysis::causal`'s).
 
-use super::{check_plots, load, write_plot, JsonOut, PlotOut};
+use super::{load, JsonOut, PlotOut};
 use anyhow::Result;
 use feedlens::analysis::causal::{self, AblateOpts, Component, SteerOpts, Target};
 use feedlens::analysis::site::Site;
@@ -95,7 +95,7 @@ fn world_of(ck: &feedlens::io::checkpoint::Checkpoint) -> Result<WorldConfig> {
 }
 
 pub(super) fn ablate(a: AblateArgs) -> Result<()> {
-    a.out.check()?;
+    let mut out = a.out.plan().input(&a.ckpt).check()?;
     let mut comps: Vec<Component> = match &a.heads {
         Some(h) => Component::parse_heads(h, "--heads")?,
         None => Vec::new(),
@@ -145,14 +145,12 @@ pub(super) fn ablate(a: AblateArgs) -> Result<()> {
         },
     )?;
     print!("{}", tables::ablation(&r));
-    a.out.write(&serde_json::to_value(&r)?)
+    out.json(&a.out.json, &serde_json::to_value(&r)?)?;
+    out.finish()
 }
 
 pub(super) fn steer(a: SteerArgs) -> Result<()> {
-    a.out.check()?;
-    if let Some(stem) = &a.plot.png {
-        check_plots([stem], a.out.force)?;
-    }
+    let mut out = a.out.plan_plot(&a.plot).input(&a.ckpt).check()?;
     let alphas: Vec<f64> = a
         .alphas
         .split(',')
@@ -184,7 +182,8 @@ pub(super) fn steer(a: SteerArgs) -> Result<()> {
     )?;
     print!("{}", tables::steering(&r));
     if let Some(stem) = &a.plot.png {
-        write_plot(&figures::steering(&r, &ck.name()), stem, a.out.force)?;
+        out.plot(&figures::steering(&r, &ck.name()), stem)?;
     }
-    a.out.write(&serde_json::to_value(&r)?)
+    out.json(&a.out.json, &serde_json::to_value(&r)?)?;
+    out.finish()
 }

@@ -8,8 +8,8 @@ use feedlens::io::checkpoint::{self, RecipeKind};
 use feedlens::io::fsio;
 use feedlens::lab::eval::{self as ev, EvalOpts};
 use feedlens::lab::sample::Decode;
-use feedlens::lab::train::{self as tr, Hyper, OptOut, Recipe, Start};
-use feedlens::lab::world::{tokenizer_json, WorldConfig};
+use feedlens::lab::train::{self as tr, Hyper, OptOut, Recipe, Size, Start};
+use feedlens::lab::world::{self, tokenizer_json, WorldConfig};
 use feedlens::lab::zoo;
 use feedlens::view::tables;
 use serde_json::json;
@@ -272,7 +272,16 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
         *trigger = a.no_trigger.then_some(false);
     }
     h.validate()?;
-    fsio::check_clobber(&a.out, a.force)?;
+    fsio::check_outputs(
+        std::slice::from_ref(&a.out),
+        &[&a.parent, &a.init, &a.teacher]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>(),
+        a.force,
+    )?;
+    fsio::check_own_dir(&a.out, &["config.json"])?;
     let world = WorldConfig::default();
     let parent_dir = if matches!(h.recipe, Recipe::Distill { .. }) {
         &a.init
@@ -281,6 +290,23 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
     };
     let parent = parent_dir.as_deref().map(load).transpose()?;
     let teacher = a.teacher.as_deref().map(load).transpose()?;
+    // The model being trained: a fresh one of the recipe's size, else the parent's.
+    let cfg = match (&h.recipe, &parent) {
+        (Recipe::Pretrain { size } | Recipe::Distill { size, .. }, None) => size.config(&world),
+        (_, Some(p)) => p.model.config().clone(),
+        (_, None) => Size::default().config(&world),
+    };
+    let rows = match h.recipe {
+        Recipe::Rlhf { k, .. } => h.opt.batch.saturating_mul(k),
+        _ => h.opt.batch,
+    };
+    feedlens::budget::check(
+        &format!(
+            "train {} (--n-layer {}, --n-embd {}, --batch {})",
+            h.recipe, cfg.n_layer, cfg.n_embd, h.opt.batch
+        ),
+        feedlens::budget::train_step(&cfg, rows as u64, world::SEQ_LEN as u64),
+    )?;
     let pb = bar(h.opt.steps as u64, h.recipe.name());
     let t = tr::train(
         &world,
@@ -317,11 +343,17 @@ pub(super) fn train(a: TrainArgs) -> Result<()> {
 }
 
 pub(super) fn eval(a: EvalArgs) -> Result<()> {
-    a.out.check()?;
+    let mut out = a.out.plan().inputs(&a.ckpts).check()?;
     let decodes = a.decode.list();
     if a.n == 0 {
         anyhow::bail!("--n must be at least 1");
     }
+    // A sampled episode and its scores, per prompt and row, kept until the table is made.
+    let per_prompt = 64 * (a.ckpts.len() * decodes.len()) as u64;
+    feedlens::budget::check(
+        &format!("--n {}", a.n),
+        (a.n as u64).saturating_mul(per_prompt),
+    )?;
     let mut rows = Vec::new();
     for dir in &a.ckpts {
         let ck = load(dir)?;
@@ -338,6 +370,7 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let base = a.base.clone().unwrap_or_else(|| "base".into());
     let leaks = ev::leakages(&rows.iter().collect::<Vec<_>>(), &base);
     print!("{}", tables::leakage(&base, &leaks));
-    a.out
-        .write(&json!({ "n": a.n, "seed": a.seed, "rows": rows, "leakage": leaks }))
+    let v = json!({ "n": a.n, "seed": a.seed, "rows": rows, "leakage": leaks });
+    out.json(&a.out.json, &v)?;
+    out.finish()
 }

@@ -96,19 +96,102 @@ struct PlotOut {
 }
 
 impl JsonOut {
-    /// Refuse an existing `--json` file without `--force`, before any work.
-    fn check(&self) -> Result<()> {
-        if let Some(j) = &self.json {
-            fsio::check_clobber(j, self.force)?;
+    /// The outputs of a command that may write `--json`, to be checked before any work.
+    fn plan(&self) -> Outputs {
+        Outputs::new(self.force).json_at(&self.json)
+    }
+    /// [`JsonOut::plan`] with the two files of `--png`.
+    fn plan_plot(&self, plot: &PlotOut) -> Outputs {
+        self.plan().plot_at(plot.png.as_ref())
+    }
+}
+
+/// Everything a command writes. Planned first — every path checked before any work
+/// (`fsio::check_outputs`: no clobber without `--force`, no output over an input, no two
+/// outputs at one path, the folder writable) — then gathered in memory and written together
+/// at the end (`fsio::write_files`), so a figure that cannot be drawn or a full disk leaves no
+/// partial output and every old file whole.
+struct Outputs {
+    force: bool,
+    planned: Vec<PathBuf>,
+    inputs: Vec<PathBuf>,
+    files: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl Outputs {
+    fn new(force: bool) -> Self {
+        Outputs {
+            force,
+            planned: Vec::new(),
+            inputs: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+    /// An input the outputs must not be, or contain.
+    fn input(mut self, p: &Path) -> Self {
+        self.inputs.push(p.to_path_buf());
+        self
+    }
+    fn inputs<'a>(mut self, ps: impl IntoIterator<Item = &'a PathBuf>) -> Self {
+        self.inputs.extend(ps.into_iter().cloned());
+        self
+    }
+    /// A file that will be written.
+    fn file_at(mut self, p: PathBuf) -> Self {
+        self.planned.push(p);
+        self
+    }
+    fn json_at(self, j: &Option<PathBuf>) -> Self {
+        match j {
+            Some(j) => self.file_at(j.clone()),
+            None => self,
+        }
+    }
+    /// The two files of a plot stem.
+    fn plot_at(self, stem: Option<&PathBuf>) -> Self {
+        match stem {
+            Some(s) => {
+                let (p, v) = plot::paths(s);
+                self.file_at(p).file_at(v)
+            }
+            None => self,
+        }
+    }
+    /// Check every planned output against the inputs, before any work.
+    fn check(self) -> Result<Self> {
+        fsio::check_outputs(&self.planned, &self.inputs, self.force)?;
+        Ok(self)
+    }
+    fn file(&mut self, p: &Path, bytes: Vec<u8>) {
+        self.files.push((p.to_path_buf(), bytes));
+    }
+    /// `v` as pretty JSON to `path`, if given.
+    fn json(&mut self, path: &Option<PathBuf>, v: &serde_json::Value) -> Result<()> {
+        if let Some(p) = path {
+            self.file(p, checkpoint::pretty(v)?);
         }
         Ok(())
     }
-    /// Write `v` to `--json`, if given.
-    fn write(&self, v: &serde_json::Value) -> Result<()> {
-        match &self.json {
-            Some(j) => write_json(j, v, self.force),
-            None => Ok(()),
+    /// `fig` drawn to `{stem}.png` and `{stem}.svg`.
+    fn plot(&mut self, fig: &AnyFigure, stem: &Path) -> Result<()> {
+        let r = fig.render()?;
+        let (p, s) = plot::paths(stem);
+        self.file(&p, r.png);
+        self.file(&s, r.svg.into_bytes());
+        Ok(())
+    }
+    /// Write everything gathered, as one result.
+    fn finish(self) -> Result<()> {
+        let refs: Vec<(&Path, &[u8])> = self
+            .files
+            .iter()
+            .map(|(p, b)| (p.as_path(), b.as_slice()))
+            .collect();
+        fsio::write_files(&refs, self.force)?;
+        for (p, _) in &self.files {
+            eprintln!("wrote {}", p.display());
         }
+        Ok(())
     }
 }
 
@@ -152,28 +235,6 @@ fn load(dir: &Path) -> Result<checkpoint::Checkpoint> {
         eprintln!("warning: {w}");
     }
     Ok(ck)
-}
-
-fn write_json(path: &Path, v: &serde_json::Value, force: bool) -> Result<()> {
-    fsio::write_file(path, &checkpoint::pretty(v)?, force)?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
-}
-
-/// Refuse the two files of each plot stem without `--force`, before any work.
-fn check_plots<'a>(stems: impl IntoIterator<Item = &'a PathBuf>, force: bool) -> Result<()> {
-    for stem in stems {
-        let (p, s) = plot::paths(stem);
-        fsio::check_clobber(&p, force)?;
-        fsio::check_clobber(&s, force)?;
-    }
-    Ok(())
-}
-
-fn write_plot(fig: &AnyFigure, stem: &Path, force: bool) -> Result<()> {
-    let (p, s) = fig.write(stem, force)?;
-    eprintln!("wrote {} and {}", p.display(), s.display());
-    Ok(())
 }
 
 /// An indicatif bar for `total` steps of `name`.

@@ -1,9 +1,9 @@
 //! `inspect` and `run`: a checkpoint's contents, and one forward pass with chosen hook values.
 //! Must not hold a domain rule.
 
-use super::{load, prompts, write_json, JsonOut};
+use super::{load, prompts, JsonOut, Outputs};
 use anyhow::{Context, Result};
-use feedlens::io::{fsio, json};
+use feedlens::io::json;
 use feedlens::{Hook, Input, Run};
 use serde_json::json;
 use std::path::PathBuf;
@@ -38,7 +38,7 @@ pub(super) struct RunArgs {
 }
 
 pub(super) fn inspect(a: InspectArgs) -> Result<()> {
-    a.out.check()?;
+    let mut out = a.out.plan().input(&a.ckpt).check()?;
     let ck = load(&a.ckpt)?;
     let c = ck.model.config();
     println!("{}", a.ckpt.display());
@@ -71,15 +71,21 @@ pub(super) fn inspect(a: InspectArgs) -> Result<()> {
         ),
         None => println!("  manifest: none (not made by feedlens)"),
     }
-    a.out.write(&json!({
+    let v = json!({
         "dir": a.ckpt, "config": c, "n_params": ck.model.n_params(), "sha256": ck.sha256,
         "tensors": ck.stored.iter().map(|(n, s, d)| json!({"name": n, "shape": s, "dtype": d})).collect::<Vec<_>>(),
         "manifest": ck.manifest, "has_tokenizer": ck.tokens.is_some(),
-    }))
+    });
+    out.json(&a.out.json, &v)?;
+    out.finish()
 }
 
 pub(super) fn run(a: RunArgs) -> Result<()> {
-    fsio::check_clobber(&a.json, a.force)?;
+    let json = Some(a.json.clone());
+    let mut files = Outputs::new(a.force)
+        .json_at(&json)
+        .input(&a.ckpt)
+        .check()?;
     let ck = load(&a.ckpt)?;
     let model = &ck.model;
     let rows = prompts(&ck, &a.ids, &a.text, ("--ids", "--text"))?;
@@ -112,5 +118,6 @@ pub(super) fn run(a: RunArgs) -> Result<()> {
         "checkpoint": a.ckpt, "ids": rows, "tokens": labels,
         "logits": json::tensor(&logits)?, "hooks": hv,
     });
-    write_json(&a.json, &v, a.force)
+    files.json(&json, &v)?;
+    files.finish()
 }

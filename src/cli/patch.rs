@@ -2,10 +2,11 @@
 //! world's contrast pairs) and across two.
 //! Must not hold a domain rule (pairs and metrics are `analysis::patching`'s).
 
-use super::{check_plots, load, prompts, write_plot, JsonOut};
+use super::{load, prompts, JsonOut};
 use anyhow::Result;
 use feedlens::analysis::patching::{self, Direction, Method, Metric, Pair, Setup};
 use feedlens::analysis::site::Site;
+use feedlens::budget;
 use feedlens::lab::world::{self, Contrast};
 use feedlens::view::{figures, tables};
 use serde_json::json;
@@ -118,7 +119,6 @@ pub(super) struct PatchModelsArgs {
 }
 
 pub(super) fn patch(a: PatchArgs) -> Result<()> {
-    a.out.check()?;
     let comps = Site::parse_list(&a.hooks, &Site::PATCHED, "--hooks")?;
     let stems: Vec<(Site, PathBuf)> = match &a.png {
         Some(stem) => comps
@@ -127,11 +127,20 @@ pub(super) fn patch(a: PatchArgs) -> Result<()> {
             .collect(),
         None => vec![],
     };
-    check_plots(stems.iter().map(|(_, s)| s), a.out.force)?;
+    let mut out = stems
+        .iter()
+        .fold(a.out.plan(), |o, (_, s)| o.plot_at(Some(s)))
+        .input(&a.ckpt)
+        .check()?;
     let ck = load(&a.ckpt)?;
     let model = &ck.model;
     let metric_token = |t: &str| ck.token(t, "--metric");
     let (setup, world_labels) = if let Some(contrast) = a.pairs {
+        let t = world::PROMPT_LEN as u64 + 1;
+        budget::check(
+            &format!("--n {}", a.n),
+            budget::patching(model.config(), a.n as u64, t),
+        )?;
         let (mut pairs, pos) = patching::world_pairs(contrast, a.n, a.seed)?;
         if let Some(m) = &a.metric {
             let m = Metric::parse(m, metric_token)?;
@@ -195,7 +204,7 @@ pub(super) fn patch(a: PatchArgs) -> Result<()> {
         v["tokens"] = json!(labels(&p0.clean));
         v["corrupt_tokens"] = json!(labels(&p0.corrupt));
         v["metric"]["labels"] = json!(labels(&p0.metric.tokens()));
-        a.out.write(&v)?;
+        out.json(&a.out.json, &v)?;
     }
     // The world's contrast pairs differ in their digits: label those positions by slot.
     let tokens = if world_labels {
@@ -215,14 +224,14 @@ pub(super) fn patch(a: PatchArgs) -> Result<()> {
             patching::DEFAULT_MIN_GAP,
             None,
         ) {
-            write_plot(&fig, stem, a.out.force)?;
+            out.plot(&fig, stem)?;
         }
     }
-    Ok(())
+    out.finish()
 }
 
 pub(super) fn patch_models(a: PatchModelsArgs) -> Result<()> {
-    a.out.check()?;
+    let mut out = a.out.plan().input(&a.a).input(&a.b).check()?;
     let comps = Site::parse_list(&a.hooks, &Site::PATCHED, "--hooks")?;
     let ca = load(&a.a)?;
     let cb = load(&a.b)?;
@@ -251,7 +260,7 @@ pub(super) fn patch_models(a: PatchModelsArgs) -> Result<()> {
         v["b"] = json!(a.b);
         v["prompts"] = json!(rows);
         v["metric"] = json!(metrics[0]);
-        a.out.write(&v)?;
+        out.json(&a.out.json, &v)?;
     }
-    Ok(())
+    out.finish()
 }

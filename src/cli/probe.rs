@@ -2,13 +2,13 @@
 //! figure), fitting one probe on a user's activations, and re-checking every stored result.
 //! Must not hold a domain rule.
 
-use super::{check_plots, write_json, write_plot, JsonOut};
+use super::{JsonOut, Outputs};
 use anyhow::Result;
 use feedlens::analysis::probes;
-use feedlens::io::fsio;
 use feedlens::view::figures::{self, ProbeLines, TransferLine};
 use feedlens::view::plot::AnyFigure;
 use feedlens::view::tables;
+use std::path::Path;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -85,9 +85,7 @@ pub(super) fn probe(a: ProbeArgs) -> Result<()> {
 }
 
 fn probe_fit(data: PathBuf, rows: String, c: f64, out: Option<PathBuf>, force: bool) -> Result<()> {
-    if let Some(o) = &out {
-        fsio::check_clobber(o, force)?;
-    }
+    let mut files = Outputs::new(force).json_at(&out).input(&data).check()?;
     let rep = probes::fit_file(&data, &rows, c)?;
     println!(
         "test accuracy {:.4}  test AUROC {:.4}  ({} test rows, {} Newton steps, |grad| {:.1e})",
@@ -97,10 +95,8 @@ fn probe_fit(data: PathBuf, rows: String, c: f64, out: Option<PathBuf>, force: b
         rep.iterations,
         rep.grad_norm
     );
-    if let Some(o) = out {
-        write_json(&o, &serde_json::to_value(&rep)?, force)?;
-    }
-    Ok(())
+    files.json(&out, &serde_json::to_value(&rep)?)?;
+    files.finish()
 }
 
 fn probe_spec(
@@ -110,27 +106,34 @@ fn probe_spec(
     png: Option<PathBuf>,
     force: bool,
 ) -> Result<()> {
-    check_plots(&png, force)?;
+    // Every output is known from the spec before any work: the result pair, `--json`, the
+    // plot, and one activation file per checkpoint (named by its folder).
+    let parsed = probes::Spec::load(&spec)?;
+    let base = spec.parent().unwrap_or(Path::new("."));
+    let ck_dirs: Vec<PathBuf> = parsed.checkpoints.iter().map(|c| base.join(c)).collect();
+    let act_path = |dir: &Path, name: &str| dir.join(format!("{name}.safetensors"));
     let (json_path, st_path) = probes::result_paths(&spec);
-    for p in [Some(&json_path), Some(&st_path), out.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        fsio::check_clobber(p, force)?;
+    let mut files = Outputs::new(force)
+        .file_at(st_path)
+        .file_at(json_path)
+        .json_at(&out)
+        .plot_at(png.as_ref());
+    if let Some(dir) = &acts {
+        for c in &ck_dirs {
+            let name = c.file_name().map(|n| n.to_string_lossy().into_owned());
+            files = files.file_at(act_path(dir, &name.unwrap_or_default()));
+        }
     }
+    let mut files = files.input(&spec).inputs(&ck_dirs).check()?;
     let run = probes::run_spec(&spec)?;
     let r = &run.result;
     print!("{}", tables::probe_spec(r));
-    let (j, s) = probes::write_run(&spec, &run, force)?;
-    eprintln!("wrote {} and {}", j.display(), s.display());
-    if let Some(o) = out {
-        write_json(&o, &serde_json::to_value(r)?, force)?;
-    }
-    if let Some(dir) = acts {
+    let [(st, weights), (json, result)] = probes::run_files(&spec, &run)?;
+    files.file(&st, weights);
+    files.json(&out, &serde_json::to_value(r)?)?;
+    if let Some(dir) = &acts {
         for (name, set) in &run.sets {
-            let p = dir.join(format!("{name}.safetensors"));
-            fsio::write_file(&p, &set.safetensors_bytes()?, force)?;
-            eprintln!("wrote {}", p.display());
+            files.file(&act_path(dir, name), set.safetensors_bytes()?);
         }
     }
     if let Some(stem) = png {
@@ -145,18 +148,27 @@ fn probe_spec(
             r.name, r.spec.label, r.spec.position
         );
         match figures::probe_curves(&title, &lines, &transfers) {
-            Some(fig) => write_plot(&AnyFigure::Probe(fig), &stem, force)?,
+            Some(fig) => files.plot(&AnyFigure::Probe(fig), &stem)?,
             None => eprintln!("no figure: no probe was fitted or a score is not finite"),
         }
     }
-    Ok(())
+    // The result JSON last: it marks the run complete.
+    files.file(&json, result);
+    files.finish()
 }
 
 pub(super) fn check(a: CheckArgs) -> Result<()> {
-    a.out.check()?;
+    // Nothing `check` reads (specs, stored results and weights) may be its `--json`.
+    let mut read = Vec::new();
+    for s in probes::specs_in(&a.dir)? {
+        let (j, w) = probes::result_paths(&s);
+        read.extend([s, j, w]);
+    }
+    let mut files = a.out.plan().inputs(&read).check()?;
     let outcomes = probes::check_dir(&a.dir)?;
     print!("{}", tables::check(&outcomes));
-    a.out.write(&serde_json::to_value(&outcomes)?)?;
+    files.json(&a.out.json, &serde_json::to_value(&outcomes)?)?;
+    files.finish()?;
     let failed = outcomes.iter().filter(|o| !o.pass).count();
     if failed > 0 {
         // The first failure's first problem goes on the error line itself, so the one line

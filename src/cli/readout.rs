@@ -1,7 +1,7 @@
 //! `diff` and `lens`: the weight diff of two checkpoints and the logit lens of one.
 //! Must not hold a domain rule.
 
-use super::{check_plots, load, prompts, write_plot, JsonOut, PlotOut};
+use super::{load, prompts, JsonOut, PlotOut};
 use anyhow::Result;
 use feedlens::analysis::{diff, lens};
 use feedlens::view::figures;
@@ -46,13 +46,18 @@ pub(super) struct LensArgs {
 }
 
 pub(super) fn diff(a: DiffArgs) -> Result<()> {
-    a.out.check()?;
     let abs_stem = a.plot.png.as_ref().map(|s| {
         let mut s = s.clone().into_os_string();
         s.push("-absolute");
         std::path::PathBuf::from(s)
     });
-    check_plots(a.plot.png.iter().chain(&abs_stem), a.out.force)?;
+    let mut out = a
+        .out
+        .plan_plot(&a.plot)
+        .plot_at(abs_stem.as_ref())
+        .input(&a.a)
+        .input(&a.b)
+        .check()?;
     let (ca, cb) = (load(&a.a)?, load(&a.b)?);
     let d = diff::weight_diff(
         &ca.model,
@@ -64,7 +69,7 @@ pub(super) fn diff(a: DiffArgs) -> Result<()> {
     println!("headline: {}", d.headline_text());
     let mut v = serde_json::to_value(&d)?;
     v["headline"] = serde_json::to_value(d.headline())?;
-    a.out.write(&v)?;
+    out.json(&a.out.json, &v)?;
     if let Some(stem) = &a.plot.png {
         let title = format!("weight diff: {} vs {}", d.b, d.a);
         for (absolute, stem) in [(false, stem), (true, abs_stem.as_ref().unwrap_or(stem))] {
@@ -73,15 +78,14 @@ pub(super) fn diff(a: DiffArgs) -> Result<()> {
                 &figures::weight_bars_of(&d, absolute),
                 absolute,
             ));
-            write_plot(&fig, stem, a.out.force)?;
+            out.plot(&fig, stem)?;
         }
     }
-    Ok(())
+    out.finish()
 }
 
 pub(super) fn lens(a: LensArgs) -> Result<()> {
-    a.out.check()?;
-    check_plots(&a.plot.png, a.out.force)?;
+    let mut out = a.out.plan_plot(&a.plot).input(&a.ckpt).check()?;
     let ck = load(&a.ckpt)?;
     let rows = prompts(&ck, &a.ids, &a.text, ("--ids", "--text"))?;
     let tokens = match &a.tokens {
@@ -96,7 +100,7 @@ pub(super) fn lens(a: LensArgs) -> Result<()> {
         v["checkpoint"] = json!(a.ckpt);
         v["labels"] = json!(labels);
         v["ids"] = json!(rows);
-        a.out.write(&v)?;
+        out.json(&a.out.json, &v)?;
     }
     if let Some(stem) = &a.plot.png {
         let at = ck.label(rows[0][r.pos]);
@@ -117,7 +121,7 @@ pub(super) fn lens(a: LensArgs) -> Result<()> {
             &names,
             &[(ck.name(), curves)],
         ));
-        write_plot(&fig, stem, a.out.force)?;
+        out.plot(&fig, stem)?;
     }
-    Ok(())
+    out.finish()
 }

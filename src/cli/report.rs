@@ -85,13 +85,13 @@ pub(super) fn report(a: ReportArgs) -> Result<()> {
     if a.n == 0 {
         anyhow::bail!("--n: must be at least 1");
     }
-    report::check_output(&out, a.force)?;
     let seeds = match &a.seeds {
         Some(l) => feedlens::lab::zoo::parse_seeds(l, "--seeds")?,
         None => Vec::new(),
     };
     let pairs = Pairs::load(&a.pairs)?.only(&a.only)?.only_seeds(&seeds)?;
     pairs.check()?;
+    report::check_output(&out, &pairs.inputs(), a.force)?;
     let mut settings = Settings {
         seed: a.seed,
         ..Settings::with_n(a.n)

@@ -189,10 +189,10 @@ pub fn load(dir: impl AsRef<Path>) -> Result<Checkpoint> {
             "is not a directory (expected an HF GPT-2 checkpoint directory)",
         ));
     }
-    let opt = |name: &str| -> Result<Option<Vec<u8>>> {
+    let opt = |name: &str, cap: u64| -> Result<Option<Vec<u8>>> {
         let p = dir.join(name);
         Ok(if p.exists() {
-            Some(fsio::read_small(&p)?)
+            Some(fsio::read_at_most(&p, cap)?)
         } else {
             None
         })
@@ -200,8 +200,8 @@ pub fn load(dir: impl AsRef<Path>) -> Result<Checkpoint> {
     let files = Files {
         config: fsio::read_small(&dir.join("config.json"))?,
         weights: fsio::read(&dir.join("model.safetensors"))?,
-        tokenizer: opt("tokenizer.json")?,
-        manifest: opt("feedlens.json")?,
+        tokenizer: opt("tokenizer.json", fsio::MAX_TOKENIZER)?,
+        manifest: opt("feedlens.json", fsio::MAX_SMALL)?,
     };
     from_files(dir, files)
 }
@@ -229,12 +229,21 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
     let st_path = dir.join("model.safetensors");
     let bytes = files.weights;
     let sha256 = sha256_hex(&bytes);
+    check_header_len(&bytes, &st_path)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::file(&st_path, format!("not a valid safetensors file: {e}")))?;
     let mut map = HashMap::new();
     let mut stored = Vec::new();
     let mut lm_head = None;
     let mut warnings = Vec::new();
+    // Only the tensors GPT-2 uses are converted; any other (of any dtype or value) is listed
+    // and ignored, never loaded.
+    let known: std::collections::HashSet<String> = Gpt2::tensor_shapes(&cfg)
+        .into_iter()
+        .map(|(n, _)| n)
+        .chain(["lm_head.weight".to_string()])
+        .collect();
+    let mut unknown = Vec::new();
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
     for name in names {
@@ -251,6 +260,10 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
             .unwrap_or(&name)
             .to_string();
         if is_attn_buffer(&short) {
+            continue;
+        }
+        if !known.contains(&short) {
+            unknown.push(name);
             continue;
         }
         let t = to_tensor(&view, &name, &st_path)?;
@@ -282,10 +295,25 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
             ));
         }
     }
-    for name in w.remaining() {
+    unknown.extend(w.remaining());
+    if !unknown.is_empty() {
+        // One line however many: the first few names, then a count.
+        const SHOWN: usize = 5;
+        let names: Vec<String> = unknown
+            .iter()
+            .take(SHOWN)
+            .map(|n| format!("'{n}'"))
+            .collect();
+        let more = match unknown.len().saturating_sub(SHOWN) {
+            0 => String::new(),
+            k => format!(" and {k} more"),
+        };
+        let s = if unknown.len() == 1 { "" } else { "s" };
         warnings.push(format!(
-            "{}: ignoring unknown tensor '{name}'",
-            st_path.display()
+            "{}: ignoring {} unknown tensor{s} {}{more}",
+            st_path.display(),
+            unknown.len(),
+            names.join(", ")
         ));
     }
     let tok_path = dir.join("tokenizer.json");
@@ -312,6 +340,25 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
         warnings,
         stored,
     })
+}
+
+/// The largest safetensors header read: 16 MiB (GPT-2 XL's is ~30 KB); a bigger one (a million
+/// tensor entries) is refused before it is parsed.
+pub const MAX_HEADER: u64 = 16 << 20;
+
+/// Refuse a safetensors file whose header is over [`MAX_HEADER`], before parsing it.
+pub fn check_header_len(bytes: &[u8], path: &Path) -> Result<()> {
+    if let Some(h) = bytes.get(..8) {
+        let n = u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
+        // A length past the end is not a header at all: the parser says so.
+        if n > MAX_HEADER && n <= bytes.len() as u64 - 8 {
+            return Err(Error::file(
+                path,
+                format!("safetensors header of {n} bytes is larger than the {MAX_HEADER}-byte cap"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_attn_buffer(short: &str) -> bool {
@@ -352,7 +399,7 @@ fn to_tensor(view: &safetensors::tensor::TensorView, name: &str, path: &Path) ->
 }
 
 /// A tensor to write to safetensors: f32 or i64 data, row-major.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum StTensor {
     /// f32 values with a shape.
     F32(Vec<usize>, Vec<f32>),
@@ -408,6 +455,50 @@ pub fn serialize(
         .collect();
     safetensors::serialize(raws.iter().map(|(n, r)| (*n, r)), metadata)
         .map_err(|e| Error::input(format!("cannot serialise tensors: {e}")))
+}
+
+/// Read every tensor of a safetensors file written by [`serialize`] (f32 or i64), sorted by
+/// name. Any other dtype, or bytes that are not safetensors, is an error naming `path`.
+pub fn deserialize(bytes: &[u8], path: &Path) -> Result<Vec<(String, StTensor)>> {
+    check_header_len(bytes, path)?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let v = st
+                .tensor(&name)
+                .map_err(|e| Error::file(path, format!("tensor '{name}': {e}")))?;
+            let shape = v.shape().to_vec();
+            let t = match v.dtype() {
+                StDtype::F32 => StTensor::F32(
+                    shape,
+                    v.data()
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                ),
+                StDtype::I64 => StTensor::I64(
+                    shape,
+                    v.data()
+                        .chunks_exact(8)
+                        .map(|b| {
+                            i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+                        })
+                        .collect(),
+                ),
+                d => {
+                    return Err(Error::file(
+                        path,
+                        format!("tensor '{name}' has dtype {d:?} (expected F32 or I64)"),
+                    ))
+                }
+            };
+            Ok((name, t))
+        })
+        .collect()
 }
 
 /// The bytes of `model.safetensors` for `model`: HF names with `transformer.`, tied

@@ -94,6 +94,150 @@ pub fn check_clobber(path: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// The longest output file name: the temp sibling `.{name}.tmp-{pid}.{k}` must still fit the
+/// usual 255-byte limit of a name.
+pub const MAX_NAME: usize = 200;
+
+/// `p` made absolute with `.` and `..` resolved: the longest existing prefix is canonicalised
+/// (links followed), the rest resolved by name.
+pub fn resolve(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut base = abs.clone();
+    let mut rest = Vec::new();
+    let canon = loop {
+        if let Ok(c) = fs::canonicalize(&base) {
+            break c;
+        }
+        match (base.file_name().map(|n| n.to_os_string()), base.parent()) {
+            (Some(n), Some(parent)) => {
+                rest.push(n);
+                base = parent.to_path_buf();
+            }
+            _ => break base,
+        }
+    };
+    let mut out = canon;
+    for c in rest.iter().rev() {
+        match c.to_str() {
+            Some("..") => {
+                out.pop();
+            }
+            Some(".") => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Check, before any work, everything a command will write: no existing output without
+/// `force`; only regular files and folders replaced; names short enough for their temp
+/// siblings; no two outputs at one path; no output that is, contains, or replaces a file inside
+/// one of `inputs`, nor the working directory; and each output's folder writable (a file is created there and removed,
+/// so a read-only mount fails here even for root). The error names the output and the problem.
+pub fn check_outputs(outputs: &[PathBuf], inputs: &[PathBuf], force: bool) -> Result<()> {
+    let cwd = std::env::current_dir().map(|d| resolve(&d)).ok();
+    let mut seen: Vec<(PathBuf, &Path)> = Vec::new();
+    for out in outputs {
+        check_clobber(out, force)?;
+        check_replaceable(out)?;
+        let name = file_name(out);
+        if name.len() > MAX_NAME {
+            return Err(Error::file(
+                out,
+                format!("file name is {} bytes, longer than {MAX_NAME}", name.len()),
+            ));
+        }
+        let r = resolve(out);
+        if let Some((_, first)) = seen.iter().find(|(s, _)| *s == r) {
+            return Err(Error::file(
+                out,
+                format!(
+                    "is also another output of this command ({})",
+                    first.display()
+                ),
+            ));
+        }
+        for input in inputs {
+            let i = resolve(input);
+            if i.starts_with(&r) {
+                let how = if i == r { "is" } else { "contains" };
+                return Err(Error::file(
+                    out,
+                    format!(
+                        "{how} the input {}: refusing to write over it",
+                        input.display()
+                    ),
+                ));
+            }
+            if r.starts_with(&i) && r.exists() {
+                return Err(Error::file(
+                    out,
+                    format!(
+                        "is a file of the input {}: refusing to write over it",
+                        input.display()
+                    ),
+                ));
+            }
+        }
+        if cwd.as_ref().is_some_and(|c| c.starts_with(&r)) {
+            return Err(Error::file(
+                out,
+                "is (or contains) the working directory: refusing to replace it",
+            ));
+        }
+        check_writable(&r).map_err(|e| Error::file(out, e))?;
+        seen.push((r, out));
+    }
+    Ok(())
+}
+
+/// An existing folder that a command would replace must be one feedlens wrote: empty, or
+/// holding one of `markers` (a checkpoint's `config.json`, a report's `data.json`). Anything
+/// else is refused, so `--force` never deletes a folder of the user's own files.
+pub fn check_own_dir(dir: &Path, markers: &[&str]) -> Result<()> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let empty = fs::read_dir(dir)
+        .map_err(|e| io_err(dir, format!("cannot list: {e}")))?
+        .next()
+        .is_none();
+    if empty || markers.iter().any(|m| dir.join(m).is_file()) {
+        return Ok(());
+    }
+    Err(Error::file(
+        dir,
+        format!(
+            "exists and holds no {} (not written by feedlens): refusing to replace it",
+            markers.join(" or ")
+        ),
+    ))
+}
+
+/// The nearest existing ancestor of `path` is a folder a file can be created in.
+fn check_writable(path: &Path) -> std::result::Result<(), String> {
+    let mut anc = path.parent();
+    while let Some(a) = anc {
+        match fs::metadata(a) {
+            Ok(m) if !m.is_dir() => {
+                return Err(format!("cannot create: {} is not a directory", a.display()))
+            }
+            Ok(_) => {
+                let probe = sibling(&a.join("feedlens-write-test"), "tmp");
+                return match fs::File::create(&probe) {
+                    Ok(_) => {
+                        let _ = fs::remove_file(&probe);
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("cannot create files in {}: {e}", a.display())),
+                };
+            }
+            Err(_) => anc = a.parent(),
+        }
+    }
+    Ok(())
+}
+
 /// Refuse to replace `path` when it exists and is not a regular file (a device node, a FIFO, a
 /// socket): feedlens only ever replaces regular files and folders, so `--json /dev/null
 /// --force` cannot swap the system's /dev/null for a file.
@@ -154,31 +298,62 @@ fn publish_file(tmp: &Path, path: &Path, force: bool) -> std::io::Result<()> {
 /// Refuses to overwrite an existing file unless `force`, and never replaces anything but a
 /// regular file. Creates missing parent folders.
 pub fn write_file(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
-    check_clobber(path, force)?;
-    check_replaceable(path)?;
-    if path.is_dir() {
-        return Err(Error::file(path, "is a directory, expected a file"));
-    }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
-    }
-    clean_stale(path);
-    let tmp = sibling(path, "tmp");
-    let res = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        publish_file(&tmp, path, force)
-    })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            return Err(Error::file(
-                path,
-                "already exists (use --force to overwrite)",
-            ));
+    write_files(&[(path, bytes)], force)
+}
+
+/// Write several files as one result, the last being its completion marker. Every file is
+/// checked first (no clobber without `force`, only regular files replaced), then written to a
+/// temp sibling and synced; a failure there (a full disk) removes the temps and leaves every
+/// old file as it was. Only once all are whole is the old marker removed and the files
+/// published in order, so a kill at any point never pairs an old marker with new files.
+pub fn write_files(files: &[(&Path, &[u8])], force: bool) -> Result<()> {
+    for (path, _) in files {
+        check_clobber(path, force)?;
+        check_replaceable(path)?;
+        if path.is_dir() {
+            return Err(Error::file(path, "is a directory, expected a file"));
         }
-        return Err(io_err(path, format!("cannot write: {e}")));
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+        }
+        clean_stale(path);
+    }
+    let mut temps: Vec<PathBuf> = Vec::with_capacity(files.len());
+    let discard = |temps: &[PathBuf]| {
+        for t in temps {
+            let _ = fs::remove_file(t);
+        }
+    };
+    for (path, bytes) in files {
+        let tmp = sibling(path, "tmp");
+        let res = (|| {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        temps.push(tmp);
+        if let Err(e) = res {
+            discard(&temps);
+            return Err(io_err(path, format!("cannot write: {e}")));
+        }
+    }
+    if let (true, [_, .., (marker, _)]) = (force, files) {
+        if let Err(e) = remove_file(marker) {
+            discard(&temps);
+            return Err(e);
+        }
+    }
+    for (i, ((path, _), tmp)) in files.iter().zip(&temps).enumerate() {
+        if let Err(e) = publish_file(tmp, path, force) {
+            discard(&temps[i..]);
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                return Err(Error::file(
+                    path,
+                    "already exists (use --force to overwrite)",
+                ));
+            }
+            return Err(io_err(path, format!("cannot write: {e}")));
+        }
     }
     Ok(())
 }
@@ -266,7 +441,12 @@ pub fn replace_dir(tmp: &Path, dir: &Path) -> Result<()> {
     }
     let old = sibling(dir, "old");
     let _ = fs::remove_dir_all(&old);
-    fs::rename(dir, &old).map_err(|e| io_err(dir, format!("cannot move aside: {e}")))?;
+    if let Err(e) = fs::rename(dir, &old) {
+        // `dir` is busy (the working directory, a mount point): nothing is replaced and
+        // nothing is left behind.
+        let _ = fs::remove_dir_all(tmp);
+        return Err(io_err(dir, format!("cannot replace: {e}")));
+    }
     if let Err(e) = fs::rename(tmp, dir) {
         let _ = fs::rename(&old, dir);
         let _ = fs::remove_dir_all(tmp);
@@ -290,8 +470,12 @@ pub fn remove_file(path: &Path) -> Result<()> {
 pub const MAX_READ: u64 = 4 << 30;
 
 /// The largest small text input (`config.json`, `feedlens.json`, `pairs.toml`, probe specs)
-/// [`read_small`] loads: 16 MiB.
-pub const MAX_SMALL: u64 = 16 << 20;
+/// [`read_small`] loads: 1 MiB (GPT-2's `config.json` is under 1 KB; a bigger one would be
+/// parsed into memory many times its size).
+pub const MAX_SMALL: u64 = 1 << 20;
+
+/// The largest `tokenizer.json` read: 64 MiB (GPT-2's is 1.4 MB, large vocabularies ~20 MB).
+pub const MAX_TOKENIZER: u64 = 64 << 20;
 
 /// Read a whole file, with an error naming it: only a regular file (a FIFO would hang, a device
 /// never end) of at most [`MAX_READ`] bytes.
@@ -302,6 +486,11 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 /// [`read`] for small text inputs, capped at [`MAX_SMALL`].
 pub fn read_small(path: &Path) -> Result<Vec<u8>> {
     read_capped(path, MAX_SMALL)
+}
+
+/// Read a whole regular file of at most `cap` bytes (see [`read`]).
+pub fn read_at_most(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    read_capped(path, cap)
 }
 
 fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {

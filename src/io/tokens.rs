@@ -4,7 +4,10 @@
 use crate::{Error, Result};
 use std::path::Path;
 use tokenizers::models::ModelWrapper;
-use tokenizers::Tokenizer;
+use tokenizers::{
+    NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+    Tokenizer,
+};
 
 /// A loaded tokenizer.
 pub struct Tokens {
@@ -14,17 +17,43 @@ pub struct Tokens {
 impl Tokens {
     /// Parse `tokenizer.json` bytes; `path` is named in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
-        let tk = Tokenizer::from_bytes(bytes)
-            .map_err(|e| Error::file(path, format!("invalid tokenizer: {e}")))?;
+        let invalid = |e: String| Error::file(path, format!("invalid tokenizer: {e}"));
+        // The JSON's syntax first: `tokenizers` 0.22 panics (rather than erring) on a syntax
+        // error inside some sections (a `decoder` cut short).
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map_err(|e| invalid(e.to_string()))?;
+        let tk = std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes))
+            .map_err(|_| invalid("the tokenizers library could not parse it".into()))?
+            .map_err(|e| invalid(e.to_string()))?;
         Ok(Tokens { tk })
     }
 
+    /// The pieces the tokenizer's own normalizer and pre-tokenizer make of `text` (what its
+    /// model then looks up).
+    fn pieces(&self, text: &str, what: &str) -> Result<Vec<String>> {
+        let err = |e: tokenizers::Error| Error::input(format!("{what}: cannot tokenize: {e}"));
+        let mut n = NormalizedString::from(text);
+        if let Some(norm) = self.tk.get_normalizer() {
+            norm.normalize(&mut n).map_err(err)?;
+        }
+        let mut p = PreTokenizedString::from(n);
+        if let Some(pre) = self.tk.get_pre_tokenizer() {
+            pre.pre_tokenize(&mut p).map_err(err)?;
+        }
+        Ok(p.get_splits(OffsetReferential::Original, OffsetType::Char)
+            .into_iter()
+            .map(|(s, _, _)| s.to_string())
+            .collect())
+    }
+
     /// Encode `text` (no special tokens added). For word-level vocabularies (the toy world)
-    /// every whitespace-separated word must be a known token; `what` names the argument.
+    /// every piece the tokenizer's normalizer and pre-tokenizer make of it must be a known
+    /// token (not silently its unknown token); `what` names the argument.
     pub fn encode(&self, text: &str, what: &str) -> Result<Vec<u32>> {
         if let ModelWrapper::WordLevel(_) = self.tk.get_model() {
             let vocab = self.tk.get_vocab(true);
-            if let Some(bad) = text.split_whitespace().find(|w| !vocab.contains_key(*w)) {
+            let pieces = self.pieces(text, what)?;
+            if let Some(bad) = pieces.iter().find(|w| !vocab.contains_key(w.as_str())) {
                 let mut known: Vec<(&String, &u32)> = vocab.iter().collect();
                 known.sort_by_key(|(_, &i)| i);
                 let known: Vec<&str> = known.iter().map(|(w, _)| w.as_str()).collect();

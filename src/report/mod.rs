@@ -32,7 +32,7 @@ pub use pairs::{PairSpec, Pairs};
 
 use crate::io::fsio;
 use crate::{Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Progress of [`analyse`] and [`render`], stage by stage.
 pub trait Progress: Sync {
@@ -53,40 +53,16 @@ impl Progress for Silent {
     fn done(&self, _: &str) {}
 }
 
-/// Refuse an existing `out` without `force`, and an `out` whose nearest existing ancestor is
-/// not a writable directory: checked before any work, so a doomed run fails at once.
-pub fn check_output(out: &Path, force: bool) -> Result<()> {
-    fsio::check_clobber(out, force)?;
+/// Check `out` before any work, so a doomed run fails at once: no existing `out` without
+/// `force`, none that is not a folder or not one feedlens wrote (a report's `data.json`, or
+/// empty), none that is or contains one of `inputs` (the pairs file, its checkpoints) or the
+/// working directory, and its folder writable (`fsio::check_outputs`).
+pub fn check_output(out: &Path, inputs: &[PathBuf], force: bool) -> Result<()> {
     if out.exists() && !out.is_dir() {
         return Err(Error::file(out, "exists and is not a directory"));
     }
-    let mut anc = out.parent();
-    while let Some(a) = anc {
-        let a = if a.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            a
-        };
-        if a.exists() {
-            let md =
-                std::fs::metadata(a).map_err(|e| Error::file(a, format!("cannot read: {e}")))?;
-            if !md.is_dir() {
-                return Err(Error::file(
-                    out,
-                    format!("cannot create: {} is not a directory", a.display()),
-                ));
-            }
-            if md.permissions().readonly() {
-                return Err(Error::file(
-                    out,
-                    format!("cannot create: {} is read-only", a.display()),
-                ));
-            }
-            return Ok(());
-        }
-        anc = a.parent();
-    }
-    Ok(())
+    fsio::check_outputs(&[out.to_path_buf()], inputs, force)?;
+    fsio::check_own_dir(out, &["data.json"])
 }
 
 /// Write the rendered files into `out` as one folder: built beside it and moved into place

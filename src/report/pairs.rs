@@ -231,6 +231,22 @@ impl Pairs {
             .join(Pairs::key(seed, name))
     }
 
+    /// Everything a report reads: the pairs file and every checkpoint directory it names (base,
+    /// anchoring, both sides of each pair), in every seed. A report's output may be none of
+    /// these, nor contain them.
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.path.clone()];
+        for seed in self.runs() {
+            let names = std::iter::once(&self.base)
+                .chain(&self.anchoring)
+                .chain(self.pairs.iter().flat_map(|p| [&p.a, &p.b]));
+            v.extend(names.map(|c| self.dir_of(seed, c)));
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// Every checkpoint the pairs (and `anchoring`) name, in every seed, must be a directory
     /// holding `model.safetensors`; the error names the pair, the seed and the directory.
     pub fn check(&self) -> Result<()> {

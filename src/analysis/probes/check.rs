@@ -1,12 +1,14 @@
-//! `feedlens check`: re-run a probe spec and compare the fresh result with the stored one
-//! (checkpoint hashes, shapes and labels exactly, metrics within the spec's tolerance).
+//! `feedlens check`: re-run a probe spec and compare the fresh result and weights with the
+//! stored ones (checkpoint hashes, the whole structure, names and integers exactly, every other
+//! number and every weight within the spec's tolerance).
 //! Must not write files.
 
-use super::math::Scores;
 use super::spec::{result_paths, run_spec, SpecResult};
+use crate::io::checkpoint::{self, StTensor};
 use crate::io::fsio;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// The outcome of checking one spec against its stored result.
@@ -20,44 +22,165 @@ pub struct CheckOutcome {
     pub problems: Vec<String>,
 }
 
-fn near(problems: &mut Vec<String>, what: String, stored: f64, now: f64, tol: f64) {
-    let same = (stored.is_nan() && now.is_nan()) || (stored - now).abs() <= tol;
-    if !same {
-        problems.push(format!(
-            "{what}: stored {stored:.4}, now {now:.4} (tolerance {tol})"
-        ));
+/// At most this many problems are listed per spec; the rest are counted.
+const MAX_PROBLEMS: usize = 25;
+
+/// The problems found so far, capped at [`MAX_PROBLEMS`] lines plus a count of the rest.
+#[derive(Default)]
+struct Problems {
+    lines: Vec<String>,
+    more: usize,
+}
+
+impl Problems {
+    fn push(&mut self, line: String) {
+        if self.lines.len() < MAX_PROBLEMS {
+            self.lines.push(line);
+        } else {
+            self.more += 1;
+        }
+    }
+    fn done(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.lines
+                .push(format!("… and {} more differences", self.more));
+        }
+        self.lines
     }
 }
 
-fn near_scores(p: &mut Vec<String>, what: String, a: Option<Scores>, b: Option<Scores>, tol: f64) {
-    match (a, b) {
-        (Some(a), Some(b)) => {
-            near(p, format!("{what} accuracy"), a.accuracy, b.accuracy, tol);
-            near(p, format!("{what} AUROC"), a.auroc, b.auroc, tol);
+/// Two numbers agree: both NaN, or within `tol` of each other.
+fn near(stored: f64, now: f64, tol: f64) -> bool {
+    (stored.is_nan() && now.is_nan()) || (stored - now).abs() <= tol
+}
+
+/// A readable name for element `i` of the list under `key`: a checkpoint by its name, a layer
+/// entry by its layer, a transfer by its direction, anything else by index.
+fn element(key: &str, i: usize, v: &Value) -> String {
+    let field = |k: &str| {
+        v.get(k)
+            .map(|x| x.as_str().map_or(x.to_string(), str::to_string))
+    };
+    match (field("name"), field("layer"), field("from"), field("to")) {
+        (Some(n), ..) if key == "checkpoints" => n,
+        (_, Some(l), ..) => format!("layer {l}"),
+        (_, _, Some(f), Some(t)) => format!("{key} {f} → {t}"),
+        _ => format!("{key}[{i}]"),
+    }
+}
+
+/// A scalar as its JSON text, a list or object by its kind.
+fn show(v: &Value) -> String {
+    match v {
+        Value::Array(_) | Value::Object(_) => kind(v).to_string(),
+        _ => v.to_string(),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Walk the stored and fresh values together: the structure (keys, list lengths, kinds) must be
+/// identical, strings, booleans and integers equal, other numbers within `tol`. `skip` names
+/// subtrees not to compare (a stale checkpoint's).
+fn walk(
+    p: &mut Problems,
+    at: &str,
+    stored: &Value,
+    now: &Value,
+    tol: f64,
+    skip: &dyn Fn(&Value) -> bool,
+) {
+    let at_or = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at} {k}")
         }
-        (None, None) => {}
-        _ => p.push(format!("{what}: present in only one of stored / now")),
+    };
+    match (stored, now) {
+        (Value::Object(a), Value::Object(b)) => {
+            for k in a.keys().filter(|k| !b.contains_key(*k)) {
+                p.push(format!("{}: stored, but no longer produced", at_or(k)));
+            }
+            for k in b.keys().filter(|k| !a.contains_key(*k)) {
+                p.push(format!("{}: missing from the stored result", at_or(k)));
+            }
+            for (k, x) in a {
+                let Some(y) = b.get(k) else { continue };
+                if let (Value::Array(xs), Value::Array(ys)) = (x, y) {
+                    if xs.len() != ys.len() {
+                        p.push(format!(
+                            "{}: stored {} entries, now {}",
+                            at_or(k),
+                            xs.len(),
+                            ys.len()
+                        ));
+                        continue;
+                    }
+                    for (i, (x, y)) in xs.iter().zip(ys).enumerate() {
+                        if skip(y) {
+                            continue;
+                        }
+                        let name = element(k, i, y);
+                        walk(p, &at_or(&name), x, y, tol, skip);
+                    }
+                } else {
+                    let name = if k == "auroc" { "AUROC" } else { k.as_str() };
+                    walk(p, &at_or(name), x, y, tol, skip);
+                }
+            }
+        }
+        (Value::Array(xs), Value::Array(ys)) => {
+            if xs.len() != ys.len() {
+                p.push(format!(
+                    "{at}: stored {} entries, now {}",
+                    xs.len(),
+                    ys.len()
+                ));
+                return;
+            }
+            for (i, (x, y)) in xs.iter().zip(ys).enumerate() {
+                walk(p, &format!("{at}[{i}]"), x, y, tol, skip);
+            }
+        }
+        (Value::Number(a), Value::Number(b)) => {
+            let approx = a.is_f64() || b.is_f64();
+            let (x, y) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                b.as_f64().unwrap_or(f64::NAN),
+            );
+            if !approx && a != b {
+                p.push(format!("{at}: stored {a}, now {b}"));
+            } else if approx && !near(x, y, tol) {
+                p.push(format!("{at}: stored {x:.4}, now {y:.4} (tolerance {tol})"));
+            }
+        }
+        (a, b) if a == b => {}
+        (a @ (Value::String(_) | Value::Bool(_)), b) if kind(a) == kind(b) => {
+            p.push(format!("{at}: stored {a}, now {b}"))
+        }
+        (a, b) => p.push(format!("{at}: stored {}, now {}", show(a), show(b))),
     }
 }
 
 /// Compare a fresh result with a stored one: checkpoint hashes first (a changed checkpoint is
-/// reported as stale with both hashes, its metrics are not compared), then shapes and labels
-/// exactly, then metrics within the spec's tolerance.
+/// reported as stale with both hashes, and nothing computed from it is compared), then the
+/// whole structure exactly (every key, every list length, layer indices, names, counts), then
+/// every other number within the spec's tolerance.
 pub fn compare(stored: &SpecResult, now: &SpecResult) -> Vec<String> {
     let tol = now.spec.tolerance;
-    let mut p = Vec::new();
+    let mut p = Problems::default();
     if stored.spec != now.spec {
         p.push("the spec changed since the result was stored".into());
-    }
-    if stored.layers != now.layers || stored.checkpoints.len() != now.checkpoints.len() {
-        p.push(format!(
-            "shape: stored {} checkpoints × layers {:?}, now {} × {:?}",
-            stored.checkpoints.len(),
-            stored.layers,
-            now.checkpoints.len(),
-            now.layers
-        ));
-        return p;
     }
     let mut stale = Vec::new();
     for (s, n) in stored.checkpoints.iter().zip(&now.checkpoints) {
@@ -67,77 +190,132 @@ pub fn compare(stored: &SpecResult, now: &SpecResult) -> Vec<String> {
                 n.path, s.sha256, n.sha256
             ));
             stale.push(n.name.clone());
-            continue;
-        }
-        if s.labels_sha256 != n.labels_sha256 || s.class_counts != n.class_counts {
-            p.push(format!(
-                "{}: labels differ (class counts stored {:?}, now {:?})",
-                n.name, s.class_counts, n.class_counts
-            ));
-        }
-        for (a, b) in s.layers.iter().zip(&n.layers) {
-            let w = |m: &str| format!("{} layer {} {m}", n.name, b.layer);
-            near_scores(
-                &mut p,
-                w("logistic"),
-                Some(a.logistic),
-                Some(b.logistic),
-                tol,
-            );
-            near_scores(&mut p, w("mass-mean"), a.mass_mean, b.mass_mean, tol);
-            near_scores(&mut p, w("control"), a.control, b.control, tol);
-            if let (Some(x), Some(y)) = (a.random_best_auroc, b.random_best_auroc) {
-                near(&mut p, w("random-direction AUROC"), x, y, tol);
-            }
-            near(
-                &mut p,
-                w("top-PC AUROC"),
-                a.top_pc_auroc,
-                b.top_pc_auroc,
-                tol,
-            );
-        }
-        if s.causal.len() != n.causal.len() {
-            p.push(format!(
-                "{}: causal check present in only one of stored / now",
-                n.name
-            ));
-        }
-        for (a, b) in s.causal.iter().zip(&n.causal) {
-            let w = |m: &str| format!("{} layer {} causal {m}", n.name, b.layer);
-            for (m, x, y) in [
-                ("base", a.base, b.base),
-                ("+α", a.plus, b.plus),
-                ("−α", a.minus, b.minus),
-                ("ablated", a.ablated, b.ablated),
-            ] {
-                near(&mut p, w(m), x, y, tol);
-            }
         }
     }
-    if stored.transfer.len() != now.transfer.len() {
-        p.push("shape: transfer pairs differ".into());
-    } else {
-        for (s, n) in stored.transfer.iter().zip(&now.transfer) {
-            if stale.contains(&n.from) || stale.contains(&n.to) {
-                continue;
-            }
-            for ((a, b), l) in s.layers.iter().zip(&n.layers).zip(&now.layers) {
-                let w = format!("transfer {} → {} layer {l}", n.from, n.to);
-                near_scores(&mut p, w, Some(*a), Some(*b), tol);
-            }
+    let (Ok(mut a), Ok(mut b)) = (serde_json::to_value(stored), serde_json::to_value(now)) else {
+        p.push("cannot serialise a result for comparison".into());
+        return p.done();
+    };
+    // The spec is compared above as a whole.
+    for v in [&mut a, &mut b] {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("spec");
         }
     }
-    p
+    let is_stale = |v: &Value| {
+        ["name", "from", "to"].iter().any(|k| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|n| stale.iter().any(|s| s == n))
+        })
+    };
+    walk(&mut p, "", &a, &b, tol, &is_stale);
+    p.done()
 }
 
-/// Re-run a spec and compare with its stored result.
+/// Compare the stored probe weights with fresh ones: the same tensor names, dtypes and shapes;
+/// i64 tensors equal, f32 values within `tol` relative to max(1, |stored|). Tensors of a stale
+/// checkpoint (`{name}.…`) are not compared.
+pub fn compare_weights(
+    stored: &[(String, StTensor)],
+    now: &[(String, StTensor)],
+    tol: f64,
+    stale: &[String],
+) -> Vec<String> {
+    let mut p = Problems::default();
+    let skip = |n: &str| stale.iter().any(|s| n.starts_with(&format!("{s}.")));
+    let find =
+        |v: &[(String, StTensor)], n: &str| v.iter().find(|(m, _)| m == n).map(|(_, t)| t.clone());
+    for (n, _) in stored
+        .iter()
+        .filter(|(n, _)| !skip(n) && find(now, n).is_none())
+    {
+        p.push(format!(
+            "weights: tensor '{n}' is stored but no longer produced"
+        ));
+    }
+    for (n, b) in now.iter().filter(|(n, _)| !skip(n)) {
+        let Some(a) = find(stored, n) else {
+            p.push(format!(
+                "weights: tensor '{n}' is missing from the stored file"
+            ));
+            continue;
+        };
+        match (&a, b) {
+            (StTensor::F32(sa, va), StTensor::F32(sb, vb)) if sa == sb => {
+                let worst = va
+                    .iter()
+                    .zip(vb)
+                    .map(|(&x, &y)| {
+                        let (x, y) = (x as f64, y as f64);
+                        if near(x, y, tol * x.abs().max(1.0)) {
+                            0.0
+                        } else if x.is_finite() && y.is_finite() {
+                            (x - y).abs() / x.abs().max(1.0)
+                        } else {
+                            f64::INFINITY
+                        }
+                    })
+                    .fold(0.0, f64::max);
+                if worst > 0.0 {
+                    p.push(format!(
+                        "weights: tensor '{n}' differs by up to {worst:.4} (relative; tolerance {tol})"
+                    ));
+                }
+            }
+            (StTensor::I64(sa, va), StTensor::I64(sb, vb)) if sa == sb => {
+                let k = va.iter().zip(vb).filter(|(x, y)| x != y).count();
+                if k > 0 {
+                    p.push(format!(
+                        "weights: tensor '{n}' differs in {k} of {} values",
+                        va.len()
+                    ));
+                }
+            }
+            (a, b) => p.push(format!(
+                "weights: tensor '{n}' is stored as {}, now {}",
+                describe(a),
+                describe(b)
+            )),
+        }
+    }
+    p.done()
+}
+
+fn describe(t: &StTensor) -> String {
+    match t {
+        StTensor::F32(s, _) => format!("f32 {s:?}"),
+        StTensor::I64(s, _) => format!("i64 {s:?}"),
+    }
+}
+
+/// Re-run a spec and compare with its stored result and weights. A stored file that is missing,
+/// unreadable or not what feedlens writes is a problem, not a pass.
 pub fn check_spec(spec: &Path) -> Result<CheckOutcome> {
-    let (json, _) = result_paths(spec);
+    let (json, st) = result_paths(spec);
     let stored: SpecResult = serde_json::from_slice(&fsio::read(&json)?)
         .map_err(|e| Error::file(&json, format!("invalid stored result: {e}")))?;
+    let weights = fsio::read(&st).and_then(|b| checkpoint::deserialize(&b, &st));
     let now = run_spec(spec)?;
-    let problems = compare(&stored, &now.result);
+    let mut problems = compare(&stored, &now.result);
+    match weights {
+        Ok(w) => {
+            let stale: Vec<String> = stored
+                .checkpoints
+                .iter()
+                .zip(&now.result.checkpoints)
+                .filter(|(s, n)| s.sha256 != n.sha256)
+                .map(|(_, n)| n.name.clone())
+                .collect();
+            problems.extend(compare_weights(
+                &w,
+                &now.weights,
+                now.result.spec.tolerance,
+                &stale,
+            ));
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
     Ok(CheckOutcome {
         spec: spec.to_path_buf(),
         pass: problems.is_empty(),
@@ -156,9 +334,14 @@ pub fn specs_in(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// Check every spec in `dir`; a spec that fails to run is a failed outcome with its error.
+/// Check every spec in `dir`; a spec that fails to run is a failed outcome with its error. A
+/// folder with no specs is an error (there is nothing to vouch for).
 pub fn check_dir(dir: &Path) -> Result<Vec<CheckOutcome>> {
-    Ok(specs_in(dir)?
+    let specs = specs_in(dir)?;
+    if specs.is_empty() {
+        return Err(Error::file(dir, "no probe specs (*.toml) in this folder"));
+    }
+    Ok(specs
         .into_iter()
         .map(|s| {
             check_spec(&s).unwrap_or_else(|e| CheckOutcome {

@@ -19,6 +19,7 @@ pub fn safetensors_bytes(tensors: &[(String, StTensor)]) -> Result<Vec<u8>> {
 /// Read `X` `[n, d]` f32 and `y` `[n]` i64 from a safetensors file (other tensors are ignored).
 pub fn read_xy(path: &Path) -> Result<(Array2<f32>, Vec<i64>)> {
     let bytes = fsio::read(path)?;
+    crate::io::checkpoint::check_header_len(&bytes, path)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
     let get = |name: &str, dtype: StDtype, rank: usize| {

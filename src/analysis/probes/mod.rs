@@ -14,12 +14,12 @@ pub mod sets;
 pub mod spec;
 
 pub use causal::{causal_check, CausalResult};
-pub use check::{check_dir, check_spec, compare, specs_in, CheckOutcome};
+pub use check::{check_dir, check_spec, compare, compare_weights, specs_in, CheckOutcome};
 pub use fit::{fit_file, fit_split, parse_rows, read_xy, FitReport};
 pub use labels::{sample_prompts, Label};
 pub use layers::{Folded, LayerResult};
 pub use sets::ActivationSet;
 pub use spec::{
-    result_paths, run_spec, write_run, CheckpointResult, ProbeMethod, Spec, SpecResult, SpecRun,
-    TransferResult,
+    result_paths, run_files, run_spec, write_run, CheckpointResult, ProbeMethod, Spec, SpecResult,
+    SpecRun, TransferResult,
 };

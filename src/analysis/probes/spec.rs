@@ -294,6 +294,14 @@ pub fn run_spec(path: &Path) -> Result<SpecRun> {
         let ck = checkpoint::load(base.join(c))
             .map_err(|e| Error::file(path, format!("checkpoint '{c}': {e}")))?;
         let n_layer = ck.model.config().n_layer;
+        crate::budget::check(
+            &format!("{}: n = {}", path.display(), spec.n),
+            crate::budget::activations(
+                ck.model.config(),
+                spec.n as u64,
+                spec.checkpoints.len() as u64,
+            ),
+        )?;
         let layers = spec
             .layers
             .clone()
@@ -446,15 +454,25 @@ pub fn result_paths(spec: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
-/// Write a run's result JSON and weights beside its spec (no overwrite without `force`).
-pub fn write_run(spec: &Path, run: &SpecRun, force: bool) -> Result<(PathBuf, PathBuf)> {
+/// A run's weights and result JSON with their paths beside the spec, in the order they are
+/// written: the JSON is the completion marker, last.
+pub fn run_files(spec: &Path, run: &SpecRun) -> Result<[(PathBuf, Vec<u8>); 2]> {
     let (json, st) = result_paths(spec);
-    fsio::check_clobber(&json, force)?;
-    fsio::check_clobber(&st, force)?;
-    // The JSON is the completion marker, written last: remove a replaced one first, so a kill
-    // between the two writes cannot pair the old result with the new weights.
-    fsio::remove_file(&json)?;
-    fsio::write_file(&st, &checkpoint::serialize(&run.weights, None)?, force)?;
-    fsio::write_file(&json, &checkpoint::pretty(&run.result)?, force)?;
+    Ok([
+        (st, checkpoint::serialize(&run.weights, None)?),
+        (json, checkpoint::pretty(&run.result)?),
+    ])
+}
+
+/// Write a run's result JSON and weights beside its spec (no overwrite without `force`); the
+/// old pair stays until both new files are whole on disk (`fsio::write_files`).
+pub fn write_run(spec: &Path, run: &SpecRun, force: bool) -> Result<(PathBuf, PathBuf)> {
+    let files = run_files(spec, run)?;
+    let refs: Vec<(&Path, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_path(), b.as_slice()))
+        .collect();
+    fsio::write_files(&refs, force)?;
+    let [(st, _), (json, _)] = files;
     Ok((json, st))
 }

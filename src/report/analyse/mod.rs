@@ -15,13 +15,33 @@ use crate::io::checkpoint::{self, Checkpoint};
 use crate::lab::eval::{self, EvalOpts};
 use crate::lab::sample::Decode;
 use crate::lab::world::{Contrast, WorldConfig};
-use crate::{pool, Error, Result};
+use crate::{budget, pool, Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 
 mod per_checkpoint;
 mod per_pair;
 use per_checkpoint::{causal_data, lens_data, patch_data, prompt_set, run_probe, ProbeRun};
 use per_pair::{anchoring_points, init_root, pair_run, FloorKey, RunItem};
+
+/// Refuse settings whose largest per-checkpoint analyses, `s.jobs` at a time, would not fit in
+/// memory (`budget`): the probe activation sets of both sides and a patching sweep.
+fn check_memory(cks: &BTreeMap<String, Checkpoint>, s: &Settings) -> Result<()> {
+    let Some(cfg) = cks
+        .values()
+        .map(|c| c.model.config())
+        .max_by_key(|c| c.n_layer * c.n_embd)
+    else {
+        return Ok(());
+    };
+    let t = crate::lab::world::PROMPT_LEN as u64 + 1;
+    let per_job = budget::activations(cfg, s.n_probe as u64, 2)
+        .saturating_add(budget::patching(cfg, s.n_patch as u64, t))
+        .saturating_add(budget::patching(cfg, s.n_cross as u64, t));
+    budget::check(
+        &format!("--n {}", s.n_eval),
+        per_job.saturating_mul(s.jobs.max(1) as u64),
+    )
+}
 
 /// Run every analysis of every pair in every seed: per-checkpoint analyses once each (a
 /// checkpoint is in many pairs), then each pair's own (weight diff, cross-checkpoint patching,
@@ -85,6 +105,7 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
         progress.step("load", key);
     }
     progress.done("load");
+    check_memory(&cks, s)?;
     for &r in &runs {
         for p in &pairs.pairs {
             let (ka, kb) = (Pairs::key(r, &p.a), Pairs::key(r, &p.b));
