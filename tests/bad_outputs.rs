@@ -61,6 +61,7 @@ fn outputs_are_checked_against_inputs_and_each_other_before_any_work() {
     std::fs::create_dir(&work).unwrap();
     let w = |n: &str| s(&work.join(n));
     let long = w(&format!("{}.json", "a".repeat(230)));
+    let long_dir = w(&format!("{}/x.json", "d".repeat(300)));
     // A pairs file beside its checkpoint, and a spec beside it.
     let pairs_dir = d.path().join("zoo");
     base_copy(&pairs_dir.join("a"));
@@ -143,6 +144,23 @@ fn outputs_are_checked_against_inputs_and_each_other_before_any_work() {
         "is the input",
     );
     // A folder feedlens did not write is never replaced.
+    let zoo_dir = d.path().join("my-zoo");
+    std::fs::create_dir_all(zoo_dir.join("base")).unwrap();
+    std::fs::write(zoo_dir.join("base/notes.txt"), "mine").unwrap();
+    case(
+        argv(&[
+            "zoo",
+            "--quick",
+            "--seed",
+            "0",
+            "--only",
+            "base",
+            "--out",
+            &s(&zoo_dir),
+            "--force",
+        ]),
+        "not written by feedlens",
+    );
     case(
         argv(&[
             "train",
@@ -171,6 +189,10 @@ fn outputs_are_checked_against_inputs_and_each_other_before_any_work() {
     case(
         argv(&["run", &c, "--ids", "1,2", "--json", &long]),
         "longer than",
+    );
+    case(
+        argv(&["run", &c, "--ids", "1,2", "--json", &long_dir]),
+        "longer than 255 bytes",
     );
     case(
         argv(&[
@@ -213,6 +235,7 @@ fn arguments_that_would_not_fit_in_memory_are_refused_with_the_figure() {
     let mut failures = Vec::new();
     for args in [
         argv(&["eval", &c, "--n", "1000000000"]),
+        argv(&["report", "--n", "1000000000", "--out", &out]),
         argv(&["patch", &c, "--pairs", "optout", "--n", "1000000000"]),
         argv(&["train", "pretrain", "--n-layer", "100000", "--out", &out]),
         argv(&[

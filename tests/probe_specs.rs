@@ -210,6 +210,17 @@ fn run_store_check_and_stale() {
         assert!(!ok && stdout.contains("FAIL"), "{what}: {stdout}");
         std::fs::write(&st, &bytes).unwrap();
     }
+    // A key the stored file has but feedlens does not write is a difference too.
+    let stored_json = std::fs::read(&json).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&stored_json).unwrap();
+    v["checkpoints"][0]["layers"][0]["note"] = serde_json::json!("edited");
+    std::fs::write(&json, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (ok, stdout, _) = feedlens(&["check", dir]);
+    assert!(
+        !ok && stdout.contains("a layer 0 note: stored, but no longer produced"),
+        "{stdout}"
+    );
+    std::fs::write(&json, &stored_json).unwrap();
     // A folder with no specs is an error, not "0 probe specs pass".
     let empty = d.path().join("empty");
     std::fs::create_dir(&empty).unwrap();

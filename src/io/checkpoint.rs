@@ -532,6 +532,7 @@ pub fn save(
 ) -> Result<()> {
     let dir = dir.as_ref();
     fsio::check_clobber(dir, force)?;
+    fsio::check_own_dir(dir, &["config.json"])?;
     let st = safetensors_bytes(model)?;
     let mut man = manifest.clone();
     man.sha256 = sha256_hex(&st);

@@ -147,6 +147,19 @@ pub fn check_outputs(outputs: &[PathBuf], inputs: &[PathBuf], force: bool) -> Re
                 format!("file name is {} bytes, longer than {MAX_NAME}", name.len()),
             ));
         }
+        if let Some(c) = out.components().find(|c| c.as_os_str().len() > 255) {
+            return Err(Error::file(
+                out,
+                format!(
+                    "folder name '{}…' is longer than 255 bytes",
+                    &c.as_os_str()
+                        .to_string_lossy()
+                        .chars()
+                        .take(20)
+                        .collect::<String>()
+                ),
+            ));
+        }
         let r = resolve(out);
         if let Some((_, first)) = seen.iter().find(|(s, _)| *s == r) {
             return Err(Error::file(

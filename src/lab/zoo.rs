@@ -345,7 +345,9 @@ pub fn build(
         })
         .collect();
     for j in &todo {
-        fsio::check_clobber(&seeds[j.zoo].out.join(j.entry.name), force)?;
+        let dir = seeds[j.zoo].out.join(j.entry.name);
+        fsio::check_outputs(std::slice::from_ref(&dir), &[], force)?;
+        fsio::check_own_dir(&dir, &["config.json"])?;
     }
     // Parents and teachers that this run does not rebuild come from disk.
     let mut built: HashMap<(usize, &str), Arc<Gpt2>> = HashMap::new();

@@ -177,6 +177,15 @@ fn walk(
 /// whole structure exactly (every key, every list length, layer indices, names, counts), then
 /// every other number within the spec's tolerance.
 pub fn compare(stored: &SpecResult, now: &SpecResult) -> Vec<String> {
+    match serde_json::to_value(stored) {
+        Ok(raw) => compare_raw(&raw, stored, now),
+        Err(_) => vec!["cannot serialise a result for comparison".into()],
+    }
+}
+
+/// [`compare`] with the stored result as read from its file (`raw`), so that a key the file
+/// has but feedlens no longer writes, or one it lacks, is a difference too.
+fn compare_raw(raw: &Value, stored: &SpecResult, now: &SpecResult) -> Vec<String> {
     let tol = now.spec.tolerance;
     let mut p = Problems::default();
     if stored.spec != now.spec {
@@ -192,7 +201,8 @@ pub fn compare(stored: &SpecResult, now: &SpecResult) -> Vec<String> {
             stale.push(n.name.clone());
         }
     }
-    let (Ok(mut a), Ok(mut b)) = (serde_json::to_value(stored), serde_json::to_value(now)) else {
+    let mut a = raw.clone();
+    let Ok(mut b) = serde_json::to_value(now) else {
         p.push("cannot serialise a result for comparison".into());
         return p.done();
     };
@@ -293,11 +303,13 @@ fn describe(t: &StTensor) -> String {
 /// unreadable or not what feedlens writes is a problem, not a pass.
 pub fn check_spec(spec: &Path) -> Result<CheckOutcome> {
     let (json, st) = result_paths(spec);
-    let stored: SpecResult = serde_json::from_slice(&fsio::read(&json)?)
-        .map_err(|e| Error::file(&json, format!("invalid stored result: {e}")))?;
+    let bytes = fsio::read(&json)?;
+    let invalid = |e: serde_json::Error| Error::file(&json, format!("invalid stored result: {e}"));
+    let raw: Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+    let stored: SpecResult = serde_json::from_value(raw.clone()).map_err(invalid)?;
     let weights = fsio::read(&st).and_then(|b| checkpoint::deserialize(&b, &st));
     let now = run_spec(spec)?;
-    let mut problems = compare(&stored, &now.result);
+    let mut problems = compare_raw(&raw, &stored, &now.result);
     match weights {
         Ok(w) => {
             let stale: Vec<String> = stored
