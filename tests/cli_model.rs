@@ -224,31 +224,35 @@ fn unknown_hook_lists_valid_names() {
     assert_clean_error(&out, "--hooks: unknown hook");
 }
 
-#[test]
-fn token_id_out_of_range() {
+/// `feedlens run TINY PROMPT.. --json TMP` fails with one error line containing `needle`.
+fn run_fails(prompt: &[&str], needle: &str) {
     let d = tempfile::tempdir().unwrap();
     let j = d.path().join("o.json").display().to_string();
-    let out = feedlens(&["run", &tiny(), "--ids", "1,50", "--json", &j]);
-    assert_clean_error(&out, "token id 50 is out of range (vocab_size 50)");
-    let out = feedlens(&["run", &tiny(), "--ids", "1,x", "--json", &j]);
-    assert_clean_error(&out, "--ids: 'x' is not a token id");
+    let t = tiny();
+    let mut args = vec!["run", t.as_str()];
+    args.extend_from_slice(prompt);
+    args.extend(["--json", j.as_str()]);
+    assert_clean_error(&feedlens(&args), needle);
+}
+
+#[test]
+fn token_id_out_of_range() {
+    run_fails(
+        &["--ids", "1,50"],
+        "token id 50 is out of range (vocab_size 50)",
+    );
+    run_fails(&["--ids", "1,x"], "--ids: 'x' is not a token id");
 }
 
 #[test]
 fn sequence_longer_than_context() {
-    let d = tempfile::tempdir().unwrap();
-    let j = d.path().join("o.json").display().to_string();
     let ids = (0..25).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-    let out = feedlens(&["run", &tiny(), "--ids", &ids, "--json", &j]);
-    assert_clean_error(&out, "longer than n_positions 24");
+    run_fails(&["--ids", &ids], "longer than n_positions 24");
 }
 
 #[test]
 fn text_without_tokenizer() {
-    let d = tempfile::tempdir().unwrap();
-    let j = d.path().join("o.json").display().to_string();
-    let out = feedlens(&["run", &tiny(), "--text", "hello", "--json", &j]);
-    assert_clean_error(&out, "no tokenizer.json");
+    run_fails(&["--text", "hello"], "no tokenizer.json");
 }
 
 #[test]

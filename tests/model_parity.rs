@@ -305,20 +305,23 @@ fn replace_add_and_zero_respect_positions_heads_and_rows() {
         ..Run::default()
     };
     let base = m.forward(&Input::Ids(ids.clone()), &run).unwrap();
-    let z = base.cache.get(Hook::Z(1)).unwrap();
-    // Zero head 2 at position 5: only that cell changes.
-    let iv = Intervention::zero(Hook::Z(1))
-        .at_positions(&[5])
-        .at_heads(&[2]);
-    let out = m
-        .forward(
+    // The cached run with one intervention.
+    let edited = |iv: Intervention| {
+        m.forward(
             &Input::Ids(ids.clone()),
             &Run {
                 interventions: vec![iv],
                 ..run.clone()
             },
         )
-        .unwrap();
+        .unwrap()
+    };
+    let z = base.cache.get(Hook::Z(1)).unwrap();
+    // Zero head 2 at position 5: only that cell changes.
+    let iv = Intervention::zero(Hook::Z(1))
+        .at_positions(&[5])
+        .at_heads(&[2]);
+    let out = edited(iv);
     let z2 = out.cache.get(Hook::Z(1)).unwrap();
     let diff = (z - z2).unwrap().abs().unwrap().sum(D::Minus1).unwrap(); // [b, pos, head]
     let diff = diff.to_vec3::<f32>().unwrap();
@@ -335,15 +338,7 @@ fn replace_add_and_zero_respect_positions_heads_and_rows() {
     let bump = Tensor::ones(r.dims(), r.dtype(), &Device::Cpu).unwrap();
     let mask = Tensor::new(&[[0f32; 12], [1.0; 12], [0.0; 12]], &Device::Cpu).unwrap();
     let iv = Intervention::add(Hook::ResidPre(2), bump).with_mask(mask);
-    let out = m
-        .forward(
-            &Input::Ids(ids.clone()),
-            &Run {
-                interventions: vec![iv],
-                ..run.clone()
-            },
-        )
-        .unwrap();
+    let out = edited(iv);
     let r2 = out.cache.get(Hook::ResidPre(2)).unwrap();
     let per_row = (r2 - r)
         .unwrap()
@@ -358,15 +353,7 @@ fn replace_add_and_zero_respect_positions_heads_and_rows() {
         "{per_row:?}"
     );
     let iv = Intervention::replace(Hook::ResidPre(2), r.clone());
-    let out = m
-        .forward(
-            &Input::Ids(ids),
-            &Run {
-                interventions: vec![iv],
-                ..Run::default()
-            },
-        )
-        .unwrap();
+    let out = edited(iv);
     assert_eq!(max_abs(&out.logits.unwrap(), &base.logits.unwrap()), 0.0);
 }
 

@@ -184,21 +184,20 @@ impl Block {
         ctx.hook(Hook::ResidPost(l), (x + m)?)
     }
 
-    /// The block at the last position of `x` only (`[batch, pos, d]` → `[batch, 1, d]`): keys and
-    /// values over every position, the rest at the last one. For `Run::last_position_only`
-    /// (inference, no hooks past `hook_resid_pre` here).
+    /// The block at the last position of `x` (`hook_resid_pre`, `[batch, pos, d]`, its first
+    /// row at absolute position `offset`) only → `[batch, 1, d]`: keys and values over every
+    /// position, the rest at the last one. For `Run::last_position_only` (inference; the caller
+    /// runs `hook_resid_pre`, no hook fires in here).
     pub(super) fn forward_last(
         &self,
-        x: Tensor,
-        l: usize,
+        x: &Tensor,
         past: Option<&(Tensor, Tensor)>,
-        ctx: &mut Ctx,
+        offset: usize,
     ) -> Result<Tensor> {
-        let x = ctx.hook(Hook::ResidPre(l), x)?;
         let t = x.dim(1)?;
         let a = self
             .attn
-            .forward_last(&self.ln_1(&x, false)?, past, ctx.offset)?; // [b, 1, d]
+            .forward_last(&self.ln_1(x, false)?, past, offset)?; // [b, 1, d]
         let x = (x.narrow(1, t - 1, 1)? + a)?; // [b, 1, d]
         let m = self.mlp(&x, false)?;
         Ok((x + m)?)

@@ -440,7 +440,8 @@ impl Gpt2 {
         for (l, block) in self.blocks.iter().enumerate().skip(first) {
             let kv = past.and_then(|p| p.get(l - first));
             x = if narrow && l == last {
-                block.forward_last(x, l, kv, &mut ctx)? // [b, 1, d] at the last position
+                let x = ctx.hook(Hook::ResidPre(l), x)?;
+                block.forward_last(&x, kv, ctx.offset)? // [b, 1, d] at the last position
             } else {
                 block.forward(x, l, kv, &mut ctx)?
             };
