@@ -229,9 +229,7 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
     let st_path = dir.join("model.safetensors");
     let bytes = files.weights;
     let sha256 = sha256_hex(&bytes);
-    check_header_len(&bytes, &st_path)?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::file(&st_path, format!("not a valid safetensors file: {e}")))?;
+    let st = parse_safetensors(&bytes, &st_path)?;
     let mut map = HashMap::new();
     let mut stored = Vec::new();
     let mut lm_head = None;
@@ -346,8 +344,15 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
 /// tensor entries) is refused before it is parsed.
 pub const MAX_HEADER: u64 = 16 << 20;
 
-/// Refuse a safetensors file whose header is over [`MAX_HEADER`], before parsing it.
-pub fn check_header_len(bytes: &[u8], path: &Path) -> Result<()> {
+/// Parse safetensors bytes read from `path`, refusing a header over [`MAX_HEADER`] before it is
+/// parsed; the error names `path`.
+pub fn parse_safetensors<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
+    check_header_len(bytes, path)?;
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))
+}
+
+fn check_header_len(bytes: &[u8], path: &Path) -> Result<()> {
     if let Some(h) = bytes.get(..8) {
         let n = u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
         // A length past the end is not a header at all: the parser says so.
@@ -460,9 +465,7 @@ pub fn serialize(
 /// Read every tensor of a safetensors file written by [`serialize`] (f32 or i64), sorted by
 /// name. Any other dtype, or bytes that are not safetensors, is an error naming `path`.
 pub fn deserialize(bytes: &[u8], path: &Path) -> Result<Vec<(String, StTensor)>> {
-    check_header_len(bytes, path)?;
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+    let st = parse_safetensors(bytes, path)?;
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
     names

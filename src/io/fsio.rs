@@ -136,6 +136,7 @@ pub fn resolve(p: &Path) -> PathBuf {
 /// so a read-only mount fails here even for root). The error names the output and the problem.
 pub fn check_outputs(outputs: &[PathBuf], inputs: &[PathBuf], force: bool) -> Result<()> {
     let cwd = std::env::current_dir().map(|d| resolve(&d)).ok();
+    let inputs: Vec<(PathBuf, &Path)> = inputs.iter().map(|i| (resolve(i), i.as_path())).collect();
     let mut seen: Vec<(PathBuf, &Path)> = Vec::new();
     for out in outputs {
         check_clobber(out, force)?;
@@ -170,10 +171,9 @@ pub fn check_outputs(outputs: &[PathBuf], inputs: &[PathBuf], force: bool) -> Re
                 ),
             ));
         }
-        for input in inputs {
-            let i = resolve(input);
+        for (i, input) in &inputs {
             if i.starts_with(&r) {
-                let how = if i == r { "is" } else { "contains" };
+                let how = if *i == r { "is" } else { "contains" };
                 return Err(Error::file(
                     out,
                     format!(
@@ -182,7 +182,7 @@ pub fn check_outputs(outputs: &[PathBuf], inputs: &[PathBuf], force: bool) -> Re
                     ),
                 ));
             }
-            if r.starts_with(&i) && r.exists() {
+            if r.starts_with(i) && r.exists() {
                 return Err(Error::file(
                     out,
                     format!(
@@ -493,20 +493,16 @@ pub const MAX_TOKENIZER: u64 = 64 << 20;
 /// Read a whole file, with an error naming it: only a regular file (a FIFO would hang, a device
 /// never end) of at most [`MAX_READ`] bytes.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    read_capped(path, MAX_READ)
+    read_at_most(path, MAX_READ)
 }
 
 /// [`read`] for small text inputs, capped at [`MAX_SMALL`].
 pub fn read_small(path: &Path) -> Result<Vec<u8>> {
-    read_capped(path, MAX_SMALL)
+    read_at_most(path, MAX_SMALL)
 }
 
 /// Read a whole regular file of at most `cap` bytes (see [`read`]).
 pub fn read_at_most(path: &Path, cap: u64) -> Result<Vec<u8>> {
-    read_capped(path, cap)
-}
-
-fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     if path.is_dir() {
         return Err(Error::file(path, "is a directory, expected a file"));
     }
@@ -592,8 +588,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let big = d.path().join("big.toml");
         fs::write(&big, vec![b'#'; 100]).unwrap();
-        assert_eq!(read_capped(&big, 100).unwrap().len(), 100);
-        let e = read_capped(&big, 99).unwrap_err().to_string();
+        assert_eq!(read_at_most(&big, 100).unwrap().len(), 100);
+        let e = read_at_most(&big, 99).unwrap_err().to_string();
         assert!(e.contains("more than the 99"), "{e}");
     }
 

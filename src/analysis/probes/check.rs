@@ -3,12 +3,13 @@
 //! number and every weight within the spec's tolerance).
 //! Must not write files.
 
-use super::spec::{result_paths, run_spec, SpecResult};
+use super::spec::{result_paths, run_spec, CheckpointResult, SpecResult};
 use crate::io::checkpoint::{self, StTensor};
 use crate::io::fsio;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The outcome of checking one spec against its stored result.
@@ -191,16 +192,13 @@ fn compare_raw(raw: &Value, stored: &SpecResult, now: &SpecResult) -> Vec<String
     if stored.spec != now.spec {
         p.push("the spec changed since the result was stored".into());
     }
-    let mut stale = Vec::new();
-    for (s, n) in stored.checkpoints.iter().zip(&now.checkpoints) {
-        if s.sha256 != n.sha256 {
-            p.push(format!(
-                "stale: checkpoint '{}' was probed at sha256 {} but now has sha256 {}",
-                n.path, s.sha256, n.sha256
-            ));
-            stale.push(n.name.clone());
-        }
+    for (s, n) in stale_pairs(stored, now) {
+        p.push(format!(
+            "stale: checkpoint '{}' was probed at sha256 {} but now has sha256 {}",
+            n.path, s.sha256, n.sha256
+        ));
     }
+    let stale = stale_names(stored, now);
     let mut a = raw.clone();
     let Ok(mut b) = serde_json::to_value(now) else {
         p.push("cannot serialise a result for comparison".into());
@@ -223,35 +221,56 @@ fn compare_raw(raw: &Value, stored: &SpecResult, now: &SpecResult) -> Vec<String
     p.done()
 }
 
+/// The checkpoints (stored, now) whose weights changed since the result was stored.
+fn stale_pairs<'a>(
+    stored: &'a SpecResult,
+    now: &'a SpecResult,
+) -> impl Iterator<Item = (&'a CheckpointResult, &'a CheckpointResult)> {
+    stored
+        .checkpoints
+        .iter()
+        .zip(&now.checkpoints)
+        .filter(|(s, n)| s.sha256 != n.sha256)
+}
+
+/// The names of [`stale_pairs`]' checkpoints: nothing computed from them is compared.
+fn stale_names(stored: &SpecResult, now: &SpecResult) -> Vec<String> {
+    stale_pairs(stored, now)
+        .map(|(_, n)| n.name.clone())
+        .collect()
+}
+
 /// Compare the stored probe weights with fresh ones: the same tensor names, dtypes and shapes;
 /// i64 tensors equal, f32 values within `tol` relative to max(1, |stored|). Tensors of a stale
 /// checkpoint (`{name}.…`) are not compared.
-pub fn compare_weights(
-    stored: &[(String, StTensor)],
-    now: &[(String, StTensor)],
+pub fn compare_weights<'a>(
+    stored: &'a [(String, StTensor)],
+    now: &'a [(String, StTensor)],
     tol: f64,
     stale: &[String],
 ) -> Vec<String> {
     let mut p = Problems::default();
     let skip = |n: &str| stale.iter().any(|s| n.starts_with(&format!("{s}.")));
-    let find =
-        |v: &[(String, StTensor)], n: &str| v.iter().find(|(m, _)| m == n).map(|(_, t)| t.clone());
+    let by_name = |v: &'a [(String, StTensor)]| -> BTreeMap<&'a str, &'a StTensor> {
+        v.iter().map(|(n, t)| (n.as_str(), t)).collect()
+    };
+    let (stored_by, now_by) = (by_name(stored), by_name(now));
     for (n, _) in stored
         .iter()
-        .filter(|(n, _)| !skip(n) && find(now, n).is_none())
+        .filter(|(n, _)| !skip(n) && !now_by.contains_key(n.as_str()))
     {
         p.push(format!(
             "weights: tensor '{n}' is stored but no longer produced"
         ));
     }
     for (n, b) in now.iter().filter(|(n, _)| !skip(n)) {
-        let Some(a) = find(stored, n) else {
+        let Some(&a) = stored_by.get(n.as_str()) else {
             p.push(format!(
                 "weights: tensor '{n}' is missing from the stored file"
             ));
             continue;
         };
-        match (&a, b) {
+        match (a, b) {
             (StTensor::F32(sa, va), StTensor::F32(sb, vb)) if sa == sb => {
                 let worst = va
                     .iter()
@@ -312,13 +331,7 @@ pub fn check_spec(spec: &Path) -> Result<CheckOutcome> {
     let mut problems = compare_raw(&raw, &stored, &now.result);
     match weights {
         Ok(w) => {
-            let stale: Vec<String> = stored
-                .checkpoints
-                .iter()
-                .zip(&now.result.checkpoints)
-                .filter(|(s, n)| s.sha256 != n.sha256)
-                .map(|(_, n)| n.name.clone())
-                .collect();
+            let stale = stale_names(&stored, &now.result);
             problems.extend(compare_weights(
                 &w,
                 &now.weights,

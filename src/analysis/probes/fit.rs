@@ -6,7 +6,7 @@ use crate::io::checkpoint::{self, StTensor};
 use crate::io::fsio;
 use crate::{Error, Result};
 use ndarray::{Array2, Axis};
-use safetensors::tensor::{Dtype as StDtype, SafeTensors};
+use safetensors::tensor::Dtype as StDtype;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 use std::path::Path;
@@ -19,9 +19,7 @@ pub fn safetensors_bytes(tensors: &[(String, StTensor)]) -> Result<Vec<u8>> {
 /// Read `X` `[n, d]` f32 and `y` `[n]` i64 from a safetensors file (other tensors are ignored).
 pub fn read_xy(path: &Path) -> Result<(Array2<f32>, Vec<i64>)> {
     let bytes = fsio::read(path)?;
-    crate::io::checkpoint::check_header_len(&bytes, path)?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+    let st = crate::io::checkpoint::parse_safetensors(&bytes, path)?;
     let get = |name: &str, dtype: StDtype, rank: usize| {
         let v = st.tensor(name).map_err(|_| {
             Error::file(

@@ -111,15 +111,16 @@ pub fn paths(stem: &Path) -> (PathBuf, PathBuf) {
     (with_ext("png"), with_ext("svg"))
 }
 
-/// Render `fig` and write `{stem}.png` and `{stem}.svg` atomically; neither is overwritten
-/// without `force` (both are checked before either is written). Returns the two paths.
+/// Render `fig` and write `{stem}.png` and `{stem}.svg` as one result (`fsio::write_files`):
+/// neither is overwritten without `force`, and neither is written unless both can be.
+/// Returns the two paths.
 pub fn write(fig: &impl Figure, stem: &Path, force: bool) -> Result<(PathBuf, PathBuf)> {
     let (png_path, svg_path) = paths(stem);
+    // An existing output is reported before the drawing is attempted.
     fsio::check_clobber(&png_path, force)?;
     fsio::check_clobber(&svg_path, force)?;
     let r = render(fig)?;
-    fsio::write_file(&png_path, &r.png, force)?;
-    fsio::write_file(&svg_path, r.svg.as_bytes(), force)?;
+    fsio::write_files(&[(&png_path, &r.png), (&svg_path, r.svg.as_bytes())], force)?;
     Ok((png_path, svg_path))
 }
 
