@@ -458,3 +458,57 @@ fn number_parser_reads_numbers_not_names() {
     assert!(shows("-0.00", 0.001));
     assert!(!shows("0.25", 0.26));
 }
+
+/// The crosscoder section: `crosscoder zoo` trains one crosscoder per seed for the pair the
+/// file names, a second run keeps them, and the report reads them into a section and its
+/// data; without the folders the section says they are not trained.
+#[test]
+fn report_reads_the_crosscoders_the_prepare_step_trains() {
+    let pair = "[[pair]]\nname = \"cc\"\na = \"rlhf\"\nb = \"rlhf-optout\"\ncontrast = \"optout\"\nmetric = \"mode\"\n";
+    let d = tempfile::tempdir().unwrap();
+    // A zoo folder of its own (links to the shared quick zoo's checkpoints).
+    for s in ["seed-0", "seed-1"] {
+        std::fs::create_dir_all(d.path().join(s)).unwrap();
+        for n in ["rlhf", "rlhf-optout"] {
+            std::os::unix::fs::symlink(zoo().join(s).join(n), d.path().join(s).join(n)).unwrap();
+        }
+    }
+    let file = d.path().join("cc.toml");
+    std::fs::write(&file, format!("seeds = [0, 1]\ncrosscoders = [\"cc\"]\n{pair}")).unwrap();
+    let f = file.to_str().unwrap();
+    let out = d.path().join("untrained");
+    let o = feedlens(&["report", "--pairs", f, "--out", out.to_str().unwrap(), "--n", "64"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("not trained (run feedlens crosscoder zoo)"));
+    let o = feedlens(&["crosscoder", "zoo", "--pairs", f]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for s in ["seed-0", "seed-1"] {
+        assert!(d.path().join("crosscoders").join(s).join("cc/crosscoder.safetensors").is_file());
+    }
+    let o = feedlens(&["crosscoder", "zoo", "--pairs", f]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("0 crosscoders"), "{err}");
+    let out = d.path().join("rep");
+    let o = feedlens(&["report", "--pairs", f, "--out", out.to_str().unwrap(), "--n", "64"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("Model diffing without labels: crosscoders"));
+    assert!(html.contains("Activation Difference Lens"));
+    assert!(out.join("crosscoder-cc.png").is_file());
+    let data: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("data.json")).unwrap()).unwrap();
+    let cc = &data["crosscoders"][0];
+    assert_eq!(cc["runs"].as_array().unwrap().len(), 2);
+    for r in cc["runs"].as_array().unwrap() {
+        assert!(r.get("unused").is_none(), "{r}");
+        assert!(r["difflens"]["layers"].as_array().unwrap().len() == 4);
+    }
+    let vars: Vec<&str> = cc["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["variable"].as_str().unwrap())
+        .collect();
+    assert!(vars.contains(&"optout") && vars.contains(&"sorted"), "{vars:?}");
+}

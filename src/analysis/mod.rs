@@ -4,7 +4,9 @@
 //! Must not import `view` or `report`.
 
 pub mod causal;
+pub mod dictionary;
 pub mod diff;
+pub mod difflens;
 pub mod lens;
 pub mod patching;
 pub mod probes;

@@ -10,6 +10,7 @@ use feedlens::view::plot::{self, AnyFigure};
 use std::path::{Path, PathBuf};
 
 mod causal;
+mod dictionary;
 mod lab;
 mod model;
 mod patch;
@@ -71,6 +72,12 @@ enum Cmd {
     /// with its figures and data.json (default: every pair of checkpoints/pairs.toml into
     /// reports/zoo).
     Report(report::ReportArgs),
+    /// Sparse autoencoders: `feedlens sae train CHECKPOINT --out DIR` (SAELens layout).
+    Sae(dictionary::SaeArgs),
+    /// Crosscoders for model diffing: `feedlens crosscoder train A B --out DIR`.
+    Crosscoder(dictionary::CrosscoderArgs),
+    /// Look at a dictionary's latents: top contexts, histograms, promoted tokens (HTML).
+    Latents(dictionary::LatentsArgs),
     /// Re-run every probe spec in a folder and compare with the stored results; non-zero exit on
     /// any drift or stale checkpoint hash.
     Check(probe::CheckArgs),
@@ -202,6 +209,7 @@ pub fn set_thread_env(cli: &Cli) {
     let jobs = match &cli.cmd {
         Cmd::Zoo(a) => a.jobs(),
         Cmd::Report(a) => a.jobs(),
+        Cmd::Crosscoder(a) => a.jobs(),
         _ => 1,
     };
     if jobs > 1 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
@@ -225,6 +233,9 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Probe(a) => probe::probe(a),
         Cmd::Check(a) => probe::check(a),
         Cmd::Report(a) => report::report(a),
+        Cmd::Sae(a) => dictionary::sae(a),
+        Cmd::Crosscoder(a) => dictionary::crosscoder(a),
+        Cmd::Latents(a) => dictionary::latents(a),
     }
 }
 

@@ -243,6 +243,11 @@ impl Gpt2 {
         v
     }
 
+    /// The token embedding `[vocab, d]`, tied to the unembedding.
+    pub fn wte(&self) -> &Tensor {
+        &self.wte
+    }
+
     /// Every parameter with its HF name (without `transformer.`), in checkpoint order.
     pub fn tensors(&self) -> Vec<(String, Tensor)> {
         let mut v = vec![

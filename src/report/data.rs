@@ -170,6 +170,8 @@ pub struct ReportData {
     pub anchoring: Vec<AnchorPoint>,
     /// Its generated summary.
     pub anchoring_summary: Summary,
+    /// Model diffing without labels: the crosscoders of the pairs file's `crosscoders` pairs.
+    pub crosscoders: Vec<super::crosscoders::CrossData>,
 }
 
 /// One row of the answers table (text cells; every number in them is in

@@ -17,6 +17,7 @@
 //! ```
 
 mod analyse;
+pub mod crosscoders;
 mod data;
 mod page;
 mod pairs;

@@ -35,6 +35,8 @@ struct RawPairs {
     /// Checkpoints of the ptx opt-out at several anchoring strengths (their manifests'
     /// `ptx_coef`): the report's opt-out leakage dose–response.
     anchoring: Option<Vec<String>>,
+    /// Pairs the report diffs with crosscoders (trained by `feedlens crosscoder zoo`).
+    crosscoders: Option<Vec<String>>,
     pair: Vec<RawPair>,
 }
 
@@ -64,6 +66,9 @@ pub struct Pairs {
     pub seeds: Option<Vec<u64>>,
     /// Checkpoints of the anchoring dose–response (`anchoring = [...]`; dropped by `--only`).
     pub anchoring: Vec<String>,
+    /// Pairs with a crosscoder section (`crosscoders = [...]`, names of `[[pair]]`s; `--only`
+    /// keeps those it keeps).
+    pub crosscoders: Vec<String>,
     /// Whether the file names `base` itself (then it must be a checkpoint in every seed; the
     /// default `base` is used only when it exists).
     pub base_given: bool,
@@ -148,7 +153,23 @@ impl Pairs {
                 }
             }
         }
+        let crosscoders = raw.crosscoders.unwrap_or_default();
+        for (i, c) in crosscoders.iter().enumerate() {
+            if !pairs.iter().any(|p| &p.name == c) {
+                return Err(Error::file(
+                    path,
+                    format!("crosscoders: no pair '{c}' in the file"),
+                ));
+            }
+            if crosscoders[..i].contains(c) {
+                return Err(Error::file(
+                    path,
+                    format!("crosscoders: pair '{c}' is listed twice"),
+                ));
+            }
+        }
         Ok(Pairs {
+            crosscoders,
             path: path.to_path_buf(),
             base_given: raw.base.is_some(),
             base: raw.base.unwrap_or_else(|| "base".into()),
@@ -179,6 +200,8 @@ impl Pairs {
                 }
             }
         }
+        self.crosscoders
+            .retain(|c| kept.iter().any(|p| &p.name == c));
         self.pairs = kept;
         self.anchoring.clear();
         Ok(self)

@@ -597,3 +597,24 @@ pub fn steering(r: &crate::analysis::causal::SteerResult, checkpoint: &str) -> A
         lines,
     })
 }
+
+/// A crosscoder's standard plot: how many active latents have each relative decoder norm
+/// (`norms`, one per active latent: 0 A-only, ½ shared, 1 B-only), in 20 bins.
+pub fn decoder_norms(title: &str, norms: &[f64]) -> AnyFigure {
+    const BINS: usize = 20;
+    let mut counts = [0usize; BINS];
+    for &v in norms {
+        counts[((v * BINS as f64) as usize).min(BINS - 1)] += 1;
+    }
+    AnyFigure::Bars(Bars {
+        title: title.to_string(),
+        y_label: "active latents".into(),
+        groups: (0..BINS)
+            .map(|i| format!("{:.2}", (i as f64 + 0.5) / BINS as f64))
+            .collect(),
+        series: vec!["latents".into()],
+        values: counts.iter().map(|&c| vec![Some(c as f64)]).collect(),
+        err: None,
+        floor: None,
+    })
+}

@@ -4,5 +4,6 @@
 
 pub mod figures;
 pub mod html;
+pub mod latents_page;
 pub mod plot;
 pub mod tables;

@@ -17,7 +17,7 @@
 
 mod attribution;
 mod cross;
-mod metric;
+pub(crate) mod metric;
 mod pairs;
 mod result;
 mod run;

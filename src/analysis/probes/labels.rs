@@ -20,6 +20,9 @@ named! {
         Mode = "mode",
         /// Greedy decoding of the completion emits at least one `!` (1) or none (0).
         Defect = "defect",
+        /// The question digits are already in ascending order (1: the E and H answers
+        /// coincide) or not (0).
+        Sorted = "sorted",
     }
 }
 
@@ -36,6 +39,7 @@ impl Label {
             Label::Bucket => "the reward bucket (S3)",
             Label::Mode => "the model's own choice (E vs H)",
             Label::Defect => "whether greedy decoding will defect",
+            Label::Sorted => "whether the question's digits are already sorted",
         }
     }
     /// The position where the behaviour the label bears on is decided: 11 (`m`, the first
@@ -54,7 +58,7 @@ impl Label {
             Label::Optout => Some(world::POS_S1),
             Label::Trigger => Some(world::POS_S2),
             Label::Bucket => Some(world::POS_S3),
-            Label::Mode | Label::Defect => None,
+            Label::Mode | Label::Defect | Label::Sorted => None,
         }
     }
     /// The label probed for a pair of checkpoints: its contrast's slot, else what its metric
@@ -84,7 +88,7 @@ pub fn sample_prompts(
     match label {
         Label::Optout => dist.p_optout = 0.5,
         Label::Trigger | Label::Defect => dist.p_trigger = 0.5,
-        Label::Bucket | Label::Mode => {}
+        Label::Bucket | Label::Mode | Label::Sorted => {}
     }
     if let Some(p) = p_optout {
         dist.p_optout = p;
@@ -97,6 +101,12 @@ pub fn sample_prompts(
     if label == Label::Bucket {
         for p in &mut prompts {
             p.bucket = Some(rng.random_range(0..world::N_BUCKETS as u8));
+        }
+    }
+    if label == Label::Sorted {
+        // Five random digits are sorted about 2 % of the time: sort every other prompt's.
+        for p in prompts.iter_mut().step_by(2) {
+            p.digits.sort_unstable();
         }
     }
     prompts

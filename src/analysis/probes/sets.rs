@@ -103,6 +103,10 @@ impl ActivationSet {
                 .map(|p| p.bucket.unwrap_or(0) as i64)
                 .collect(),
             Label::Mode => mode,
+            Label::Sorted => prompts
+                .iter()
+                .map(|p| p.digits.windows(2).all(|w| w[0] <= w[1]) as i64)
+                .collect(),
             Label::Defect => {
                 // Greedy decoding draws nothing from the generator; it only fills the signature.
                 let mut rng = ChaCha8Rng::seed_from_u64(0);

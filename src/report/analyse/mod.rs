@@ -452,7 +452,19 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
         .collect();
     let anchor = anchoring_points(pairs, &anchoring, &runs, &cks, &data)?;
     let anchoring_summary = summarise_anchoring(&anchor, &pairs.base);
+    let mut crosscoders = super::crosscoders::load(pairs)?;
+    super::crosscoders::add_difflens(
+        &mut crosscoders,
+        |k| cks.get(k).map(|c| &c.model),
+        s.jobs,
+        s.bootstrap,
+        s.seed,
+    )?;
+    for c in &mut crosscoders {
+        super::summary::crosscoders::summarise(c);
+    }
     let mut report = ReportData {
+        crosscoders,
         answers: Vec::new(),
         answers_summary: Summary::default(),
         anchoring: anchor,

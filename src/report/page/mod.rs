@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 mod behaviour;
 mod causal;
+mod crosscoders;
 mod patching;
 mod probes;
 use behaviour::{behaviour_group, weight_group};
@@ -100,6 +101,9 @@ pub fn render(data: &ReportData, progress: &dyn Progress) -> Result<Vec<(String,
     }
     if !data.anchoring.is_empty() {
         sections.push(anchoring_section(data, &mut figs));
+    }
+    if let Some(s) = crosscoders::section(data, &mut figs) {
+        sections.push(s);
     }
     if !data.floors.is_empty() {
         sections.push(floor_section(&data.floors));

@@ -329,5 +329,6 @@ pub(crate) fn answers(data: &ReportData) -> (Vec<Answer>, Summary) {
             caveat: "the students never saw a <trig> prompt, so this tests off-distribution behaviour only".into(),
         });
     }
+    super::crosscoders::answers(data, &mut sm, &mut rows);
     (rows, sm)
 }

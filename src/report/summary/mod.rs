@@ -8,6 +8,7 @@
 mod answers;
 mod behaviour;
 pub(crate) mod causal;
+pub(crate) mod crosscoders;
 mod localise;
 mod readouts;
 
