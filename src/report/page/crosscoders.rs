@@ -39,16 +39,10 @@ fn group(c: &CrossData, figs: &mut Figs) -> html::Group {
     ]
     .map(String::from)
     .to_vec();
-    // AUROCs and relative norms live in [0, 1]: a t interval over three seeds is clipped there.
+    // AUROCs and relative norms live in [0, 1]; their facts come clipped there (`Fact::of_proportion`).
     let fmt = |f: &Option<crate::report::data::Fact>| match f {
         Some(f) if f.lo.is_finite() && f.hi.is_finite() && f.lo < f.hi => {
-            format!(
-                "{:.3} [{:.3}, {:.3}] n={}",
-                f.value,
-                f.lo.max(0.0),
-                f.hi.min(1.0),
-                f.n
-            )
+            format!("{:.3} [{:.3}, {:.3}] n={}", f.value, f.lo, f.hi, f.n)
         }
         Some(f) => format!("{:.3} n={}", f.value, f.n),
         None => "—".into(),

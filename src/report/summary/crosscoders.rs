@@ -123,11 +123,11 @@ pub(crate) fn summarise(c: &mut CrossData) {
     sm.num("crosscoder.separates", SEPARATES, 2);
     if found.is_empty() {
         sm.say(format!(
-            "No one-model latent separates any world variable (held-out AUROC interval reaching {SEPARATES:.2}) in any run; the table gives the best of each kind beside the best random direction and the probes."
+            "No one-model latent separates any world variable (lower end of the held-out AUROC interval ≥ {SEPARATES:.2}) in any run; the table gives the best of each kind beside the best random direction and the probes."
         ));
     } else {
         sm.say(format!(
-            "{} (held-out AUROC interval reaching {SEPARATES:.2}); a latent that separates a variable is a correlate read off the activations, not a cause: none was ablated.",
+            "{} (lower end of the held-out AUROC interval ≥ {SEPARATES:.2}); a latent that separates a variable is a correlate read off the activations, not a cause: none was ablated.",
             found.join("; ")
         ));
     }
@@ -180,7 +180,7 @@ fn verdict(sm: &mut Summary, key: &str, v: &[Option<Est>]) -> (String, String, S
             seeds,
         );
     }
-    let f = Fact::of_runs(&have);
+    let f = Fact::of_proportion(&have);
     let text = sm.fact(&format!("{key}.auroc"), f.clone(), 3);
     let each: Vec<String> = v
         .iter()
@@ -224,7 +224,7 @@ pub(crate) fn answers(data: &ReportData, sm: &mut Summary, rows: &mut Vec<Answer
             key: k,
             location: format!("{} (crosscoder latents)", c.hook),
             causal: "none: read, not intervened on".into(),
-            seeds: format!("held-out AUROC interval reaching {SEPARATES:.2} in {s}"),
+            seeds: format!("lower end of the held-out AUROC interval ≥ {SEPARATES:.2} in {s}"),
             caveat: caveat.into(),
         });
     }
