@@ -4,10 +4,10 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use feedlens::io::checkpoint;
-use feedlens::{Config, Gpt2, Input, Run};
+use feedlens::{Config, Model, Input, Run};
 use std::hint::black_box;
 
-fn bench_model(c: &mut Criterion, name: &str, model: &Gpt2, seq: usize) {
+fn bench_model(c: &mut Criterion, name: &str, model: &Model, seq: usize) {
     let vocab = model.config().vocab_size as u32;
     for batch in [1usize, 32] {
         let rows: Vec<Vec<u32>> = (0..batch)
@@ -35,7 +35,7 @@ fn forward(c: &mut Criterion) {
     let tiny = checkpoint::load(dir).expect("fixture");
     bench_model(c, "gpt2-tiny(3x48,seq12)", &tiny.model, 12);
     // The zoo's default size (docs/DESIGN.md §4): 4 layers × 64 wide, 18-token episodes.
-    let zoo = Gpt2::init(Config::new(4, 64, 4, 32, 32), 0).expect("init");
+    let zoo = Model::init(Config::new(4, 64, 4, 32, 32), 0).expect("init");
     bench_model(c, "zoo(4x64,seq18)", &zoo, 18);
 }
 

@@ -7,10 +7,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use feedlens::analysis::patching::{sweep, sweep_naive, Direction, Metric, Pair, Setup};
 use feedlens::analysis::site::Site;
 use feedlens::io::checkpoint;
-use feedlens::{Config, Gpt2};
+use feedlens::{Config, Model};
 
 /// A pair of `len` tokens differing at position 3, metric at the last position.
-fn setup(model: &Gpt2, len: usize) -> Setup {
+fn setup(model: &Model, len: usize) -> Setup {
     let vocab = model.config().vocab_size as u32;
     let clean: Vec<u32> = (0..len as u32).map(|i| (i * 7 + 1) % vocab).collect();
     let mut corrupt = clean.clone();
@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
         .expect("fixture")
         .model;
     // Zoo shape (docs/DESIGN.md §4: 4 layers × 64 wide, vocab 32, 32 positions), random weights.
-    let zoo = Gpt2::init(Config::new(4, 64, 4, 32, 32), 0).expect("init");
+    let zoo = Model::init(Config::new(4, 64, 4, 32, 32), 0).expect("init");
     let resid = [Site::ResidPre];
     for (name, model, len) in [("fixture", &tiny, 12), ("zoo-4x64", &zoo, 32)] {
         let s = setup(model, len);

@@ -6,13 +6,13 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use feedlens::lab::sample::{generate, Decode};
 use feedlens::lab::train::{lm_loss, Hyper, Size, Trainer};
 use feedlens::lab::world::{corpus_episode, PromptDist, WorldConfig};
-use feedlens::Gpt2;
+use feedlens::Model;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 fn bench(c: &mut Criterion) {
     let world = WorldConfig::default();
-    let model = Gpt2::init(Size::default().config(&world), 0).unwrap();
+    let model = Model::init(Size::default().config(&world), 0).unwrap();
     let hyper = Hyper::default_for(feedlens::io::checkpoint::RecipeKind::Pretrain, 0).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let seqs: Vec<_> = (0..64)

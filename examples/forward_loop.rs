@@ -1,12 +1,12 @@
 //! Runs forward passes in a loop, for profiling (`valgrind --tool=callgrind`).
-use feedlens::{Config, Gpt2, Input, Run};
+use feedlens::{Config, Model, Input, Run};
 
 fn main() -> feedlens::Result<()> {
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    let model = Gpt2::init(Config::new(4, 64, 4, 32, 32), 0)?;
+    let model = Model::init(Config::new(4, 64, 4, 32, 32), 0)?;
     let rows: Vec<Vec<u32>> = (0..32)
         .map(|b| (0..18).map(|i| (i * 7 + b) % 32).collect())
         .collect();

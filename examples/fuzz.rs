@@ -14,7 +14,7 @@ use feedlens::analysis::probes::{self, SpecResult};
 use feedlens::io::checkpoint::{self, from_files, safetensors_bytes, Files};
 use feedlens::lab::world::{tokenizer_json, WorldConfig};
 use feedlens::report::Pairs;
-use feedlens::{Config, Gpt2};
+use feedlens::Model;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
@@ -50,8 +50,8 @@ fn target(name: &str) -> Option<Target> {
     let r = root();
     Some(match name {
         "checkpoint" => {
-            let cfg: Config = serde_json::from_slice(CONFIG).ok()?;
-            let weights = safetensors_bytes(&Gpt2::init(cfg, 0).ok()?).ok()?;
+            let cfg = feedlens::model::family::parse_config(CONFIG).ok()?;
+            let weights = safetensors_bytes(&Model::init(cfg, 0).ok()?).ok()?;
             let tok = tokenizer_json(&WorldConfig::default());
             let w = weights.clone();
             Target {

@@ -15,7 +15,7 @@ use feedlens::io::checkpoint;
 use feedlens::lab::sample::{generate, generate_edited, Decode, Window};
 use feedlens::lab::world::{self, Contrast, PromptDist, WorldConfig};
 use feedlens::model::Weights;
-use feedlens::{Gpt2, Hook, Input, Intervention, Run, Start};
+use feedlens::{Model, Hook, Input, Intervention, Run, Start};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
@@ -27,7 +27,7 @@ fn zoo(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn model(name: &str) -> Gpt2 {
+fn model(name: &str) -> Model {
     checkpoint::load(zoo(name)).unwrap().model
 }
 
@@ -42,7 +42,7 @@ fn opts(c: Contrast, n: usize) -> AblateOpts {
 
 /// `m` with head `h` of layer `l` cut off from the residual stream: its rows of
 /// `attn.c_proj.weight` (Conv1D `[in, out]`, inputs ordered head by head) set to zero.
-fn head_cut(m: &Gpt2, l: usize, h: usize) -> Gpt2 {
+fn head_cut(m: &Model, l: usize, h: usize) -> Model {
     let cfg = m.config().clone();
     let dh = cfg.n_embd / cfg.n_head;
     let mut map: HashMap<String, Tensor> = m.tensors().into_iter().collect();
@@ -58,7 +58,7 @@ fn head_cut(m: &Gpt2, l: usize, h: usize) -> Gpt2 {
         .collect();
     let t = Tensor::from_vec(rows, (w.len(), w[0].len()), &Device::Cpu).unwrap();
     map.insert(key, t);
-    Gpt2::load(cfg, &mut Weights::new("<cut>", map)).unwrap()
+    Model::load(cfg, &mut Weights::new("<cut>", map)).unwrap()
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 use candle_core::Tensor;
 use feedlens::analysis::diff::weight_diff;
 use feedlens::io::checkpoint::{self, Manifest};
-use feedlens::model::{Config, Gpt2, Weights};
+use feedlens::model::{Config, Model, Weights};
 use std::collections::HashMap;
 
 const TINY: &str = "tests/fixtures/gpt2-tiny";
@@ -51,7 +51,7 @@ fn known_perturbation_gives_expected_norm() {
     let mut map: HashMap<String, Tensor> = ck.model.tensors().into_iter().collect();
     let w = map[target].clone();
     map.insert(target.into(), (&w + delta).unwrap());
-    let b = Gpt2::load(
+    let b = Model::load(
         ck.model.config().clone(),
         &mut Weights::new("<perturbed>", map),
     )
@@ -141,7 +141,7 @@ fn cli_table_json_png_and_shape_mismatch() {
 
     // A checkpoint of another width.
     let other = dir.path().join("wide");
-    let m = Gpt2::init(Config::new(3, 64, 4, 24, 50), 0).unwrap();
+    let m = Model::init(Config::new(3, 64, 4, 24, 50), 0).unwrap();
     checkpoint::save(&other, &m, None, &Manifest::default(), false).unwrap();
     let out = common::bin()
         .args(["diff", TINY])

@@ -130,7 +130,7 @@ fn save_load_round_trip_is_bit_identical() {
 /// An independent, deliberately naive GPT-2 forward in f64 (one sequence, loops), used to
 /// check interventions. `zero_attn_out`: layer whose attention output is zeroed.
 fn naive_logits(
-    model: &feedlens::Gpt2,
+    model: &feedlens::Model,
     ids: &[u32],
     zero_attn_out: Option<usize>,
 ) -> Vec<Vec<f64>> {
@@ -533,7 +533,7 @@ fn every_parameter_receives_a_gradient() {
     let ids = model.ids_tensor(&rows).unwrap();
     let targets = ids.narrow(1, 1, 11).unwrap().flatten_all().unwrap();
     // Next-token cross-entropy of the first 11 positions of the 3 reference rows.
-    let loss_of = |model: &feedlens::Gpt2| {
+    let loss_of = |model: &feedlens::Model| {
         let out = model
             .forward(
                 &Input::Ids(ids.clone()),

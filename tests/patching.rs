@@ -10,7 +10,7 @@ use feedlens::analysis::patching::{
 };
 use feedlens::analysis::site::Site;
 use feedlens::io::checkpoint;
-use feedlens::{Config, Gpt2, Hook, Input, Intervention, Logits, Run};
+use feedlens::{Config, Model, Hook, Input, Intervention, Logits, Run};
 use std::collections::HashMap;
 
 const FIX: &str = "tests/fixtures/gpt2-tiny";
@@ -97,7 +97,7 @@ fn matches_transformerlens_fixture() {
 }
 
 /// A random model whose numbers are not tiny (fixture weights), several pairs, mixed metrics.
-fn fixture_setup(direction: Direction, pos: Option<usize>) -> (Gpt2, Setup) {
+fn fixture_setup(direction: Direction, pos: Option<usize>) -> (Model, Setup) {
     let r = reference();
     let ck = checkpoint::load(FIX).unwrap();
     let p0 = fixture_pair(&r);
@@ -283,7 +283,7 @@ fn identical_prompts_give_no_effect_and_null_normalisation() {
 fn cross_checkpoint_patching() {
     let ck = checkpoint::load(FIX).unwrap();
     let a = &ck.model;
-    let b = Gpt2::init(a.config().clone(), 7).unwrap();
+    let b = Model::init(a.config().clone(), 7).unwrap();
     let r = reference();
     let p = fixture_pair(&r);
     let prompts = vec![p.clean.clone(), p.corrupt.clone()];
@@ -358,7 +358,7 @@ fn cross_checkpoint_patching() {
             == 3
     );
     let cfg = Config::new(2, 48, 4, 24, 50);
-    let other = Gpt2::init(cfg, 1).unwrap();
+    let other = Model::init(cfg, 1).unwrap();
     let e = patch_models(a, &other, &prompts, &metrics, &spec(None, None)).unwrap_err();
     assert!(
         e.to_string().contains("differ in shape: n_layer 3 vs 2"),
@@ -448,7 +448,7 @@ fn difference_of_differences_is_zero_for_identical_checkpoints() {
         position: None,
         layer: None,
     };
-    let run = |x: &Gpt2, y: &Gpt2| {
+    let run = |x: &Model, y: &Model| {
         let c = patch_models(x, y, &clean, &metrics, &spec).unwrap();
         let k = patch_models(x, y, &control, &metrics, &spec).unwrap();
         specific(&c, &k, 200, 0).unwrap()

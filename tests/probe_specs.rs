@@ -9,13 +9,13 @@ use feedlens::analysis::site::Site;
 use feedlens::io::checkpoint::{self, Manifest, RecipeKind};
 use feedlens::lab::sample::{self, Decode};
 use feedlens::lab::world;
-use feedlens::{Config, Gpt2};
+use feedlens::{Config, Model};
 use rand::SeedableRng;
 use std::path::Path;
 
 fn make_ckpt(dir: &Path, name: &str, seed: u64, force: bool) {
     let cfg = Config::new(2, 32, 4, 24, 32);
-    let model = Gpt2::init(cfg, seed).unwrap();
+    let model = Model::init(cfg, seed).unwrap();
     let tok = world::tokenizer_json(&world::WorldConfig::default());
     let man = Manifest {
         recipe: RecipeKind::Import,
@@ -300,7 +300,7 @@ null_directions = 10
 #[test]
 fn activation_sets_export_and_labels() {
     let cfg = Config::new(2, 32, 4, 24, 32);
-    let model = Gpt2::init(cfg, 5).unwrap();
+    let model = Model::init(cfg, 5).unwrap();
     let prompts = probes::sample_prompts(Label::Bucket, 30, 1, None, None);
     let set = ActivationSet::build(
         &model,
@@ -380,7 +380,7 @@ fn committed_probe_specs_match_their_stored_results() {
 #[test]
 fn causal_check_invariants() {
     let cfg = Config::new(2, 32, 4, 24, 32);
-    let model = Gpt2::init(cfg, 11).unwrap();
+    let model = Model::init(cfg, 11).unwrap();
     let prompts = probes::sample_prompts(Label::Optout, 64, 2, None, None);
     let set =
         ActivationSet::build(&model, prompts, Label::Optout, Site::ResidPost, 10, &[0]).unwrap();

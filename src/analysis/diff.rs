@@ -1,8 +1,8 @@
 //! Weight differences between two checkpoints of one architecture: the relative Frobenius norm
-//! ‖B − A‖ / ‖A‖ per layer and component. Owns only this arithmetic over [`Gpt2::tensors`];
+//! ‖B − A‖ / ‖A‖ per layer and component. Owns only this arithmetic over [`Model::tensors`];
 //! plotting is `plot`'s, file output the CLI's. Must not draw or print (that is `view`).
 
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::{Error, Result};
 use candle_core::DType;
 use serde::Serialize;
@@ -137,7 +137,7 @@ fn component_of(name: &str) -> (String, String) {
 
 /// Relative Frobenius norm of `b − a` per component. `name_a` / `name_b` name the two models
 /// in errors; the models must have the same tensor names and shapes.
-pub fn weight_diff(a: &Gpt2, name_a: &str, b: &Gpt2, name_b: &str) -> Result<WeightDiff> {
+pub fn weight_diff(a: &Model, name_a: &str, b: &Model, name_b: &str) -> Result<WeightDiff> {
     let (ta, tb) = (a.tensors(), b.tensors());
     let (ca, cb) = (a.config(), b.config());
     if ta.len() != tb.len() {

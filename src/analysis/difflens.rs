@@ -10,7 +10,7 @@ use crate::analysis::patching::world_prompt;
 use crate::analysis::site::Site;
 use crate::lab::world::{self, MetricKind, PromptDist, WorldConfig};
 use crate::stats::{self, Est};
-use crate::{Gpt2, Input, Intervention, Result, Run, Start};
+use crate::{Model, Input, Intervention, Result, Run, Start};
 use candle_core::{DType, Tensor};
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -56,8 +56,8 @@ pub struct DiffLens {
 /// Run the lens on (`a`, `b`): `episodes` corpus episodes for the means, `prompts` corpus
 /// prompts for the steering (metric `metric`), seeded; `resamples` for the intervals.
 pub fn run(
-    a: &Gpt2,
-    b: &Gpt2,
+    a: &Model,
+    b: &Model,
     metric: MetricKind,
     episodes: usize,
     prompts: usize,

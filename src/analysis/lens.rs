@@ -3,7 +3,7 @@
 //! residuals and the read-out; the maths is the model's forward started at layer `n_layer`.
 //! Must not draw or print; must not re-implement the forward pass.
 
-use crate::model::{Gpt2, Input, Logits, Run, Start};
+use crate::model::{Model, Input, Logits, Run, Start};
 use crate::{Hook, Result};
 use candle_core::{DType, Tensor, D};
 use serde::Serialize;
@@ -38,7 +38,7 @@ const DEFAULT_TOP: usize = 3;
 /// Run the logit lens on `ids` (`[batch][pos]`, equal lengths) at position `pos` (None = last)
 /// for the token ids `tokens` (empty = the 3 most probable tokens of the model's output).
 pub fn logit_lens(
-    model: &Gpt2,
+    model: &Model,
     ids: &[Vec<u32>],
     pos: Option<usize>,
     tokens: &[u32],

@@ -165,7 +165,7 @@ fn prepare(
         layer: t.layer.unwrap_or(cfg0.n_layer / 2),
         position: t.position,
     };
-    let models: Vec<&feedlens::Gpt2> = cks.iter().map(|c| &c.model).collect();
+    let models: Vec<&feedlens::Model> = cks.iter().map(|c| &c.model).collect();
     let names: Vec<String> = cks.iter().map(|c| c.name()).collect();
     diffing::check_models(&models, &names, &point)?;
     if t.tokens == 0 {
@@ -410,7 +410,7 @@ pub(super) fn latents(a: LatentsArgs) -> Result<()> {
         &format!("--episodes {}", a.episodes),
         tokens.saturating_mul((dict.d_sae() + 2 * dict.n_models * dict.d) as u64 * 4 * 2),
     )?;
-    let models: Vec<&feedlens::Gpt2> = cks.iter().map(|c| &c.model).collect();
+    let models: Vec<&feedlens::Model> = cks.iter().map(|c| &c.model).collect();
     let view = cards::cards(&dict, &man, &models, a.episodes, a.seed, &a.latents, a.top)?;
     plan.file(
         &out.join("latents.html"),

@@ -4,7 +4,7 @@
 
 use crate::io::fsio;
 use crate::io::tokens::Tokens;
-use crate::model::{Config, Gpt2, Weights};
+use crate::model::{family, Family, Model, Weights};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype as StDtype, SafeTensors, View};
@@ -85,7 +85,7 @@ pub struct Checkpoint {
     /// The directory.
     pub dir: PathBuf,
     /// The model.
-    pub model: Gpt2,
+    pub model: Model,
     /// The tokenizer, when the directory has `tokenizer.json`.
     pub tokens: Option<Tokens>,
     /// Raw `tokenizer.json` bytes (written back unchanged by [`save`]).
@@ -222,28 +222,31 @@ pub struct Files {
 /// files and calls this; fuzzers call it directly.
 pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
     let cfg_path = dir.join("config.json");
-    let cfg: Config = serde_json::from_slice(&files.config)
-        .map_err(|e| Error::file(&cfg_path, format!("invalid config: {e}")))?;
-    cfg.validate().map_err(|m| Error::file(&cfg_path, m))?;
+    let cfg = family::parse_config(&files.config).map_err(|m| Error::file(&cfg_path, m))?;
 
     let st_path = dir.join("model.safetensors");
     let bytes = files.weights;
     let sha256 = sha256_hex(&bytes);
     let st = parse_safetensors(&bytes, &st_path)?;
-    let mut map = HashMap::new();
+    let mut hf = HashMap::new();
     let mut stored = Vec::new();
-    let mut lm_head = None;
     let mut warnings = Vec::new();
-    // Only the tensors GPT-2 uses are converted; any other (of any dtype or value) is listed
-    // and ignored, never loaded.
-    let known: std::collections::HashSet<String> = Gpt2::tensor_shapes(&cfg)
-        .into_iter()
-        .map(|(n, _)| n)
-        .chain(["lm_head.weight".to_string()])
-        .collect();
-    let mut unknown = Vec::new();
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
+    // Weights of another family under this config: say so instead of listing missing tensors.
+    if let Some(other) = family::guess(&names).filter(|f| *f != cfg.arch.family) {
+        return Err(Error::file(
+            &st_path,
+            format!(
+                "holds {} tensors, but config.json describes a {} model",
+                other.name(),
+                cfg.arch.family.name()
+            ),
+        ));
+    }
+    // Only the tensors the family uses are converted; any other (of any dtype or value) is
+    // listed and ignored, never loaded.
+    let mut unknown = Vec::new();
     for name in names {
         let view = st
             .tensor(&name)
@@ -253,46 +256,33 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
             view.shape().to_vec(),
             format!("{:?}", view.dtype()),
         ));
-        let short = name
-            .strip_prefix("transformer.")
-            .unwrap_or(&name)
-            .to_string();
-        if is_attn_buffer(&short) {
+        if family::is_buffer(&name) {
             continue;
         }
-        if !known.contains(&short) {
+        if !family::reads(&cfg, &name) {
             unknown.push(name);
             continue;
         }
         let t = to_tensor(&view, &name, &st_path)?;
-        if short == "lm_head.weight" {
-            lm_head = Some(t);
-        } else if map.insert(short.clone(), t).is_some() {
-            return Err(Error::file(
-                &st_path,
-                format!("tensor '{short}' is stored twice (with and without 'transformer.')"),
-            ));
-        }
+        hf.insert(name, t);
     }
-    let mut w = Weights::new(&st_path, map);
-    let model = Gpt2::load(cfg, &mut w).map_err(|e| match e {
+    let disagrees = |e: Error| match e {
+        Error::Input(msg) => Error::file(
+            &st_path,
+            format!("{msg} (config.json disagrees with the weights?)"),
+        ),
         Error::File { path, msg } if path == st_path => Error::file(
             &st_path,
             format!("{msg} (config.json disagrees with the weights?)"),
         ),
         e => e,
-    })?;
-    if let Some(lm) = lm_head {
-        let wte = &model.tensors()[0].1;
-        let same =
-            lm.dims() == wte.dims() && (&lm - wte)?.abs()?.max_all()?.to_scalar::<f32>()? == 0.0;
-        if !same {
-            return Err(Error::file(
-                &st_path,
-                "lm_head.weight differs from wte.weight; only tied unembeddings are supported",
-            ));
-        }
-    }
+    };
+    let map = family::canonical(&cfg, &mut hf).map_err(disagrees)?;
+    let mut leftover: Vec<String> = hf.into_keys().collect();
+    leftover.sort();
+    unknown.extend(leftover);
+    let mut w = Weights::new(&st_path, map);
+    let model = Model::load(cfg, &mut w).map_err(disagrees)?;
     unknown.extend(w.remaining());
     if !unknown.is_empty() {
         // One line however many: the first few names, then a count.
@@ -364,11 +354,6 @@ fn check_header_len(bytes: &[u8], path: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn is_attn_buffer(short: &str) -> bool {
-    short.starts_with("h.")
-        && (short.ends_with(".attn.bias") || short.ends_with(".attn.masked_bias"))
 }
 
 /// A safetensors view → f32 CPU tensor, refusing non-float dtypes and non-finite values.
@@ -504,18 +489,27 @@ pub fn deserialize(bytes: &[u8], path: &Path) -> Result<Vec<(String, StTensor)>>
         .collect()
 }
 
-/// The bytes of `model.safetensors` for `model`: HF names with `transformer.`, tied
-/// unembedding (no `lm_head.weight`), metadata `format: pt`. Deterministic.
-pub fn safetensors_bytes(model: &Gpt2) -> Result<Vec<u8>> {
+/// The bytes of `model.safetensors` for a GPT-2 `model`: HF names with `transformer.` (an
+/// untied head as `lm_head.weight`), metadata `format: pt`. Deterministic. Other families are
+/// read, not written.
+pub fn safetensors_bytes(model: &Model) -> Result<Vec<u8>> {
+    if model.config().arch.family != Family::Gpt2 {
+        input_err!(
+            "feedlens writes GPT-2 checkpoints only; this {} model is read-only",
+            model.config().arch.family.name()
+        );
+    }
     let tensors: Vec<(String, StTensor)> = model
         .tensors()
         .into_iter()
         .map(|(n, t)| {
             let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            Ok((
-                format!("transformer.{n}"),
-                StTensor::F32(t.dims().to_vec(), v),
-            ))
+            let name = if n == "lm_head.weight" {
+                n
+            } else {
+                format!("transformer.{n}")
+            };
+            Ok((name, StTensor::F32(t.dims().to_vec(), v)))
         })
         .collect::<Result<_>>()?;
     serialize(
@@ -528,7 +522,7 @@ pub fn safetensors_bytes(model: &Gpt2) -> Result<Vec<u8>> {
 /// The manifest's `sha256` and `feedlens_version` are filled in here.
 pub fn save(
     dir: impl AsRef<Path>,
-    model: &Gpt2,
+    model: &Model,
     tokenizer_json: Option<&[u8]>,
     manifest: &Manifest,
     force: bool,

@@ -8,7 +8,7 @@ use crate::lab::sample::{generate, Decode};
 use crate::lab::world::{
     self, Behaviour, Mode, Prompt, PromptDist, Score, Split, Stats, WorldConfig, N_BUCKETS,
 };
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::stats::{self, Est};
 use crate::Result;
 use rand::SeedableRng;
@@ -142,7 +142,7 @@ fn s3_name(b: Option<u8>) -> String {
 }
 
 /// Evaluate one model: a row per (S3 setting, decoding), scored with γ = 1.
-pub fn evaluate(world: &WorldConfig, name: &str, model: &Gpt2, o: &EvalOpts) -> Result<Vec<Row>> {
+pub fn evaluate(world: &WorldConfig, name: &str, model: &Model, o: &EvalOpts) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for &b in &o.buckets {
         let mut prng = ChaCha8Rng::seed_from_u64(o.seed);

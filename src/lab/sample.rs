@@ -4,7 +4,7 @@
 
 use crate::lab::world::{Episode, Prompt, COMPLETION_LEN, PROMPT_LEN};
 use crate::model::hooks::{Hook, Intervention};
-use crate::model::{Gpt2, Input, Logits, Run, Start};
+use crate::model::{Model, Input, Logits, Run, Start};
 use crate::Result;
 use candle_core::{Tensor, D};
 use rand::Rng;
@@ -42,7 +42,7 @@ const CHUNK: usize = 256;
 /// Complete every prompt with `model`: returns one episode per prompt, in order. Sampling draws
 /// from `rng` in a fixed order (prompt by prompt within a step), so a seed fixes the result.
 pub fn generate(
-    model: &Gpt2,
+    model: &Model,
     prompts: &[Prompt],
     decode: Decode,
     rng: &mut ChaCha8Rng,
@@ -69,7 +69,7 @@ pub type Edits<'a> = dyn Fn(&Window) -> Result<Vec<Intervention>> + Sync + 'a;
 /// an edit at a prompt position also changes the keys and values later tokens attend to. With
 /// no edits it is [`generate`], draw for draw.
 pub fn generate_edited(
-    model: &Gpt2,
+    model: &Model,
     prompts: &[Prompt],
     decode: Decode,
     rng: &mut ChaCha8Rng,
@@ -83,7 +83,7 @@ pub fn generate_edited(
 }
 
 fn generate_chunk(
-    model: &Gpt2,
+    model: &Model,
     prompts: &[Prompt],
     first: usize,
     decode: Decode,
@@ -120,8 +120,10 @@ fn generate_chunk(
         })
         .collect::<Result<_>>()?; // [b, pos, head, d_head] each
     let mut logits = out.logits;
-    let tensors = model.tensors();
-    let (wte, wpe) = (&tensors[0].1, &tensors[1].1);
+    let wte = model.wte();
+    let wpe = model.wpe().ok_or_else(|| {
+        crate::Error::input("sampling runs models with learned positions (GPT-2) only")
+    })?;
     let mut completions = vec![[0u32; COMPLETION_LEN]; b];
     for step in 0..COMPLETION_LEN {
         let l = logits
@@ -213,7 +215,7 @@ mod tests {
     #[test]
     fn cached_generation_matches_full_forward() {
         let cfg = Config::new(2, 32, 4, 32, 32);
-        let model = Gpt2::init(cfg, 3).unwrap();
+        let model = Model::init(cfg, 3).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let prompts = PromptDist::corpus(&WorldConfig::default()).sample_n(&mut rng, 5);
         let eps = generate(&model, &prompts, Decode::Greedy, &mut rng).unwrap();

@@ -6,7 +6,7 @@ use crate::io::checkpoint::{self, Manifest, RecipeKind};
 use crate::io::fsio;
 use crate::lab::train::{self, Hyper, OptOut, Progress, Recipe, Start, Trained};
 use crate::lab::world::{tokenizer_json, WorldConfig};
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::{pool, Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -350,7 +350,7 @@ pub fn build(
         fsio::check_own_dir(&dir, &["config.json"])?;
     }
     // Parents and teachers that this run does not rebuild come from disk.
-    let mut built: HashMap<(usize, &str), Arc<Gpt2>> = HashMap::new();
+    let mut built: HashMap<(usize, &str), Arc<Model>> = HashMap::new();
     for j in &todo {
         for dep in [j.entry.parent, j.entry.teacher].into_iter().flatten() {
             let key = (j.zoo, dep);
@@ -421,7 +421,7 @@ pub fn build(
             x.name.to_string()
         };
         let t0 = std::time::Instant::now();
-        let res = (|| -> Result<Gpt2> {
+        let res = (|| -> Result<Model> {
             let start = Start {
                 parent: parent.as_deref(),
                 teacher: teacher.as_deref(),
@@ -462,7 +462,7 @@ struct Job<'a> {
 
 /// The scheduler's shared state.
 struct Sched<'a> {
-    built: HashMap<(usize, &'a str), Arc<Gpt2>>,
+    built: HashMap<(usize, &'a str), Arc<Model>>,
     pending: Vec<Job<'a>>,
     running: usize,
     error: Option<Error>,

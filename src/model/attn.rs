@@ -41,8 +41,9 @@ fn for_chunks(out: &mut [f32], size: usize, f: impl Fn(usize, &mut [f32]) + Sync
     }
 }
 
-/// q `[b, t, h, dh]`, k `[b, tk, h, dh]` → pattern `[b, h, t, tk]`: query i (absolute
-/// `offset + i`) attends to keys `0..=offset + i`.
+/// q `[b, t, h, dh]`, k `[b, tk, hk, dh]` → pattern `[b, h, t, tk]`: query i (absolute
+/// `offset + i`) attends to keys `0..=offset + i`; query head `hi` reads key head
+/// `hi / (h / hk)` (grouped-query attention when hk < h).
 struct Pattern {
     offset: usize,
     scale: f32,
@@ -61,16 +62,18 @@ impl CustomOp2 for Pattern {
     ) -> Result<(CpuStorage, Shape)> {
         let (q, k) = f32_slices(self.name(), (s1, l1), (s2, l2))?;
         let (b, t, h, dh) = l1.shape().dims4()?;
-        let tk = l2.shape().dims4()?.1;
+        let (_, tk, hk, _) = l2.shape().dims4()?;
+        let group = h / hk; // query heads per key head (grouped-query attention)
         let mut out = vec![0f32; b * h * t * tk];
         for_chunks(&mut out, t * tk, |bh, rows| {
             let (bi, hi) = (bh / h, bh % h);
+            let ki = hi / group;
             for (i, row) in rows.chunks_mut(tk).enumerate() {
                 let qi = &q[((bi * t + i) * h + hi) * dh..][..dh];
                 let last = (self.offset + i).min(tk - 1);
                 let mut mx = f32::NEG_INFINITY;
                 for (j, r) in row.iter_mut().enumerate().take(last + 1) {
-                    let kj = &k[((bi * tk + j) * h + hi) * dh..][..dh];
+                    let kj = &k[((bi * tk + j) * hk + ki) * dh..][..dh];
                     *r = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * self.scale;
                     mx = mx.max(*r);
                 }
@@ -86,7 +89,8 @@ impl CustomOp2 for Pattern {
     }
 }
 
-/// pattern `[b, h, t, tk]`, v `[b, tk, h, dh]` → z `[b, t, h, dh]`.
+/// pattern `[b, h, t, tk]`, v `[b, tk, hk, dh]` → z `[b, t, h, dh]` (head `hi` reads value head
+/// `hi / (h / hk)`).
 struct Mix;
 
 impl CustomOp2 for Mix {
@@ -102,7 +106,8 @@ impl CustomOp2 for Mix {
     ) -> Result<(CpuStorage, Shape)> {
         let (p, v) = f32_slices(self.name(), (s1, l1), (s2, l2))?;
         let (b, h, t, tk) = l1.shape().dims4()?;
-        let dh = l2.shape().dims4()?.3;
+        let (_, _, hk, dh) = l2.shape().dims4()?;
+        let group = h / hk;
         let mut out = vec![0f32; b * t * h * dh];
         // One task per (batch, query position): its h·dh outputs are contiguous.
         for_chunks(&mut out, h * dh, |bi_i, zrow| {
@@ -112,7 +117,7 @@ impl CustomOp2 for Mix {
                 let z = &mut zrow[hi * dh..(hi + 1) * dh];
                 for (j, &w) in prow.iter().enumerate() {
                     if w != 0.0 {
-                        let vj = &v[((bi * tk + j) * h + hi) * dh..][..dh];
+                        let vj = &v[((bi * tk + j) * hk + hi / group) * dh..][..dh];
                         z.iter_mut().zip(vj).for_each(|(z, x)| *z += w * x);
                     }
                 }
@@ -122,7 +127,7 @@ impl CustomOp2 for Mix {
     }
 }
 
-/// Causal attention probabilities. q: `[b, t, h, dh]`, k: `[b, tk, h, dh]` (keys of positions
+/// Causal attention probabilities. q: `[b, t, h, dh]`, k: `[b, tk, hk, dh]` (keys of positions
 /// `0..tk`, the last `t` of them the queries' own) → `[b, h, t, tk]`.
 pub fn pattern(q: &Tensor, k: &Tensor, offset: usize, scale: f64) -> Result<Tensor> {
     q.contiguous()?.apply_op2_no_bwd(
@@ -134,7 +139,7 @@ pub fn pattern(q: &Tensor, k: &Tensor, offset: usize, scale: f64) -> Result<Tens
     )
 }
 
-/// Weighted sum of values. pattern: `[b, h, t, tk]`, v: `[b, tk, h, dh]` → z `[b, t, h, dh]`.
+/// Weighted sum of values. pattern: `[b, h, t, tk]`, v: `[b, tk, hk, dh]` → z `[b, t, h, dh]`.
 pub fn mix(pattern: &Tensor, v: &Tensor) -> Result<Tensor> {
     pattern
         .contiguous()?

@@ -1,4 +1,4 @@
-//! Causal self-attention and the pre-LN block, each with its full-sequence forward (every hook,
+//! Causal self-attention (rotary, grouped-query) and the pre-norm block (sequential or parallel), each with its full-sequence forward (every hook,
 //! differentiable or not) and its last-position forward (inference only, for
 //! `Run::last_position_only`). Hooks fire through the model's per-run `Ctx`; the sublayers live
 //! in `layers`, the inference kernels in `attn`; the model above owns embedding and unembedding.
@@ -6,35 +6,58 @@
 use super::layers::{LayerNorm, Linear, Mlp};
 use super::{attn, Ctx, Weights};
 use crate::model::hooks::Hook;
+use crate::model::config::Rotary;
 use crate::model::Config;
 use crate::Result;
-use candle_core::{Device, IndexOp, Tensor, D};
+use candle_core::{Device, Tensor, D};
 
-/// Causal self-attention.
+/// Causal self-attention: one fused query/key/value projection, optional rotary embedding of
+/// queries and keys, grouped-query heads.
 pub(super) struct Attention {
     pub(super) c_attn: Linear,
     pub(super) c_proj: Linear,
     n_head: usize,
+    n_kv_head: usize,
+    /// Factor on q·kᵀ (1/√d_head for GPT-2's defaults, further ÷ (layer + 1) with
+    /// `scale_attn_by_inverse_layer_idx`).
+    scale: f64,
+    rotary: Option<Rotary>,
 }
 
 impl Attention {
-    fn load(w: &mut Weights, prefix: &str, cfg: &Config) -> Result<Self> {
-        let d = cfg.n_embd;
+    fn load(w: &mut Weights, prefix: &str, l: usize, cfg: &Config) -> Result<Self> {
+        let (d, a) = (cfg.n_embd, &cfg.arch);
+        let mut scale = if a.scale_attn {
+            1.0 / (cfg.d_head() as f64).sqrt()
+        } else {
+            1.0
+        };
+        if a.scale_by_layer {
+            scale /= (l + 1) as f64;
+        }
         Ok(Attention {
-            c_attn: Linear::load(w, &format!("{prefix}.c_attn"), d, 3 * d)?,
-            c_proj: Linear::load(w, &format!("{prefix}.c_proj"), d, d)?,
+            c_attn: Linear::load(w, &format!("{prefix}.c_attn"), d, cfg.d_qkv(), a.qkv_bias)?,
+            c_proj: Linear::load(w, &format!("{prefix}.c_proj"), d, d, a.o_bias)?,
             n_head: cfg.n_head,
+            n_kv_head: a.n_kv_head,
+            scale,
+            rotary: a.rotary,
         })
     }
 
-    /// Queries, keys and values of `x` (`[batch, pos, d]`, layer-normed) in one product:
-    /// `[batch, pos, 3, head, d_head]`.
-    fn qkv(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
+    /// Queries `[batch, pos, head, d_head]`, keys and values `[batch, pos, kv_head, d_head]`
+    /// of `x` (`[batch, pos, d]`, normalised) in one product, before any rotary embedding.
+    fn qkv(&self, x: &Tensor, grad: bool) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, t, d) = x.dims3()?;
-        Ok(self
-            .c_attn
-            .forward(&x.reshape((b * t, d))?, grad)?
-            .reshape((b, t, 3, self.n_head, d / self.n_head))?)
+        let dh = d / self.n_head;
+        let y = self.c_attn.forward(&x.reshape((b * t, d))?, grad)?; // [b·t, (nh + 2·nkv)·dh]
+        let part = |start: usize, heads: usize| -> Result<Tensor> {
+            Ok(y.narrow(1, start * dh, heads * dh)?
+                .reshape((b, t, heads, dh))?
+                .contiguous()?)
+        };
+        let (nh, nkv) = (self.n_head, self.n_kv_head);
+        Ok((part(0, nh)?, part(nh, nkv)?, part(nh + nkv, nkv)?))
     }
 
     /// The output projection of z `[batch, pos, head, d_head]` → `[batch, pos, d]`.
@@ -46,13 +69,30 @@ impl Attention {
             .reshape((b, t, nh * dh))?)
     }
 
-    /// 1/√d_head.
-    fn scale(&self, d: usize) -> f64 {
-        1.0 / ((d / self.n_head) as f64).sqrt()
+    /// `x` `[batch, pos, heads, d_head]` at absolute positions `first..` with the rotary
+    /// embedding applied (unchanged without one).
+    fn rotate(&self, x: Tensor, first: usize) -> Result<Tensor> {
+        match self.rotary {
+            Some(r) => rope(&x, first, r),
+            None => Ok(x),
+        }
     }
 
-    /// x: `[batch, pos, d]` (already layer-normed) → attention output `[batch, pos, d]`.
-    /// `past`: keys/values of positions `0..offset`, `[batch, offset, head, d_head]`.
+    /// `x` with its kv heads repeated to the query heads (differentiated runs only; the
+    /// inference kernels index the shared head instead).
+    fn repeat_kv(&self, x: Tensor) -> Result<Tensor> {
+        if self.n_kv_head == self.n_head {
+            return Ok(x);
+        }
+        let group = self.n_head / self.n_kv_head;
+        let idx: Vec<u32> = (0..self.n_head).map(|h| (h / group) as u32).collect();
+        let idx = Tensor::from_vec(idx, self.n_head, x.device())?;
+        Ok(x.index_select(&idx, 2)?)
+    }
+
+    /// x: `[batch, pos, d]` (already normalised) → attention output `[batch, pos, d]`.
+    /// `past`: keys/values of positions `0..offset`, `[batch, offset, kv_head, d_head]`, as
+    /// `hook_k` / `hook_v` record them (before the rotary embedding).
     fn forward(
         &self,
         x: &Tensor,
@@ -60,19 +100,21 @@ impl Attention {
         past: Option<&(Tensor, Tensor)>,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
-        let (_, t, d) = x.dims3()?;
+        let t = x.dim(1)?;
         let grad = ctx.run.grad;
-        let qkv = self.qkv(x, grad)?;
-        let q = ctx.hook(Hook::Q(l), qkv.i((.., .., 0))?.contiguous()?)?; // [b, t, nh, dh]
-        let k = ctx.hook(Hook::K(l), qkv.i((.., .., 1))?.contiguous()?)?; // [b, t, nh, dh]
-        let v = ctx.hook(Hook::V(l), qkv.i((.., .., 2))?.contiguous()?)?; // [b, t, nh, dh]
+        let (q, k, v) = self.qkv(x, grad)?;
+        let q = ctx.hook(Hook::Q(l), q)?; // [b, t, nh, dh]
+        let k = ctx.hook(Hook::K(l), k)?; // [b, t, nkv, dh]
+        let v = ctx.hook(Hook::V(l), v)?; // [b, t, nkv, dh]
         let (k, v) = with_past(k, v, past)?;
-        let scale = self.scale(d);
+        let q = self.rotate(q, ctx.offset)?;
+        let k = self.rotate(k, 0)?;
+        let scale = self.scale;
         let z = if grad {
             let tk = k.dim(1)?;
             let q = q.transpose(1, 2)?.contiguous()?; // [b, nh, t, dh]
-            let k = k.transpose(1, 2)?.contiguous()?; // [b, nh, tk, dh]
-            let v = v.transpose(1, 2)?.contiguous()?; // [b, nh, tk, dh]
+            let k = self.repeat_kv(k)?.transpose(1, 2)?.contiguous()?; // [b, nh, tk, dh]
+            let v = self.repeat_kv(v)?.transpose(1, 2)?.contiguous()?; // [b, nh, tk, dh]
             let scores = (q.matmul(&k.t()?)? * scale)?; // [b, nh, t, tk]
             let scores = scores.broadcast_add(&causal_mask(t, tk, ctx.offset, x.device())?)?;
             let pattern = candle_nn::ops::softmax(&scores, D::Minus1)?;
@@ -87,7 +129,7 @@ impl Attention {
         self.project(&z, grad)
     }
 
-    /// Attention of the last query of `x` (`[batch, pos, d]`, layer-normed) over every key:
+    /// Attention of the last query of `x` (`[batch, pos, d]`, normalised) over every key:
     /// `[batch, 1, d]`. `offset` is the absolute position of `x`'s first row.
     fn forward_last(
         &self,
@@ -95,15 +137,43 @@ impl Attention {
         past: Option<&(Tensor, Tensor)>,
         offset: usize,
     ) -> Result<Tensor> {
-        let (_, t, d) = x.dims3()?;
-        let qkv = self.qkv(x, false)?;
-        let q = qkv.i((.., t - 1..t, 0))?.contiguous()?; // [b, 1, nh, dh]
-        let k = qkv.i((.., .., 1))?.contiguous()?; // [b, t, nh, dh]
-        let v = qkv.i((.., .., 2))?.contiguous()?;
+        let t = x.dim(1)?;
+        let (q, k, v) = self.qkv(x, false)?;
+        let q = q.narrow(1, t - 1, 1)?.contiguous()?; // [b, 1, nh, dh]
         let (k, v) = with_past(k, v, past)?;
-        let pattern = attn::pattern(&q, &k, offset + t - 1, self.scale(d))?; // [b, nh, 1, tk]
+        let q = self.rotate(q, offset + t - 1)?;
+        let k = self.rotate(k, 0)?;
+        let pattern = attn::pattern(&q, &k, offset + t - 1, self.scale)?; // [b, nh, 1, tk]
         self.project(&attn::mix(&pattern, &v)?, false) // [b, 1, d]
     }
+}
+
+/// The rotary embedding ("rotate half", as GPT-NeoX and Llama) of `x` `[b, t, heads, d_head]`
+/// at absolute positions `first..first + t`: channel pairs (i, i + dim/2), i < dim/2, turned by
+/// the angle p·base^(−2i/dim); channels from `dim` on pass through.
+fn rope(x: &Tensor, first: usize, r: Rotary) -> Result<Tensor> {
+    let (_, t, _, dh) = x.dims4()?;
+    let half = r.dim / 2;
+    let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
+    for p in first..first + t {
+        for i in 0..half {
+            let angle = p as f64 * r.base.powf(-2.0 * i as f64 / r.dim as f64);
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    let cos = Tensor::from_vec(cos, (1, t, 1, half), x.device())?;
+    let sin = Tensor::from_vec(sin, (1, t, 1, half), x.device())?;
+    let x1 = x.narrow(3, 0, half)?;
+    let x2 = x.narrow(3, half, half)?;
+    let mut parts = vec![
+        (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?,
+        (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?,
+    ];
+    if r.dim < dh {
+        parts.push(x.narrow(3, r.dim, dh - r.dim)?);
+    }
+    Ok(Tensor::cat(&parts, 3)?.contiguous()?)
 }
 
 /// Keys and values of this call after those of earlier positions, if any.
@@ -132,22 +202,24 @@ fn causal_mask(t: usize, tk: usize, offset: usize, dev: &Device) -> Result<Tenso
     Ok(Tensor::from_vec(m, (t, tk), dev)?)
 }
 
-/// A pre-LN transformer block.
+/// A pre-norm transformer block, sequential (GPT-2, Llama) or parallel (GPT-NeoX's
+/// `use_parallel_residual`: attention and MLP both read the block's input).
 pub(super) struct Block {
     pub(super) ln_1: LayerNorm,
     pub(super) attn: Attention,
     pub(super) ln_2: LayerNorm,
     pub(super) mlp: Mlp,
+    parallel: bool,
 }
 
 impl Block {
     pub(super) fn load(w: &mut Weights, l: usize, cfg: &Config) -> Result<Self> {
-        let (d, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
         Ok(Block {
-            ln_1: LayerNorm::load(w, &format!("h.{l}.ln_1"), d, eps)?,
-            attn: Attention::load(w, &format!("h.{l}.attn"), cfg)?,
-            ln_2: LayerNorm::load(w, &format!("h.{l}.ln_2"), d, eps)?,
+            ln_1: LayerNorm::load(w, &format!("h.{l}.ln_1"), cfg)?,
+            attn: Attention::load(w, &format!("h.{l}.attn"), l, cfg)?,
+            ln_2: LayerNorm::load(w, &format!("h.{l}.ln_2"), cfg)?,
             mlp: Mlp::load(w, &format!("h.{l}.mlp"), cfg)?,
+            parallel: cfg.arch.parallel,
         })
     }
 
@@ -179,6 +251,10 @@ impl Block {
         let x = ctx.hook(Hook::ResidPre(l), x)?;
         let a = self.attn.forward(&self.ln_1(&x, grad)?, l, past, ctx)?;
         let a = ctx.hook(Hook::AttnOut(l), a)?;
+        if self.parallel {
+            let m = ctx.hook(Hook::MlpOut(l), self.mlp(&x, grad)?)?;
+            return ctx.hook(Hook::ResidPost(l), ((x + a)? + m)?);
+        }
         let x = ctx.hook(Hook::ResidMid(l), (x + a)?)?;
         let m = ctx.hook(Hook::MlpOut(l), self.mlp(&x, grad)?)?;
         ctx.hook(Hook::ResidPost(l), (x + m)?)
@@ -198,7 +274,12 @@ impl Block {
         let a = self
             .attn
             .forward_last(&self.ln_1(x, false)?, past, offset)?; // [b, 1, d]
-        let x = (x.narrow(1, t - 1, 1)? + a)?; // [b, 1, d]
+        let x = x.narrow(1, t - 1, 1)?; // [b, 1, d]
+        if self.parallel {
+            let m = self.mlp(&x, false)?;
+            return Ok(((x + a)? + m)?);
+        }
+        let x = (x + a)?;
         let m = self.mlp(&x, false)?;
         Ok((x + m)?)
     }

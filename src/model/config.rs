@@ -1,34 +1,172 @@
-//! `Config`: the GPT-2 hyper-parameters of an HF `config.json` that the forward pass uses, their
-//! validation, and the shape comparison of two configs. No weights, no files.
+//! `Config`: the hyper-parameters the forward pass uses, in GPT-2's names (`n_layer`, `n_embd`,
+//! ...) whatever the family, plus [`Arch`], what a family's block does differently (norm,
+//! activation, rotary, parallel residual, grouped-query attention, biases, tied head). Reading
+//! a family's own `config.json` keys into these is `family`'s; this file has no keys of its
+//! own beyond GPT-2's, no weights and no files.
 
 use serde::{Deserialize, Serialize};
 
-/// The GPT-2 hyper-parameters feedlens uses, read from / written to an HF `config.json`.
-/// Fields it does not use are kept in `extra` and written back unchanged.
+/// The transformer family a checkpoint belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// HF `gpt2` (`GPT2LMHeadModel`).
+    #[default]
+    Gpt2,
+    /// HF `gpt_neox` (`GPTNeoXForCausalLM`: Pythia).
+    NeoX,
+    /// HF `llama` / `qwen2` (`LlamaForCausalLM`, `Qwen2ForCausalLM`: SmolLM, TinyLlama, Qwen2).
+    Llama,
+}
+
+impl Family {
+    /// The family's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Gpt2 => "GPT-2",
+            Family::NeoX => "GPT-NeoX",
+            Family::Llama => "Llama-style",
+        }
+    }
+}
+
+/// The normalisation before attention, MLP and unembedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Norm {
+    /// LayerNorm with gain and bias (GPT-2, GPT-NeoX).
+    #[default]
+    Layer,
+    /// RMSNorm with gain only (Llama).
+    Rms,
+}
+
+/// The MLP's activation function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Act {
+    /// Tanh-approximated GELU (`gelu_new`, `gelu_fast`, `gelu_pytorch_tanh`).
+    #[default]
+    GeluNew,
+    /// Exact (erf) GELU (`gelu`).
+    Gelu,
+    /// `relu`.
+    Relu,
+    /// `silu` / `swish` (Llama's SwiGLU gate).
+    Silu,
+}
+
+impl Act {
+    /// The HF `activation_function` / `hidden_act` names feedlens runs.
+    pub const NAMES: &'static str =
+        "gelu_new, gelu_fast, gelu_pytorch_tanh, gelu, relu, silu, swish";
+
+    /// Parse an HF activation name.
+    pub fn parse(s: &str) -> Option<Act> {
+        Some(match s {
+            "gelu_new" | "gelu_fast" | "gelu_pytorch_tanh" => Act::GeluNew,
+            "gelu" => Act::Gelu,
+            "relu" => Act::Relu,
+            "silu" | "swish" => Act::Silu,
+            _ => return None,
+        })
+    }
+}
+
+/// Rotary position embedding (GPT-NeoX / Llama "rotate half" layout) on the first `dim`
+/// channels of every query and key head.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rotary {
+    /// Rotated channels per head (even, ≤ d_head).
+    pub dim: usize,
+    /// Base θ of the frequencies θ^(−2i/dim).
+    pub base: f64,
+}
+
+/// What a family's forward pass does differently from GPT-2's (whose values are the default).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Arch {
+    /// The family (names tensors and messages).
+    pub family: Family,
+    /// LayerNorm or RMSNorm.
+    pub norm: Norm,
+    /// The MLP activation.
+    pub act: Act,
+    /// A gated MLP (SwiGLU: `down(act(gate(x)) · up(x))`) instead of `proj(act(fc(x)))`.
+    pub gated: bool,
+    /// Learned absolute positions (`wpe`, GPT-2) or none.
+    pub learned_positions: bool,
+    /// Rotary embedding of queries and keys, if any.
+    pub rotary: Option<Rotary>,
+    /// Attention and MLP both read the block's input and add to it together (GPT-NeoX's
+    /// `use_parallel_residual`): no `hook_resid_mid`.
+    pub parallel: bool,
+    /// Key/value heads (grouped-query attention when fewer than the query heads).
+    pub n_kv_head: usize,
+    /// Unembedding tied to the token embedding (else a separate `lm_head`).
+    pub tied: bool,
+    /// Bias on the query/key/value projection.
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection.
+    pub o_bias: bool,
+    /// Biases in the MLP.
+    pub mlp_bias: bool,
+    /// Scores divided by √d_head (GPT-2's `scale_attn_weights`; always for the others).
+    pub scale_attn: bool,
+    /// Scores further divided by the layer number + 1 (GPT-2's `scale_attn_by_inverse_layer_idx`).
+    pub scale_by_layer: bool,
+}
+
+impl Arch {
+    /// GPT-2's architecture with `n_head` heads (tied, LayerNorm, gelu_new, learned positions).
+    pub fn gpt2(n_head: usize) -> Arch {
+        Arch {
+            family: Family::Gpt2,
+            norm: Norm::Layer,
+            act: Act::GeluNew,
+            gated: false,
+            learned_positions: true,
+            rotary: None,
+            parallel: false,
+            n_kv_head: n_head,
+            tied: true,
+            qkv_bias: true,
+            o_bias: true,
+            mlp_bias: true,
+            scale_attn: true,
+            scale_by_layer: false,
+        }
+    }
+}
+
+/// The hyper-parameters feedlens uses, named as in an HF GPT-2 `config.json` whatever the
+/// family, and read from / written to one for GPT-2. Fields it does not use are kept in
+/// `extra` and written back unchanged; `arch` is derived from the file (see `family`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Config {
     /// Number of transformer blocks.
     pub n_layer: usize,
     /// Residual stream width, d_model.
     pub n_embd: usize,
-    /// Attention heads per block; d_head = n_embd / n_head.
+    /// Attention (query) heads per block; d_head = n_embd / n_head.
     pub n_head: usize,
-    /// Context length (rows of the position embedding).
+    /// Context length (rows of the position embedding; the longest run of a rotary model).
     pub n_positions: usize,
     /// Vocabulary size (rows of the token embedding).
     pub vocab_size: usize,
-    /// LayerNorm epsilon (HF default 1e-5).
+    /// LayerNorm / RMSNorm epsilon (HF GPT-2 default 1e-5).
     #[serde(default = "default_eps")]
     pub layer_norm_epsilon: f64,
-    /// Must be a tanh-approximated GELU (`gelu_new`).
+    /// The activation's HF name (see [`Act::parse`]).
     #[serde(default = "default_act")]
     pub activation_function: String,
     /// MLP width; None means 4·n_embd.
     #[serde(default)]
     pub n_inner: Option<usize>,
-    /// Every other config.json field, kept verbatim.
+    /// Every other config.json field, kept verbatim (for GPT-NeoX and Llama: the whole file).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// What the family's block does (derived, never written).
+    #[serde(skip, default = "default_arch")]
+    pub arch: Arch,
 }
 
 fn default_eps() -> f64 {
@@ -37,15 +175,28 @@ fn default_eps() -> f64 {
 fn default_act() -> String {
     "gelu_new".into()
 }
+/// A placeholder only: a `Config` read from JSON gets its real `arch` from
+/// `family::parse_config`, the one way feedlens reads a config.
+fn default_arch() -> Arch {
+    Arch::gpt2(1)
+}
 
 impl Config {
     /// The first shape field in which `self` and `other` differ, as `"n_layer 4 vs 2"`; `None`
     /// when the two models have the same tensors (paired analyses need that).
     pub fn shape_difference(&self, other: &Config) -> Option<String> {
+        if self.arch.family != other.arch.family {
+            return Some(format!(
+                "family {} vs {}",
+                self.arch.family.name(),
+                other.arch.family.name()
+            ));
+        }
         [
             ("n_layer", self.n_layer, other.n_layer),
             ("n_embd", self.n_embd, other.n_embd),
             ("n_head", self.n_head, other.n_head),
+            ("n_kv_head", self.arch.n_kv_head, other.arch.n_kv_head),
             ("n_positions", self.n_positions, other.n_positions),
             ("vocab_size", self.vocab_size, other.vocab_size),
             ("d_mlp", self.d_mlp(), other.d_mlp()),
@@ -53,9 +204,17 @@ impl Config {
         .into_iter()
         .find(|(_, u, v)| u != v)
         .map(|(name, u, v)| format!("{name} {u} vs {v}"))
+        .or_else(|| {
+            (self.arch.tied != other.arch.tied).then(|| {
+                format!(
+                    "tied unembedding {} vs {}",
+                    self.arch.tied, other.arch.tied
+                )
+            })
+        })
     }
 
-    /// A config with HF's standard GPT-2 fields filled in (what `GPT2Config()` writes).
+    /// A GPT-2 config with HF's standard fields filled in (what `GPT2Config()` writes).
     pub fn new(
         n_layer: usize,
         n_embd: usize,
@@ -89,6 +248,7 @@ impl Config {
             activation_function: "gelu_new".into(),
             n_inner: None,
             extra,
+            arch: Arch::gpt2(n_head),
         }
     }
     /// MLP hidden width.
@@ -99,7 +259,11 @@ impl Config {
     pub fn d_head(&self) -> usize {
         self.n_embd / self.n_head.max(1)
     }
-    /// Check that the numbers describe a model feedlens can run. `what` names the source.
+    /// Width of the fused query/key/value projection: (n_head + 2·n_kv_head)·d_head.
+    pub fn d_qkv(&self) -> usize {
+        (self.n_head + 2 * self.arch.n_kv_head) * self.d_head()
+    }
+    /// Check that the numbers describe a model feedlens can run; the message names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
         for (name, v) in [
             ("n_layer", self.n_layer),
@@ -107,6 +271,8 @@ impl Config {
             ("n_head", self.n_head),
             ("n_positions", self.n_positions),
             ("vocab_size", self.vocab_size),
+            ("n_kv_head", self.arch.n_kv_head),
+            ("d_mlp", self.d_mlp()),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be positive"));
@@ -118,58 +284,33 @@ impl Config {
                 self.n_embd, self.n_head
             ));
         }
-        if !["gelu_new", "gelu_pytorch_tanh", "gelu_fast"]
-            .contains(&self.activation_function.as_str())
-        {
+        if !self.n_head.is_multiple_of(self.arch.n_kv_head) {
             return Err(format!(
-                "activation_function '{}' is not supported (feedlens runs gelu_new)",
-                self.activation_function
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.n_head, self.arch.n_kv_head
+            ));
+        }
+        if Act::parse(&self.activation_function) != Some(self.arch.act) {
+            return Err(format!(
+                "activation_function '{}' is not supported (feedlens runs {})",
+                self.activation_function,
+                Act::NAMES
             ));
         }
         if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
             return Err("layer_norm_epsilon must be a positive number".into());
         }
-        if let Some(t) = self.extra.get("model_type") {
-            if t.as_str() != Some("gpt2") {
+        if let Some(r) = self.arch.rotary {
+            if r.dim == 0 || !r.dim.is_multiple_of(2) || r.dim > self.d_head() {
                 return Err(format!(
-                    "model_type {t} is not supported (feedlens runs GPT-2: \"gpt2\")"
+                    "rotary dimension {} must be even, positive and at most d_head {}",
+                    r.dim,
+                    self.d_head()
                 ));
             }
-        }
-        // Flags GPT-2 configs carry must be booleans: a string "true" is not read as false.
-        for k in [
-            "scale_attn_by_inverse_layer_idx",
-            "scale_attn_weights",
-            "reorder_and_upcast_attn",
-            "add_cross_attention",
-        ] {
-            if let Some(v) = self
-                .extra
-                .get(k)
-                .filter(|v| !v.is_boolean() && !v.is_null())
-            {
-                return Err(format!("{k} is {v}, expected true or false"));
+            if !(r.base.is_finite() && r.base > 1.0) {
+                return Err(format!("rotary base {} must be a number above 1", r.base));
             }
-        }
-        if self
-            .extra
-            .get("add_cross_attention")
-            .and_then(|v| v.as_bool())
-            == Some(true)
-        {
-            return Err("add_cross_attention = true is not supported".into());
-        }
-        let flag = |k: &str| self.extra.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
-        if flag("scale_attn_by_inverse_layer_idx") {
-            return Err("scale_attn_by_inverse_layer_idx = true is not supported".into());
-        }
-        if self
-            .extra
-            .get("scale_attn_weights")
-            .and_then(|v| v.as_bool())
-            == Some(false)
-        {
-            return Err("scale_attn_weights = false is not supported".into());
         }
         Ok(())
     }

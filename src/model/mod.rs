@@ -1,17 +1,19 @@
-//! The GPT-2 model (pre-LN, learned positions, `gelu_new`, tied unembedding), in nanoGPT order:
-//! config → LayerNorm, Linear (HF Conv1D), MLP (`layers`) → attention, block (`block`) → GPT-2.
-//! Layers load themselves from HF tensor names. One forward path serves clean, cached, patched,
-//! started-at-a-layer and differentiated runs. File formats live in `io::checkpoint`; this
-//! layer imports nothing above it.
+//! The model: one pre-norm decoder for every family (GPT-2, GPT-NeoX, Llama-style), in nanoGPT
+//! order: config (`config`, the families' keys in `family`) → norm, linear, MLP (`layers`) →
+//! attention, block (`block`) → the model. Layers load themselves from the model's own tensor
+//! names (GPT-2's); `family` maps each family's HF names onto them. One forward path serves
+//! clean, cached, patched, started-at-a-layer and differentiated runs. File formats live in
+//! `io::checkpoint`; this layer imports nothing above it.
 
 mod attn;
 mod block;
-mod config;
+pub mod config;
+pub mod family;
 mod gelu;
 pub mod hooks;
 mod layers;
 
-pub use config::Config;
+pub use config::{Arch, Config, Family};
 
 use crate::model::hooks::{Cache, Hook, Intervention};
 use crate::{Error, Result};
@@ -155,34 +157,48 @@ impl Ctx<'_> {
     }
 }
 
-/// GPT-2 with tied unembedding.
-pub struct Gpt2 {
+/// A decoder-only transformer of any family feedlens runs.
+pub struct Model {
     cfg: Config,
     wte: Tensor,
-    wpe: Tensor,
+    /// Learned position embedding (GPT-2 only).
+    wpe: Option<Tensor>,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
+    /// The untied unembedding `[vocab, d]`, if any (else `wte`).
+    lm_head: Option<Tensor>,
 }
 
-impl Gpt2 {
-    /// Build from HF tensor names without the `transformer.` prefix (`wte.weight`,
-    /// `h.0.attn.c_attn.weight` `[in, out]`, ...). Every shape is checked against `cfg`;
-    /// unused names are left in `w` for the caller to report.
+impl Model {
+    /// Build from the model's tensor names (GPT-2's HF names without `transformer.`:
+    /// `wte.weight`, `h.0.attn.c_attn.weight` `[in, out]`, ..., and `lm_head.weight` when
+    /// untied; `family::canonical` maps the other families onto them). Every shape is checked
+    /// against `cfg`; unused names are left in `w` for the caller to report.
     pub fn load(cfg: Config, w: &mut Weights) -> Result<Self> {
         cfg.validate().map_err(|m| Error::file(&w.path, m))?;
         let d = cfg.n_embd;
         let wte = w.take("wte.weight", &[cfg.vocab_size, d])?;
-        let wpe = w.take("wpe.weight", &[cfg.n_positions, d])?;
+        let wpe = if cfg.arch.learned_positions {
+            Some(w.take("wpe.weight", &[cfg.n_positions, d])?)
+        } else {
+            None
+        };
         let blocks = (0..cfg.n_layer)
             .map(|l| Block::load(w, l, &cfg))
             .collect::<Result<_>>()?;
-        let ln_f = LayerNorm::load(w, "ln_f", d, cfg.layer_norm_epsilon)?;
-        Ok(Gpt2 {
+        let ln_f = LayerNorm::load(w, "ln_f", &cfg)?;
+        let lm_head = if cfg.arch.tied {
+            None
+        } else {
+            Some(w.take("lm_head.weight", &[cfg.vocab_size, d])?)
+        };
+        Ok(Model {
             cfg,
             wte,
             wpe,
             blocks,
             ln_f,
+            lm_head,
         })
     }
 
@@ -214,71 +230,93 @@ impl Gpt2 {
         Self::load(cfg, &mut Weights::new("<init>", map))
     }
 
-    /// HF tensor names (without `transformer.`) and shapes, in checkpoint order.
+    /// The model's tensor names and shapes for `cfg`, in checkpoint order.
     pub fn tensor_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
-        let (d, m) = (cfg.n_embd, cfg.d_mlp());
-        let mut v = vec![
-            ("wte.weight".to_string(), vec![cfg.vocab_size, d]),
-            ("wpe.weight".to_string(), vec![cfg.n_positions, d]),
-        ];
+        let (d, m, a) = (cfg.n_embd, cfg.d_mlp(), &cfg.arch);
+        let mut v = vec![("wte.weight".to_string(), vec![cfg.vocab_size, d])];
+        if a.learned_positions {
+            v.push(("wpe.weight".to_string(), vec![cfg.n_positions, d]));
+        }
+        let norm = |v: &mut Vec<(String, Vec<usize>)>, p: String| {
+            v.push((format!("{p}.weight"), vec![d]));
+            if a.norm == config::Norm::Layer {
+                v.push((format!("{p}.bias"), vec![d]));
+            }
+        };
+        let linear = |v: &mut Vec<(String, Vec<usize>)>, p: String, i: usize, o: usize, b: bool| {
+            v.push((format!("{p}.weight"), vec![i, o]));
+            if b {
+                v.push((format!("{p}.bias"), vec![o]));
+            }
+        };
         for l in 0..cfg.n_layer {
             let p = |s: &str| format!("h.{l}.{s}");
-            v.extend([
-                (p("ln_1.weight"), vec![d]),
-                (p("ln_1.bias"), vec![d]),
-                (p("attn.c_attn.weight"), vec![d, 3 * d]),
-                (p("attn.c_attn.bias"), vec![3 * d]),
-                (p("attn.c_proj.weight"), vec![d, d]),
-                (p("attn.c_proj.bias"), vec![d]),
-                (p("ln_2.weight"), vec![d]),
-                (p("ln_2.bias"), vec![d]),
-                (p("mlp.c_fc.weight"), vec![d, m]),
-                (p("mlp.c_fc.bias"), vec![m]),
-                (p("mlp.c_proj.weight"), vec![m, d]),
-                (p("mlp.c_proj.bias"), vec![d]),
-            ]);
+            norm(&mut v, p("ln_1"));
+            linear(&mut v, p("attn.c_attn"), d, cfg.d_qkv(), a.qkv_bias);
+            linear(&mut v, p("attn.c_proj"), d, d, a.o_bias);
+            norm(&mut v, p("ln_2"));
+            if a.gated {
+                linear(&mut v, p("mlp.c_gate"), d, m, a.mlp_bias);
+            }
+            linear(&mut v, p("mlp.c_fc"), d, m, a.mlp_bias);
+            linear(&mut v, p("mlp.c_proj"), m, d, a.mlp_bias);
         }
-        v.push(("ln_f.weight".into(), vec![d]));
-        v.push(("ln_f.bias".into(), vec![d]));
+        norm(&mut v, "ln_f".into());
+        if !a.tied {
+            v.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, d]));
+        }
         v
     }
 
-    /// The token embedding `[vocab, d]`, tied to the unembedding.
+    /// The token embedding `[vocab, d]`.
     pub fn wte(&self) -> &Tensor {
         &self.wte
     }
 
-    /// Every parameter with its HF name (without `transformer.`), in checkpoint order.
+    /// The learned position embedding `[n_positions, d]` (GPT-2), if the family has one.
+    pub fn wpe(&self) -> Option<&Tensor> {
+        self.wpe.as_ref()
+    }
+
+    /// The unembedding `[vocab, d]` (the token embedding when tied).
+    pub fn unembedding(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.wte)
+    }
+
+    /// Every parameter with its name (see [`Model::load`]), in checkpoint order.
     pub fn tensors(&self) -> Vec<(String, Tensor)> {
-        let mut v = vec![
-            ("wte.weight".to_string(), self.wte.clone()),
-            ("wpe.weight".to_string(), self.wpe.clone()),
-        ];
+        let mut v = vec![("wte.weight".to_string(), self.wte.clone())];
+        if let Some(wpe) = &self.wpe {
+            v.push(("wpe.weight".to_string(), wpe.clone()));
+        }
+        let norm = |v: &mut Vec<(String, Tensor)>, p: String, n: &LayerNorm| {
+            v.push((format!("{p}.weight"), n.weight.clone()));
+            if let Some(b) = &n.bias {
+                v.push((format!("{p}.bias"), b.clone()));
+            }
+        };
         for (l, b) in self.blocks.iter().enumerate() {
             let p = |s: &str| format!("h.{l}.{s}");
-            v.extend([
-                (p("ln_1.weight"), b.ln_1.weight.clone()),
-                (p("ln_1.bias"), b.ln_1.bias.clone()),
-                (p("attn.c_attn.weight"), b.attn.c_attn.weight.clone()),
-                (p("attn.c_attn.bias"), b.attn.c_attn.bias.clone()),
-                (p("attn.c_proj.weight"), b.attn.c_proj.weight.clone()),
-                (p("attn.c_proj.bias"), b.attn.c_proj.bias.clone()),
-                (p("ln_2.weight"), b.ln_2.weight.clone()),
-                (p("ln_2.bias"), b.ln_2.bias.clone()),
-                (p("mlp.c_fc.weight"), b.mlp.c_fc.weight.clone()),
-                (p("mlp.c_fc.bias"), b.mlp.c_fc.bias.clone()),
-                (p("mlp.c_proj.weight"), b.mlp.c_proj.weight.clone()),
-                (p("mlp.c_proj.bias"), b.mlp.c_proj.bias.clone()),
-            ]);
+            norm(&mut v, p("ln_1"), &b.ln_1);
+            v.extend(b.attn.c_attn.tensors(&p("attn.c_attn")));
+            v.extend(b.attn.c_proj.tensors(&p("attn.c_proj")));
+            norm(&mut v, p("ln_2"), &b.ln_2);
+            if let Some(g) = &b.mlp.c_gate {
+                v.extend(g.tensors(&p("mlp.c_gate")));
+            }
+            v.extend(b.mlp.c_fc.tensors(&p("mlp.c_fc")));
+            v.extend(b.mlp.c_proj.tensors(&p("mlp.c_proj")));
         }
-        v.push(("ln_f.weight".into(), self.ln_f.weight.clone()));
-        v.push(("ln_f.bias".into(), self.ln_f.bias.clone()));
+        norm(&mut v, "ln_f".into(), &self.ln_f);
+        if let Some(h) = &self.lm_head {
+            v.push(("lm_head.weight".to_string(), h.clone()));
+        }
         v
     }
 
-    /// A copy whose parameters are trainable [`Var`]s (same order as [`Gpt2::tensors`]).
+    /// A copy whose parameters are trainable [`Var`]s (same order as [`Model::tensors`]).
     /// Optimiser updates to the vars are seen by the returned model.
-    pub fn trainable(&self) -> Result<(Gpt2, Vec<(String, Var)>)> {
+    pub fn trainable(&self) -> Result<(Model, Vec<(String, Var)>)> {
         let vars: Vec<(String, Var)> = self
             .tensors()
             .into_iter()
@@ -293,7 +331,7 @@ impl Gpt2 {
     }
 
     /// A copy with detached plain tensors (no autograd), e.g. to freeze a reference model.
-    pub fn detached(&self) -> Result<Gpt2> {
+    pub fn detached(&self) -> Result<Model> {
         let map = self
             .tensors()
             .into_iter()
@@ -307,7 +345,7 @@ impl Gpt2 {
         &self.cfg
     }
 
-    /// Total number of parameters (tied unembedding counted once).
+    /// Total number of parameters (a tied unembedding counted once).
     pub fn n_params(&self) -> usize {
         self.tensors().iter().map(|(_, t)| t.elem_count()).sum()
     }
@@ -352,6 +390,7 @@ impl Gpt2 {
     /// The forward pass. See [`Run`] for caching, interventions and logits, [`Input`] for
     /// starting at a layer with past keys/values.
     pub fn forward(&self, input: &Input, run: &Run) -> Result<Output> {
+        self.check_hooks(run)?;
         let d = self.cfg.n_embd;
         let (x, first, offset, past) = match input {
             Input::Ids(ids) => {
@@ -379,7 +418,10 @@ impl Gpt2 {
                     .embedding(&ids.flatten_all()?)?
                     .reshape((b, t, d))?; // [b, t, d]
                 let e = ctx.hook(Hook::Embed, e)?;
-                let p = self.wpe.narrow(0, 0, t)?.reshape((1, t * d))?; // [1, t·d]
+                let Some(wpe) = &self.wpe else {
+                    return self.blocks_from(0, e, None, ctx); // rotary: positions enter in attention
+                };
+                let p = wpe.narrow(0, 0, t)?.reshape((1, t * d))?; // [1, t·d]
                 let p = if run.grad {
                     rows_of(&p.squeeze(0)?, b, true)?.reshape((b, t, d))?
                 } else {
@@ -409,6 +451,44 @@ impl Gpt2 {
             cache: Cache::default(),
         };
         self.blocks_from(first, x, Some(past), ctx)
+    }
+
+    /// Whether this model has `hook` (a rotary model has no `hook_pos_embed`, a parallel
+    /// block no `hook_resid_mid`; every layer must exist).
+    pub fn has_hook(&self, hook: Hook) -> bool {
+        let a = &self.cfg.arch;
+        match hook {
+            Hook::PosEmbed => a.learned_positions,
+            Hook::ResidMid(l) => !a.parallel && l < self.cfg.n_layer,
+            h => h.layer().is_none_or(|l| l < self.cfg.n_layer),
+        }
+    }
+
+    /// Every hook of this model, in forward order.
+    pub fn hooks(&self) -> Vec<Hook> {
+        Hook::all(self.cfg.n_layer)
+            .into_iter()
+            .filter(|h| self.has_hook(*h))
+            .collect()
+    }
+
+    /// Refuse a run that caches or edits a hook this model does not have.
+    fn check_hooks(&self, run: &Run) -> Result<()> {
+        let asked = run.cache.iter().chain(run.interventions.iter().map(|iv| &iv.hook));
+        if let Some(h) = asked.into_iter().find(|h| !self.has_hook(**h)) {
+            let why = match h {
+                Hook::PosEmbed => "it has rotary positions, no position embedding",
+                Hook::ResidMid(_) if self.cfg.arch.parallel => {
+                    "its blocks are parallel: attention and MLP both read hook_resid_pre"
+                }
+                _ => "no such layer",
+            };
+            input_err!(
+                "hook {h} does not exist in this {} model ({why})",
+                self.cfg.arch.family.name()
+            );
+        }
+        Ok(())
     }
 
     /// Whether the last block can run at one position only (see [`Run::last_position_only`]).
@@ -498,9 +578,9 @@ impl Gpt2 {
                     );
                 }
                 let idx = Tensor::from_vec(tokens.clone(), tokens.len(), x.device())?;
-                self.wte.index_select(&idx, 0)? // [n_tokens, d]
+                self.unembedding().index_select(&idx, 0)? // [n_tokens, d]
             }
-            _ => self.wte.clone(), // [vocab, d]
+            _ => self.unembedding().clone(), // [vocab, d]
         };
         let unembed_t = unembed.t()?;
         let logits = by_rows(&h, grad, |h| Ok(h.matmul(&unembed_t)?))?; // [b·k, vocab or n_tokens]

@@ -328,7 +328,7 @@ pub const LENS_PROMPTS: usize = 256;
 /// checkpoint of a `seed-S/NAME` key.
 pub fn add_difflens<'a>(
     crosscoders: &mut [CrossData],
-    model: impl Fn(&str) -> Option<&'a crate::Gpt2> + Sync,
+    model: impl Fn(&str) -> Option<&'a crate::Model> + Sync,
     jobs: usize,
     resamples: usize,
     seed: u64,

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::lab::sample::Window;
 use crate::lab::world::{Contrast, PromptDist, WorldConfig};
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::{Hook, Intervention, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -76,7 +76,7 @@ pub struct AblateResult {
 
 /// Ablate each of `sets` in `model` over `o.n` pairs of `o.contrast`.
 pub fn ablate(
-    model: &Gpt2,
+    model: &Model,
     world: &WorldConfig,
     sets: &[Vec<Target>],
     o: &AblateOpts,

@@ -13,7 +13,7 @@ pub use steer::{steer, SteerLayer, SteerOpts, SteerResult};
 use crate::analysis::site::Site;
 use crate::lab::sample::{generate_edited, Decode, Edits, Window};
 use crate::lab::world::{self, Contrast, Episode, Mode, Prompt, PromptDist, WorldConfig};
-use crate::model::{Gpt2, Input, Logits, Run};
+use crate::model::{Model, Input, Logits, Run};
 use crate::stats::{self, Est};
 use crate::{Hook, Intervention, Result};
 use candle_core::Tensor;
@@ -219,7 +219,7 @@ pub fn compare(
 }
 
 /// Sample completions of `prompts` at T = 1 from the stream `seed`, with `edits`.
-pub fn sample(model: &Gpt2, prompts: &[Prompt], seed: u64, edits: &Edits) -> Result<Vec<Episode>> {
+pub fn sample(model: &Model, prompts: &[Prompt], seed: u64, edits: &Edits) -> Result<Vec<Episode>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     generate_edited(model, prompts, Decode::T1, &mut rng, edits)
 }
@@ -241,7 +241,7 @@ pub fn contrast_prompts(
 /// Every hook value of `hooks` over whole episodes (teacher-forced, 18 positions), rows in
 /// episode order: `[n, 18, ...]` per hook.
 pub fn episode_acts(
-    model: &Gpt2,
+    model: &Model,
     eps: &[Episode],
     hooks: &[Hook],
 ) -> Result<BTreeMap<Hook, Tensor>> {

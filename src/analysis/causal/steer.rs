@@ -8,7 +8,7 @@ use super::{compare, contrast_prompts, episode_acts, sample, sampled, Compared, 
 use crate::analysis::site::Site;
 use crate::lab::sample::Window;
 use crate::lab::world::{Contrast, WorldConfig};
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::{Hook, Intervention, Result};
 use candle_core::Tensor;
 use serde::Serialize;
@@ -99,7 +99,7 @@ fn project_at(
 }
 
 /// Steer `model` along each layer's difference-of-means direction of `o.contrast`.
-pub fn steer(model: &Gpt2, world: &WorldConfig, o: &SteerOpts) -> Result<SteerResult> {
+pub fn steer(model: &Model, world: &WorldConfig, o: &SteerOpts) -> Result<SteerResult> {
     let n_layer = model.config().n_layer;
     let layers: Vec<usize> = if o.layers.is_empty() {
         (0..n_layer).collect()

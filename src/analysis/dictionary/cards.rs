@@ -9,7 +9,7 @@ use super::readings::{self, LatentClass};
 use super::Dictionary;
 use crate::io::checkpoint::{self, StTensor};
 use crate::lab::world;
-use crate::{Gpt2, Result};
+use crate::{Model, Result};
 use ndarray::Array2;
 use serde::Serialize;
 
@@ -122,7 +122,7 @@ impl LatentsView {
 pub fn cards(
     dict: &Dictionary,
     man: &Manifest,
-    models: &[&Gpt2],
+    models: &[&Model],
     episodes: usize,
     seed: u64,
     chosen: &[usize],
@@ -171,7 +171,7 @@ pub fn cards(
     // Direct logit effect of each latent's decoder per model: d · W_Uᵀ.
     let wte: Vec<Vec<Vec<f32>>> = models
         .iter()
-        .map(|m| m.wte().to_dtype(candle_core::DType::F32)?.to_vec2::<f32>())
+        .map(|m| m.unembedding().to_dtype(candle_core::DType::F32)?.to_vec2::<f32>())
         .collect::<std::result::Result<_, _>>()?;
     let cards = pick
         .iter()

@@ -4,7 +4,7 @@
 
 use crate::analysis::site::Site;
 use crate::lab::world::{self, WorldConfig};
-use crate::{Error, Gpt2, Hook, Input, Logits, Result, Run};
+use crate::{Error, Model, Hook, Input, Logits, Result, Run};
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -65,7 +65,7 @@ pub fn episodes_for(tokens: usize, point: &Point) -> usize {
 
 /// Activations of `model` at `point` on `seqs`: `[seqs · positions, d_model]`.
 pub fn activations(
-    model: &Gpt2,
+    model: &Model,
     seqs: &[[u32; world::SEQ_LEN]],
     point: &Point,
 ) -> Result<Array2<f32>> {

@@ -14,7 +14,7 @@ use crate::analysis::probes::math;
 use crate::analysis::probes::sets::ActivationSet;
 use crate::io::checkpoint::{self, Checkpoint};
 use crate::lab::world;
-use crate::{Error, Gpt2, Input, Intervention, Logits, Result, Run};
+use crate::{Error, Model, Input, Intervention, Logits, Result, Run};
 use candle_core::Tensor;
 use ndarray::{s, Array2, Axis};
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,7 @@ pub struct Corpus {
 
 /// Check that `models` can share a dictionary at `point`: the hook exists in each, one width.
 /// `names` name the models in errors.
-pub fn check_models(models: &[&Gpt2], names: &[String], point: &Point) -> Result<()> {
+pub fn check_models(models: &[&Model], names: &[String], point: &Point) -> Result<()> {
     for (m, n) in models.iter().zip(names) {
         point
             .hook(m.config().n_layer)
@@ -52,7 +52,7 @@ pub fn check_models(models: &[&Gpt2], names: &[String], point: &Point) -> Result
 }
 
 /// Each model's activations at `c.point` on `c.episodes` corpus episodes (same rows).
-pub fn activations(models: &[&Gpt2], c: &Corpus) -> Result<Vec<Array2<f32>>> {
+pub fn activations(models: &[&Model], c: &Corpus) -> Result<Vec<Array2<f32>>> {
     let seqs = collect::corpus(c.episodes, c.seed);
     models
         .iter()
@@ -62,7 +62,7 @@ pub fn activations(models: &[&Gpt2], c: &Corpus) -> Result<Vec<Array2<f32>>> {
 
 /// Train a dictionary on `models` (one: SAE; two: crosscoder).
 pub fn train_on(
-    models: &[&Gpt2],
+    models: &[&Model],
     c: &Corpus,
     cfg: &TrainConfig,
 ) -> Result<(Dictionary, TrainStats)> {
@@ -105,7 +105,7 @@ fn mean_ce(logits: &Tensor, ids: &[[u32; world::SEQ_LEN]]) -> Result<f64> {
 
 /// [`SplicedLoss`] of each model on `episodes` corpus episodes from `seed`.
 pub fn spliced_loss(
-    models: &[&Gpt2],
+    models: &[&Model],
     dict: &Dictionary,
     point: &Point,
     episodes: usize,
@@ -243,8 +243,8 @@ impl BoardOptions {
 pub fn scoreboard(
     dict: &Dictionary,
     read: &Readings,
-    a: &Gpt2,
-    b: &Gpt2,
+    a: &Model,
+    b: &Model,
     point: &Point,
     o: &BoardOptions,
 ) -> Result<Vec<LabelRow>> {

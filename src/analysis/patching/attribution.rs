@@ -1,12 +1,12 @@
 //! Attribution patching: the first-order estimate of every cell of an exact sweep from one
 //! source forward, one target forward and one backward, and its agreement with the exact sweep.
-//! Must not re-implement the forward pass; it differentiates `Gpt2::forward`.
+//! Must not re-implement the forward pass; it differentiates `Model::forward`.
 
 use super::sweep::baseline;
 use super::{last_logits, mean, metric_values, run_metric, Method, Setup, Sweep};
 use crate::analysis::site::Site;
 use crate::model::hooks::{Hook, Intervention};
-use crate::model::{Gpt2, Input, Logits, Run};
+use crate::model::{Model, Input, Logits, Run};
 use crate::{Error, Result};
 use candle_core::{Var, D};
 use serde::Serialize;
@@ -14,7 +14,7 @@ use serde::Serialize;
 /// Attribution patching: patched metric ≈ target metric + (source − target)·∂metric/∂activation,
 /// summed over the cell's activation (d_model, or d_head of one head), the gradient taken in the
 /// target run through zero [`Var`]s added at every patched hook. Same shapes as [`super::sweep`].
-pub fn attribution(model: &Gpt2, setup: &Setup, comps: &[Site]) -> Result<Sweep> {
+pub fn attribution(model: &Model, setup: &Setup, comps: &[Site]) -> Result<Sweep> {
     let cfg = model.config();
     let (nl, nh) = (cfg.n_layer, cfg.n_head);
     let t = setup.pos + 1;

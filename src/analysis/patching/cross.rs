@@ -5,7 +5,7 @@
 use super::{last_logits, mean, metric_values, run_metric, Metric};
 use crate::analysis::site::Site;
 use crate::model::hooks::{Hook, Intervention};
-use crate::model::{Gpt2, Input, Logits, Run, Start};
+use crate::model::{Model, Input, Logits, Run, Start};
 use crate::stats::{percentile_95, weighted_mean, Est};
 use crate::Result;
 use rand::{Rng, SeedableRng};
@@ -109,7 +109,7 @@ pub struct Overshoot {
 }
 
 /// Refuse two models of different shapes (one line naming the first difference).
-fn same_shape(a: &Gpt2, b: &Gpt2) -> Result<()> {
+fn same_shape(a: &Model, b: &Model) -> Result<()> {
     match a.config().shape_difference(b.config()) {
         Some(d) => input_err!("checkpoints A and B differ in shape: {d}"),
         None => Ok(()),
@@ -133,8 +133,8 @@ pub struct CrossSpec {
 /// length), `metrics[i]` is prompt i's metric. Each (component, layer) is one batched forward
 /// of B started at that layer.
 pub fn patch_models(
-    a: &Gpt2,
-    b: &Gpt2,
+    a: &Model,
+    b: &Model,
     prompts: &[Vec<u32>],
     metrics: &[Metric],
     spec: &CrossSpec,

@@ -2,7 +2,7 @@
 //! or a log-prob), evaluated per row, differentiably; and running a batch to its metric.
 //! Must not know the toy world: the world's metrics are built in `pairs`.
 
-use crate::model::{Gpt2, Logits, Run};
+use crate::model::{Model, Logits, Run};
 use crate::{Error, Hook, Input, Result};
 use candle_core::{Tensor, D};
 use serde::Serialize;
@@ -99,7 +99,7 @@ pub(crate) fn metric_values(logits: &Tensor, metrics: &[&Metric]) -> Result<Tens
 
 /// Run `ids` `[n, t]`, caching `hooks`; returns the cache and the metric of each row.
 pub(crate) fn run_metric(
-    model: &Gpt2,
+    model: &Model,
     ids: &Tensor,
     hooks: Vec<Hook>,
     metrics: &[&Metric],

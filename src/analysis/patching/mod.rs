@@ -1,7 +1,7 @@
 //! Activation patching: prompt-pair batches and their metric, exact sweeps (a fast batched
 //! engine and a naive one-forward-per-cell reference), attribution patching and
 //! cross-checkpoint patching. Owns patching results, their JSON and the share arithmetic read
-//! off them; every activation comes from `Gpt2::forward`, and nothing here draws or prints.
+//! off them; every activation comes from `Model::forward`, and nothing here draws or prints.
 //!
 //! ```no_run
 //! use feedlens::analysis::patching::{self, Direction, Metric, Pair, Setup};

@@ -4,7 +4,7 @@
 
 use super::{last_logits, Direction, Metric};
 use crate::lab::world::{self, Contrast, MetricKind, Mode, Prompt, PromptDist, WorldConfig};
-use crate::model::{Gpt2, Logits, Run};
+use crate::model::{Model, Logits, Run};
 use crate::{Error, Input, Result};
 use candle_core::Tensor;
 
@@ -36,7 +36,7 @@ impl Setup {
     /// Check `pairs` against `model`: equal lengths, ids and metric tokens in the vocabulary,
     /// the position in range (default: the last one).
     pub fn new(
-        model: &Gpt2,
+        model: &Model,
         pairs: Vec<Pair>,
         pos: Option<usize>,
         direction: Direction,
@@ -90,7 +90,7 @@ impl Setup {
     }
     /// (source, target) ids of the first `t` positions: the source's activations are written
     /// into the target run.
-    pub(crate) fn ids(&self, model: &Gpt2, t: usize) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn ids(&self, model: &Model, t: usize) -> Result<(Tensor, Tensor)> {
         let take = |f: &dyn Fn(&Pair) -> &Vec<u32>| -> Vec<Vec<u32>> {
             self.pairs.iter().map(|p| f(p)[..t].to_vec()).collect()
         };
@@ -109,7 +109,7 @@ impl Setup {
 /// The default metric of a pair: logit difference of the clean run's top token at `pos`
 /// (default last) against the corrupted run's top token; an error when both runs agree.
 pub fn default_metric(
-    model: &Gpt2,
+    model: &Model,
     clean: &[u32],
     corrupt: &[u32],
     pos: Option<usize>,

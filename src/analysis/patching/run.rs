@@ -4,7 +4,7 @@
 
 use super::{attribution, compare, sanity, sweep, Agreement, Method, Metric, Sanity, Setup, Sweep};
 use crate::analysis::site::Site;
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::Result;
 use serde_json::{json, Value};
 
@@ -26,7 +26,7 @@ pub struct Report {
 
 /// Run the sweeps of `methods` (one or both); `top_k` for their agreement.
 pub fn report(
-    model: &Gpt2,
+    model: &Model,
     setup: &Setup,
     comps: &[Site],
     methods: &[Method],

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::analysis::site::Site;
 use crate::model::hooks::{Hook, Intervention};
-use crate::model::{Gpt2, Input, Logits, Run, Start};
+use crate::model::{Model, Input, Logits, Run, Start};
 use crate::{Cache, Result};
 use candle_core::{Device, Tensor, D};
 use serde::Serialize;
@@ -105,7 +105,7 @@ struct Cell {
 }
 
 /// Exact sweep with the default [`Chunking`].
-pub fn sweep(model: &Gpt2, setup: &Setup, comps: &[Site]) -> Result<Sweep> {
+pub fn sweep(model: &Model, setup: &Setup, comps: &[Site]) -> Result<Sweep> {
     sweep_with(model, setup, comps, &Chunking::default())
 }
 
@@ -115,7 +115,7 @@ pub fn sweep(model: &Gpt2, setup: &Setup, comps: &[Site]) -> Result<Sweep> {
 /// position. Positions after the metric position cannot change it (causal attention) and get
 /// the target's metric without a forward.
 pub fn sweep_with(
-    model: &Gpt2,
+    model: &Model,
     setup: &Setup,
     comps: &[Site],
     chunking: &Chunking,
@@ -287,7 +287,7 @@ fn readout_tokens(metrics: &[&Metric]) -> Option<(Vec<u32>, Vec<Metric>)> {
 
 /// What the fast engine's forwards share: the model, the setup, both runs' caches, the metric.
 struct Engine<'a> {
-    model: &'a Gpt2,
+    model: &'a Model,
     setup: &'a Setup,
     comps: &'a [Site],
     /// The source run's values at the patched hooks, `[n, t, ...]`.
@@ -380,7 +380,7 @@ impl Engine<'_> {
 
 /// Exact sweep, naive reference: one full forward of the whole target prompt per cell with
 /// `Intervention::replace(..).at_positions(..)` (and `.at_heads(..)`). For tests.
-pub fn sweep_naive(model: &Gpt2, setup: &Setup, comps: &[Site]) -> Result<Sweep> {
+pub fn sweep_naive(model: &Model, setup: &Setup, comps: &[Site]) -> Result<Sweep> {
     let cfg = model.config();
     let (nl, nh) = (cfg.n_layer, cfg.n_head);
     let len = setup.len();
@@ -440,7 +440,7 @@ pub struct Sanity {
 }
 
 /// Each pair's clean and corrupted metric (two forwards; no patching).
-pub fn pair_metrics(model: &Gpt2, setup: &Setup) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn pair_metrics(model: &Model, setup: &Setup) -> Result<(Vec<f32>, Vec<f32>)> {
     let metrics = setup.metrics();
     let t = setup.pos + 1;
     let (src_ids, tgt_ids) = setup.ids(model, t)?;
@@ -453,7 +453,7 @@ pub fn pair_metrics(model: &Gpt2, setup: &Setup) -> Result<(Vec<f32>, Vec<f32>)>
 }
 
 /// Run the sanity check of `setup` (one forward; see [`Sanity`]).
-pub fn sanity(model: &Gpt2, setup: &Setup) -> Result<Sanity> {
+pub fn sanity(model: &Model, setup: &Setup) -> Result<Sanity> {
     let hook = Hook::ResidPost(model.config().n_layer - 1);
     let metrics = setup.metrics();
     let t = setup.pos + 1;

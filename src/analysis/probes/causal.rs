@@ -4,7 +4,7 @@
 
 use super::sets::{ActivationSet, BATCH};
 use crate::lab::world::{self, Prompt};
-use crate::{Error, Gpt2, Hook, Input, Intervention, Logits, Result, Run};
+use crate::{Error, Model, Hook, Input, Intervention, Logits, Result, Run};
 use candle_core::{Device, Tensor};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ pub struct CausalResult {
 /// Mean `E` − `H` logit difference at the decision position over `prompts`, optionally adding
 /// `(hook, position, value)`: value `[d]` (every row) or `[n, 1, d]` (one per prompt).
 fn mode_metric(
-    model: &Gpt2,
+    model: &Model,
     prompts: &[Prompt],
     add: Option<(Hook, usize, &Tensor)>,
 ) -> Result<f64> {
@@ -71,7 +71,7 @@ fn mode_metric(
 /// α = `alpha_scale` × the mean norm of `x` (the set's activations there, `[n, d]`), and project
 /// u out (per row, add −(x·u)·u), measuring [`mode_metric`].
 pub fn causal_check(
-    model: &Gpt2,
+    model: &Model,
     set: &ActivationSet,
     hook: Hook,
     dir: &[f64],

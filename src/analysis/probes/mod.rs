@@ -1,7 +1,7 @@
 //! Linear probes over a model's layers: labelled activation sets from the toy world, probing
 //! them layer by layer, probe specs (`probes/*.toml`) run into stored results and checked for
 //! drift, the causal check of a probe direction, and fitting one probe on activations a user
-//! brings. The maths is `math` (pure); activations come from `Gpt2::forward`.
+//! brings. The maths is `math` (pure); activations come from `Model::forward`.
 //! Must not import `view` or `report`.
 
 pub mod causal;

@@ -6,7 +6,7 @@ use crate::analysis::site::Site;
 use crate::io::checkpoint::{self, StTensor};
 use crate::lab::sample::{self, Decode};
 use crate::lab::world::{self, Prompt};
-use crate::{Error, Gpt2, Hook, Input, Logits, Result, Run};
+use crate::{Error, Model, Hook, Input, Logits, Result, Run};
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -36,7 +36,7 @@ impl ActivationSet {
     /// `position` is a prompt position (0..11), or 11, the first completion position, read
     /// with `H` teacher-forced there (as the defect metric reads it).
     pub fn build(
-        model: &Gpt2,
+        model: &Model,
         prompts: Vec<Prompt>,
         label: Label,
         site: Site,

@@ -15,7 +15,7 @@ use crate::lab::world::{
     self, corpus_episode, Episode, Mode, Prompt, PromptDist, WorldConfig, BANG, COMPLETION_LEN,
     EOS, H, N_BUCKETS, PROMPT_LEN, SEQ_LEN,
 };
-use crate::model::{Gpt2, Input, Logits, Run};
+use crate::model::{Model, Input, Logits, Run};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -40,15 +40,15 @@ pub struct Progress {
 pub struct Start<'a> {
     /// The parent: required for `rlhf`, `dt`, `sft` (and the KL reference for `rlhf`);
     /// for `distill` an optional initialisation (else a fresh init).
-    pub parent: Option<&'a Gpt2>,
+    pub parent: Option<&'a Model>,
     /// The teacher (`distill` only).
-    pub teacher: Option<&'a Gpt2>,
+    pub teacher: Option<&'a Model>,
 }
 
 /// A trained model and what the run measured.
 pub struct Trained {
     /// The model (plain tensors).
-    pub model: Gpt2,
+    pub model: Model,
     /// Final training metrics (mean loss of the last tenth of steps, etc.).
     pub metrics: serde_json::Value,
     /// Recipe outputs to keep in the manifest (the dt thresholds).
@@ -57,7 +57,7 @@ pub struct Trained {
 
 /// The parameters being optimised, AdamW, and the clipping / NaN guard.
 pub struct Trainer<'h> {
-    model: Gpt2,
+    model: Model,
     vars: Vec<Var>,
     opt: AdamW,
     hyper: &'h Hyper,
@@ -65,7 +65,7 @@ pub struct Trainer<'h> {
 
 impl<'h> Trainer<'h> {
     /// Trainable copy of `init`, AdamW with `hyper`'s settings.
-    pub fn new(init: &Gpt2, hyper: &'h Hyper) -> Result<Self> {
+    pub fn new(init: &Model, hyper: &'h Hyper) -> Result<Self> {
         let (model, vars) = init.trainable()?;
         let vars: Vec<Var> = vars.into_iter().map(|(_, v)| v).collect();
         let opt = AdamW::new(
@@ -122,12 +122,12 @@ impl<'h> Trainer<'h> {
     }
 
     /// The model being trained (its parameters are `Var`s): forward it with `grad: true`.
-    pub fn model(&self) -> &Gpt2 {
+    pub fn model(&self) -> &Model {
         &self.model
     }
 
     /// A plain (non-Var) copy for fast inference: sampling and evaluation.
-    pub fn snapshot(&self) -> Result<Gpt2> {
+    pub fn snapshot(&self) -> Result<Model> {
         self.model.detached()
     }
 }
@@ -136,7 +136,7 @@ impl<'h> Trainer<'h> {
 /// Returns `(taken [n, 7], all [n, 7, vocab])`: the log-prob of each actual completion token
 /// (predicted at positions 10..=16) and the whole log-distribution there.
 pub fn completion_logprobs(
-    model: &Gpt2,
+    model: &Model,
     seqs: &[[u32; SEQ_LEN]],
     grad: bool,
 ) -> Result<(Tensor, Tensor)> {
@@ -168,7 +168,7 @@ pub fn completion_logprobs(
 }
 
 /// Mean next-token loss over the completion tokens of `seqs` (a scalar with gradients).
-pub fn lm_loss(model: &Gpt2, seqs: &[[u32; SEQ_LEN]]) -> Result<Tensor> {
+pub fn lm_loss(model: &Model, seqs: &[[u32; SEQ_LEN]]) -> Result<Tensor> {
     let (taken, _) = completion_logprobs(model, seqs, true)?;
     Ok(taken.mean_all()?.neg()?)
 }
@@ -215,10 +215,10 @@ pub fn train(
         })
     };
     let init = match &hyper.recipe {
-        Recipe::Pretrain { size } => Gpt2::init(size.config(world), hyper.seed)?,
+        Recipe::Pretrain { size } => Model::init(size.config(world), hyper.seed)?,
         Recipe::Distill { size, .. } => match start.parent {
             Some(p) => p.detached()?,
-            None => Gpt2::init(size.config(world), hyper.seed)?,
+            None => Model::init(size.config(world), hyper.seed)?,
         },
         _ => need_parent()?.detached()?,
     };
@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn every_parameter_gets_a_gradient() {
         let world = WorldConfig::default();
-        let model = Gpt2::init(
+        let model = Model::init(
             Size {
                 n_layer: 2,
                 n_embd: 32,

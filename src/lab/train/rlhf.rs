@@ -8,7 +8,7 @@ use crate::lab::world::{
     self, corpus_completion, returns_to_go, Behaviour, Episode, Prompt, PromptDist, Split,
     WorldConfig, COMPLETION_LEN,
 };
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::Result;
 use candle_core::{Device, Tensor, D};
 use rand_chacha::ChaCha8Rng;
@@ -26,7 +26,7 @@ pub(super) struct RlStep {
 pub(super) fn rlhf_step(
     world: &WorldConfig,
     tr: &mut Trainer,
-    reference: &Gpt2,
+    reference: &Model,
     step: usize,
     o: &RlStep,
     rng: &mut ChaCha8Rng,
