@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use feedlens::io::checkpoint;
-use feedlens::{Config, Model, Input, Run};
+use feedlens::{Config, Input, Model, Run};
 use std::hint::black_box;
 
 fn bench_model(c: &mut Criterion, name: &str, model: &Model, seq: usize) {

@@ -1,5 +1,5 @@
 //! Runs forward passes in a loop, for profiling (`valgrind --tool=callgrind`).
-use feedlens::{Config, Model, Input, Run};
+use feedlens::{Config, Input, Model, Run};
 
 fn main() -> feedlens::Result<()> {
     let n: usize = std::env::args()

@@ -37,4 +37,4 @@ pub mod view;
 
 pub use error::{Error, Result};
 pub use model::hooks::{Cache, Edit, Hook, Intervention};
-pub use model::{Config, Model, Input, Logits, Output, Run, Start};
+pub use model::{Config, Input, Logits, Model, Output, Run, Start};

@@ -15,7 +15,7 @@ use feedlens::io::checkpoint;
 use feedlens::lab::sample::{generate, generate_edited, Decode, Window};
 use feedlens::lab::world::{self, Contrast, PromptDist, WorldConfig};
 use feedlens::model::Weights;
-use feedlens::{Model, Hook, Input, Intervention, Run, Start};
+use feedlens::{Hook, Input, Intervention, Model, Run, Start};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;

@@ -114,8 +114,18 @@ fn start_at_layer_with_past_kv_and_last_position_match_the_full_run() {
             };
             let past = (first..n_layer)
                 .map(|l| {
-                    let k = full.cache.get(Hook::K(l)).unwrap().narrow(1, 0, off).unwrap();
-                    let v = full.cache.get(Hook::V(l)).unwrap().narrow(1, 0, off).unwrap();
+                    let k = full
+                        .cache
+                        .get(Hook::K(l))
+                        .unwrap()
+                        .narrow(1, 0, off)
+                        .unwrap();
+                    let v = full
+                        .cache
+                        .get(Hook::V(l))
+                        .unwrap()
+                        .narrow(1, 0, off)
+                        .unwrap();
                     (k, v)
                 })
                 .collect();
@@ -130,7 +140,10 @@ fn start_at_layer_with_past_kv_and_last_position_match_the_full_run() {
                     &Run::default(),
                 )
                 .unwrap();
-            let d = max_abs(&out.logits.unwrap(), &logits.narrow(1, off, t - off).unwrap());
+            let d = max_abs(
+                &out.logits.unwrap(),
+                &logits.narrow(1, off, t - off).unwrap(),
+            );
             assert!(d < TOL, "{name} start at {first}: {d}");
         }
         // The last block at the last position only, and a few vocabulary columns.
@@ -286,7 +299,8 @@ fn configs_and_weights_feedlens_does_not_run_get_one_line_errors() {
         (
             "llama-gqa",
             Box::new(|c| {
-                c["rope_parameters"] = json!({"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0})
+                c["rope_parameters"] =
+                    json!({"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0})
             }),
             "config.json",
             "rope_type \"linear\" is not supported",
@@ -370,4 +384,61 @@ fn non_gpt2_checkpoints_are_read_only() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("read-only"), "{e}");
+}
+
+#[test]
+fn byte_level_bpe_encodes_exactly_as_hf() {
+    use feedlens::io::tokens::Tokens;
+    let tdir = fixture("families/tokenizer");
+    let tok = Tokens::from_bytes(
+        &std::fs::read(tdir.join("tokenizer.json")).unwrap(),
+        &tdir.join("tokenizer.json"),
+    )
+    .unwrap();
+    let enc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tdir.join("encodings.json")).unwrap()).unwrap();
+    let mut n = 0;
+    for c in enc["cases"].as_array().unwrap() {
+        let text = c["text"].as_str().unwrap();
+        let want: Vec<u32> = c["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let hf_fast: Vec<u32> = c["ids_transformers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(
+            want, hf_fast,
+            "{text:?}: the fixture's two HF encoders disagree"
+        );
+        if want.is_empty() {
+            let e = tok.encode(text, "--text").unwrap_err().to_string();
+            assert!(e.contains("no tokens"), "{e}");
+            continue;
+        }
+        assert_eq!(tok.encode(text, "--text").unwrap(), want, "{text:?}");
+        assert_eq!(tok.decode(&want).unwrap(), text);
+        n += 1;
+    }
+    assert!(n >= 15, "{n} cases");
+}
+
+#[test]
+fn a_tokenizer_larger_than_the_embedding_is_refused() {
+    let t = with_config("gpt2-relu", |_| {});
+    std::fs::copy(
+        fixture("families/tokenizer/tokenizer.json"),
+        t.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let e = load_err(t.path());
+    assert!(
+        e.contains("tokenizer.json") && e.contains("vocab_size 64") && !e.contains('\n'),
+        "{e}"
+    );
 }

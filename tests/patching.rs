@@ -10,7 +10,7 @@ use feedlens::analysis::patching::{
 };
 use feedlens::analysis::site::Site;
 use feedlens::io::checkpoint;
-use feedlens::{Config, Model, Hook, Input, Intervention, Logits, Run};
+use feedlens::{Config, Hook, Input, Intervention, Logits, Model, Run};
 use std::collections::HashMap;
 
 const FIX: &str = "tests/fixtures/gpt2-tiny";

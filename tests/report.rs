@@ -527,7 +527,13 @@ fn report_reads_the_crosscoders_the_prepare_step_trains() {
     assert_eq!(cc["runs"].as_array().unwrap().len(), 2);
     for r in cc["runs"].as_array().unwrap() {
         assert!(r.get("unused").is_none(), "{r}");
-        assert!(r["difflens"]["layers"].as_array().unwrap().len() == 4);
+        // One lens row per block of the checkpoints.
+        let cfg: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(zoo().join("seed-0/rlhf/config.json")).unwrap(),
+        )
+        .unwrap();
+        let n_layer = cfg["n_layer"].as_u64().unwrap() as usize;
+        assert_eq!(r["difflens"]["layers"].as_array().unwrap().len(), n_layer);
     }
     let vars: Vec<&str> = cc["rows"]
         .as_array()

@@ -10,7 +10,7 @@ use crate::analysis::patching::world_prompt;
 use crate::analysis::site::Site;
 use crate::lab::world::{self, MetricKind, PromptDist, WorldConfig};
 use crate::stats::{self, Est};
-use crate::{Model, Input, Intervention, Result, Run, Start};
+use crate::{Input, Intervention, Model, Result, Run, Start};
 use candle_core::{DType, Tensor};
 use ndarray::Array2;
 use rand::SeedableRng;

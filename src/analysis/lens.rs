@@ -3,7 +3,7 @@
 //! residuals and the read-out; the maths is the model's forward started at layer `n_layer`.
 //! Must not draw or print; must not re-implement the forward pass.
 
-use crate::model::{Model, Input, Logits, Run, Start};
+use crate::model::{Input, Logits, Model, Run, Start};
 use crate::{Hook, Result};
 use candle_core::{DType, Tensor, D};
 use serde::Serialize;

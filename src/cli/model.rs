@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub(super) struct InspectArgs {
-    /// HF GPT-2 checkpoint directory.
+    /// HF checkpoint directory (GPT-2, GPT-NeoX or Llama-style).
     ckpt: PathBuf,
     #[command(flatten)]
     out: JsonOut,
@@ -18,7 +18,7 @@ pub(super) struct InspectArgs {
 
 #[derive(clap::Args)]
 pub(super) struct RunArgs {
-    /// HF GPT-2 checkpoint directory.
+    /// HF checkpoint directory (GPT-2, GPT-NeoX or Llama-style).
     ckpt: PathBuf,
     /// Token ids, comma-separated; repeat for a batch (rows of equal length).
     #[arg(long, required_unless_present = "text")]
@@ -42,9 +42,10 @@ pub(super) fn inspect(a: InspectArgs) -> Result<()> {
     let ck = load(&a.ckpt)?;
     let c = ck.model.config();
     println!("{}", a.ckpt.display());
+    println!("  {}", c.describe());
     println!(
-        "  GPT-2: n_layer {} n_embd {} n_head {} d_head {} d_mlp {} n_positions {} vocab_size {} eps {:e}",
-        c.n_layer, c.n_embd, c.n_head, c.d_head(), c.d_mlp(), c.n_positions, c.vocab_size, c.layer_norm_epsilon
+        "  n_layer {} n_embd {} n_head {} n_kv_head {} d_head {} d_mlp {} n_positions {} vocab_size {} eps {:e}",
+        c.n_layer, c.n_embd, c.n_head, c.arch.n_kv_head, c.d_head(), c.d_mlp(), c.n_positions, c.vocab_size, c.layer_norm_epsilon
     );
     println!("  parameters: {}", ck.model.n_params());
     println!("  model.safetensors sha256: {}", ck.sha256);

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub(super) struct PatchArgs {
-    /// HF GPT-2 checkpoint directory.
+    /// HF checkpoint directory (GPT-2, GPT-NeoX or Llama-style).
     ckpt: PathBuf,
     /// Clean prompt, tokenized with the checkpoint's tokenizer.json.
     #[arg(long, required_unless_present_any = ["clean_ids", "pairs"], requires = "corrupt")]

@@ -24,7 +24,7 @@ pub(super) struct DiffArgs {
 
 #[derive(clap::Args)]
 pub(super) struct LensArgs {
-    /// HF GPT-2 checkpoint directory.
+    /// HF checkpoint directory (GPT-2, GPT-NeoX or Llama-style).
     ckpt: PathBuf,
     /// Token ids, comma-separated; repeat for several prompts (equal lengths), averaged.
     #[arg(long, required_unless_present = "text")]

@@ -309,6 +309,20 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
         Some(b) => Some(Tokens::from_bytes(b, &tok_path)?),
         None => None,
     };
+    // Every id the tokenizer can produce must have an embedding row (an embedding padded
+    // past the tokenizer, as Pythia's, is fine).
+    if let Some(t) = &tokens {
+        let vocab = model.config().vocab_size;
+        if t.id_bound() > vocab {
+            return Err(Error::file(
+                &tok_path,
+                format!(
+                    "its vocabulary has ids up to {}, but the embedding has vocab_size {vocab} rows (config.json): not this model's tokenizer?",
+                    t.id_bound() - 1
+                ),
+            ));
+        }
+    }
     let tokenizer_json = files.tokenizer;
     let man_path = dir.join("feedlens.json");
     let manifest = match &files.manifest {

@@ -18,7 +18,7 @@ impl Tokens {
     /// Parse `tokenizer.json` bytes; `path` is named in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let invalid = |e: String| Error::file(path, format!("invalid tokenizer: {e}"));
-        // The JSON's syntax first: `tokenizers` 0.22 panics (rather than erring) on a syntax
+        // The JSON's syntax first: `tokenizers` (0.22, kept for 0.23) panics (rather than erring) on a syntax
         // error inside some sections (a `decoder` cut short).
         serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
             .map_err(|e| invalid(e.to_string()))?;
@@ -81,6 +81,24 @@ impl Tokens {
     /// The id of a token string.
     pub fn id(&self, token: &str) -> Option<u32> {
         self.tk.token_to_id(token)
+    }
+
+    /// One more than the largest id the tokenizer can produce (added tokens included): the
+    /// rows an embedding needs for every encoding to fit.
+    pub fn id_bound(&self) -> usize {
+        self.tk
+            .get_vocab(true)
+            .values()
+            .map(|&i| i as usize + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Decode ids to text (special tokens kept).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tk
+            .decode(ids, false)
+            .map_err(|e| Error::input(format!("cannot decode: {e}")))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::lab::world::{Episode, Prompt, COMPLETION_LEN, PROMPT_LEN};
 use crate::model::hooks::{Hook, Intervention};
-use crate::model::{Model, Input, Logits, Run, Start};
+use crate::model::{Input, Logits, Model, Run, Start};
 use crate::Result;
 use candle_core::{Tensor, D};
 use rand::Rng;

@@ -5,8 +5,8 @@
 
 use super::layers::{LayerNorm, Linear, Mlp};
 use super::{attn, Ctx, Weights};
-use crate::model::hooks::Hook;
 use crate::model::config::Rotary;
+use crate::model::hooks::Hook;
 use crate::model::Config;
 use crate::Result;
 use candle_core::{Device, Tensor, D};

@@ -205,12 +205,8 @@ impl Config {
         .find(|(_, u, v)| u != v)
         .map(|(name, u, v)| format!("{name} {u} vs {v}"))
         .or_else(|| {
-            (self.arch.tied != other.arch.tied).then(|| {
-                format!(
-                    "tied unembedding {} vs {}",
-                    self.arch.tied, other.arch.tied
-                )
-            })
+            (self.arch.tied != other.arch.tied)
+                .then(|| format!("tied unembedding {} vs {}", self.arch.tied, other.arch.tied))
         })
     }
 
@@ -263,6 +259,66 @@ impl Config {
     pub fn d_qkv(&self) -> usize {
         (self.n_head + 2 * self.arch.n_kv_head) * self.d_head()
     }
+    /// One line on what the family's block does, for `inspect`: e.g. "GPT-NeoX: parallel
+    /// residual, rotary on 4 of 16 head channels (θ 10000), LayerNorm, gelu, untied head".
+    pub fn describe(&self) -> String {
+        let a = &self.arch;
+        let mut parts = vec![if a.parallel {
+            "parallel residual".to_string()
+        } else {
+            "sequential residual".to_string()
+        }];
+        parts.push(match a.rotary {
+            Some(r) => format!(
+                "rotary on {} of {} head channels (θ {})",
+                r.dim,
+                self.d_head(),
+                r.base
+            ),
+            None => "learned positions".into(),
+        });
+        if a.n_kv_head != self.n_head {
+            parts.push(format!(
+                "grouped-query attention ({} key/value heads for {})",
+                a.n_kv_head, self.n_head
+            ));
+        }
+        parts.push(
+            match a.norm {
+                Norm::Layer => "LayerNorm",
+                Norm::Rms => "RMSNorm",
+            }
+            .into(),
+        );
+        parts.push(if a.gated {
+            format!("gated MLP ({})", self.activation_function)
+        } else {
+            self.activation_function.clone()
+        });
+        let biases: Vec<&str> = [
+            (a.qkv_bias, "q/k/v"),
+            (a.o_bias, "attention output"),
+            (a.mlp_bias, "MLP"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+        parts.push(if biases.is_empty() {
+            "no biases".into()
+        } else {
+            format!("biases on {}", biases.join(", "))
+        });
+        if !a.scale_attn {
+            parts.push("unscaled attention scores".into());
+        }
+        if a.scale_by_layer {
+            parts.push("scores ÷ (layer + 1)".into());
+        }
+        parts.push(if a.tied { "tied head" } else { "untied head" }.into());
+        format!("{}: {}", a.family.name(), parts.join(", "))
+    }
+
     /// Check that the numbers describe a model feedlens can run; the message names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
         for (name, v) in [

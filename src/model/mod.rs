@@ -474,7 +474,10 @@ impl Model {
 
     /// Refuse a run that caches or edits a hook this model does not have.
     fn check_hooks(&self, run: &Run) -> Result<()> {
-        let asked = run.cache.iter().chain(run.interventions.iter().map(|iv| &iv.hook));
+        let asked = run
+            .cache
+            .iter()
+            .chain(run.interventions.iter().map(|iv| &iv.hook));
         if let Some(h) = asked.into_iter().find(|h| !self.has_hook(**h)) {
             let why = match h {
                 Hook::PosEmbed => "it has rotary positions, no position embedding",

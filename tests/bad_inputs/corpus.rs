@@ -295,7 +295,7 @@ pub fn build(root: &Path) -> Vec<Case> {
             "config-unsupported-activation",
             cj,
             "activation_function",
-            cfg(|c| c["activation_function"] = "relu".into()),
+            cfg(|c| c["activation_function"] = "quick_gelu".into()),
         ),
         (
             "config-other-model-type",

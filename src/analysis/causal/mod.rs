@@ -13,7 +13,7 @@ pub use steer::{steer, SteerLayer, SteerOpts, SteerResult};
 use crate::analysis::site::Site;
 use crate::lab::sample::{generate_edited, Decode, Edits, Window};
 use crate::lab::world::{self, Contrast, Episode, Mode, Prompt, PromptDist, WorldConfig};
-use crate::model::{Model, Input, Logits, Run};
+use crate::model::{Input, Logits, Model, Run};
 use crate::stats::{self, Est};
 use crate::{Hook, Intervention, Result};
 use candle_core::Tensor;

@@ -171,7 +171,11 @@ pub fn cards(
     // Direct logit effect of each latent's decoder per model: d · W_Uᵀ.
     let wte: Vec<Vec<Vec<f32>>> = models
         .iter()
-        .map(|m| m.unembedding().to_dtype(candle_core::DType::F32)?.to_vec2::<f32>())
+        .map(|m| {
+            m.unembedding()
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec2::<f32>()
+        })
         .collect::<std::result::Result<_, _>>()?;
     let cards = pick
         .iter()

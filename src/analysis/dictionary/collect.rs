@@ -4,7 +4,7 @@
 
 use crate::analysis::site::Site;
 use crate::lab::world::{self, WorldConfig};
-use crate::{Error, Model, Hook, Input, Logits, Result, Run};
+use crate::{Error, Hook, Input, Logits, Model, Result, Run};
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -14,7 +14,7 @@ use crate::analysis::probes::math;
 use crate::analysis::probes::sets::ActivationSet;
 use crate::io::checkpoint::{self, Checkpoint};
 use crate::lab::world;
-use crate::{Error, Model, Input, Intervention, Logits, Result, Run};
+use crate::{Error, Input, Intervention, Logits, Model, Result, Run};
 use candle_core::Tensor;
 use ndarray::{s, Array2, Axis};
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@ use super::sweep::baseline;
 use super::{last_logits, mean, metric_values, run_metric, Method, Setup, Sweep};
 use crate::analysis::site::Site;
 use crate::model::hooks::{Hook, Intervention};
-use crate::model::{Model, Input, Logits, Run};
+use crate::model::{Input, Logits, Model, Run};
 use crate::{Error, Result};
 use candle_core::{Var, D};
 use serde::Serialize;

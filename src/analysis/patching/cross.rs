@@ -5,7 +5,7 @@
 use super::{last_logits, mean, metric_values, run_metric, Metric};
 use crate::analysis::site::Site;
 use crate::model::hooks::{Hook, Intervention};
-use crate::model::{Model, Input, Logits, Run, Start};
+use crate::model::{Input, Logits, Model, Run, Start};
 use crate::stats::{percentile_95, weighted_mean, Est};
 use crate::Result;
 use rand::{Rng, SeedableRng};

@@ -2,7 +2,7 @@
 //! or a log-prob), evaluated per row, differentiably; and running a batch to its metric.
 //! Must not know the toy world: the world's metrics are built in `pairs`.
 
-use crate::model::{Model, Logits, Run};
+use crate::model::{Logits, Model, Run};
 use crate::{Error, Hook, Input, Result};
 use candle_core::{Tensor, D};
 use serde::Serialize;

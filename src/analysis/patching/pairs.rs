@@ -4,7 +4,7 @@
 
 use super::{last_logits, Direction, Metric};
 use crate::lab::world::{self, Contrast, MetricKind, Mode, Prompt, PromptDist, WorldConfig};
-use crate::model::{Model, Logits, Run};
+use crate::model::{Logits, Model, Run};
 use crate::{Error, Input, Result};
 use candle_core::Tensor;
 

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::analysis::site::Site;
 use crate::model::hooks::{Hook, Intervention};
-use crate::model::{Model, Input, Logits, Run, Start};
+use crate::model::{Input, Logits, Model, Run, Start};
 use crate::{Cache, Result};
 use candle_core::{Device, Tensor, D};
 use serde::Serialize;

@@ -4,7 +4,7 @@
 
 use super::sets::{ActivationSet, BATCH};
 use crate::lab::world::{self, Prompt};
-use crate::{Error, Model, Hook, Input, Intervention, Logits, Result, Run};
+use crate::{Error, Hook, Input, Intervention, Logits, Model, Result, Run};
 use candle_core::{Device, Tensor};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};

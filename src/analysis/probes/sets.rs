@@ -6,7 +6,7 @@ use crate::analysis::site::Site;
 use crate::io::checkpoint::{self, StTensor};
 use crate::lab::sample::{self, Decode};
 use crate::lab::world::{self, Prompt};
-use crate::{Error, Model, Hook, Input, Logits, Result, Run};
+use crate::{Error, Hook, Input, Logits, Model, Result, Run};
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -15,7 +15,7 @@ use crate::lab::world::{
     self, corpus_episode, Episode, Mode, Prompt, PromptDist, WorldConfig, BANG, COMPLETION_LEN,
     EOS, H, N_BUCKETS, PROMPT_LEN, SEQ_LEN,
 };
-use crate::model::{Model, Input, Logits, Run};
+use crate::model::{Input, Logits, Model, Run};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};

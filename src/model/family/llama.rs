@@ -39,12 +39,7 @@ pub(super) fn config(obj: Map<String, Value>) -> std::result::Result<Config, Str
             Act::NAMES
         )
     })?;
-    let (base, pct) = k.rope(
-        &["rope_theta"],
-        10000.0,
-        &["partial_rotary_factor"],
-        1.0,
-    )?;
+    let (base, pct) = k.rope(&["rope_theta"], 10000.0, &["partial_rotary_factor"], 1.0)?;
     if pct != 1.0 {
         return Err(format!(
             "partial_rotary_factor {pct} is not supported for {} (feedlens runs 1.0)",
@@ -122,7 +117,10 @@ fn hf_names(cfg: &Config) -> Vec<String> {
             v.push(layer(l, s));
         }
     }
-    v.extend(["model.norm.weight".to_string(), "lm_head.weight".to_string()]);
+    v.extend([
+        "model.norm.weight".to_string(),
+        "lm_head.weight".to_string(),
+    ]);
     v
 }
 
@@ -146,11 +144,17 @@ pub(super) fn canonical(
         let h = |s: &str| format!("h.{l}.{s}");
         let mut t = |s: &str, shape: &[usize]| take(hf, &layer(l, s), shape);
         out.insert(h("ln_1.weight"), t("input_layernorm.weight", &[d])?);
-        out.insert(h("ln_2.weight"), t("post_attention_layernorm.weight", &[d])?);
+        out.insert(
+            h("ln_2.weight"),
+            t("post_attention_layernorm.weight", &[d])?,
+        );
         let q = t("self_attn.q_proj.weight", &[nq, d])?;
         let k = t("self_attn.k_proj.weight", &[nkv, d])?;
         let v = t("self_attn.v_proj.weight", &[nkv, d])?;
-        out.insert(h("attn.c_attn.weight"), linear(&Tensor::cat(&[q, k, v], 0)?)?);
+        out.insert(
+            h("attn.c_attn.weight"),
+            linear(&Tensor::cat(&[q, k, v], 0)?)?,
+        );
         if a.qkv_bias {
             let q = t("self_attn.q_proj.bias", &[nq])?;
             let k = t("self_attn.k_proj.bias", &[nkv])?;

@@ -116,7 +116,9 @@ pub(super) fn canonical(
     // HF's fused projection puts head h's q, k, v at rows h·3·dh + {0, 1, 2}·dh: regroup
     // them as all queries, then all keys, then all values.
     let order: Vec<u32> = (0..3)
-        .flat_map(|p| (0..nh).flat_map(move |h| (0..dh).map(move |e| (h * 3 * dh + p * dh + e) as u32)))
+        .flat_map(|p| {
+            (0..nh).flat_map(move |h| (0..dh).map(move |e| (h * 3 * dh + p * dh + e) as u32))
+        })
         .collect();
     let order = Tensor::from_vec(order, 3 * d, &candle_core::Device::Cpu)?;
     let mut out = HashMap::new();
@@ -126,7 +128,10 @@ pub(super) fn canonical(
     );
     for l in 0..cfg.n_layer {
         let h = |s: &str| format!("h.{l}.{s}");
-        for (from, to) in [("input_layernorm", "ln_1"), ("post_attention_layernorm", "ln_2")] {
+        for (from, to) in [
+            ("input_layernorm", "ln_1"),
+            ("post_attention_layernorm", "ln_2"),
+        ] {
             for p in ["weight", "bias"] {
                 out.insert(
                     h(&format!("{to}.{p}")),
@@ -134,8 +139,15 @@ pub(super) fn canonical(
                 );
             }
         }
-        let qkv = take(hf, &layer(l, "attention.query_key_value.weight"), &[3 * d, d])?;
-        out.insert(h("attn.c_attn.weight"), linear(&qkv.index_select(&order, 0)?)?);
+        let qkv = take(
+            hf,
+            &layer(l, "attention.query_key_value.weight"),
+            &[3 * d, d],
+        )?;
+        out.insert(
+            h("attn.c_attn.weight"),
+            linear(&qkv.index_select(&order, 0)?)?,
+        );
         let dense = take(hf, &layer(l, "attention.dense.weight"), &[d, d])?;
         out.insert(h("attn.c_proj.weight"), linear(&dense)?);
         if a.qkv_bias {
