@@ -13,7 +13,11 @@ HookedTransformer), and a release build of feedlens (cargo build --release).
     python benches/compare_transformerlens.py --ckpt checkpoints/base --len 11
 
 Random models are generated into --workdir (not committed): toy = 4 layers x 64 wide (the zoo's
-shape), d128 = 4 layers x 128, gpt2-small = 12 layers x 768, vocab 50257.
+shape), d128 = 4 layers x 128, gpt2-small = 12 layers x 768, vocab 50257; pythia-160m = GPT-NeoX
+12 layers x 768, 12 heads, partial rotary 0.25, parallel residual, untied, vocab 50304;
+smollm-135m = Llama 30 layers x 576, 9 heads with 3 key/value heads, SwiGLU 1536, tied, vocab
+49152. The TransformerLens models of the other families are built as
+tests/fixtures/families/make.py builds them (its tl_config / build_tl).
 """
 import argparse
 import json
@@ -28,7 +32,23 @@ SHAPES = {
     "toy": (4, 64, 4, 32, 32),
     "d128": (4, 128, 4, 32, 32),
     "gpt2-small": (12, 768, 12, 50257, 1024),
+    "pythia-160m": (12, 768, 12, 50304, 2048),
+    "smollm-135m": (30, 576, 9, 49152, 2048),
 }
+# The family of each shape (default gpt2).
+KIND = {"pythia-160m": "neox", "smollm-135m": "llama"}
+
+
+def family_tools():
+    """tl_config / build_tl of the fixture script (one way to build TransformerLens models)."""
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location(
+        "make_families", os.path.join(here, "..", "tests", "fixtures", "families", "make.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def set_threads(n):
@@ -48,6 +68,26 @@ def make_model(name, root):
         return path
     n_layer, n_embd, n_head, vocab, n_pos = SHAPES[name]
     torch.manual_seed(0)
+    kind = KIND.get(name, "gpt2")
+    if kind == "neox":
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+        cfg = GPTNeoXConfig(num_hidden_layers=n_layer, hidden_size=n_embd,
+                            num_attention_heads=n_head, intermediate_size=4 * n_embd,
+                            vocab_size=vocab, max_position_embeddings=n_pos, rotary_pct=0.25,
+                            rotary_emb_base=10000, use_parallel_residual=True, hidden_act="gelu",
+                            tie_word_embeddings=False)
+        GPTNeoXForCausalLM(cfg).eval().save_pretrained(path)
+        return path
+    if kind == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        cfg = LlamaConfig(num_hidden_layers=n_layer, hidden_size=n_embd, num_attention_heads=n_head,
+                          num_key_value_heads=3, intermediate_size=1536, vocab_size=vocab,
+                          max_position_embeddings=n_pos, rope_theta=10000.0, rms_norm_eps=1e-5,
+                          tie_word_embeddings=True)
+        LlamaForCausalLM(cfg).eval().save_pretrained(path)
+        return path
     cfg = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab,
                      n_positions=n_pos, activation_function="gelu_new",
                      bos_token_id=min(50256, vocab - 1), eos_token_id=min(50256, vocab - 1))
@@ -55,7 +95,13 @@ def make_model(name, root):
     return path
 
 
-def load_tl(path):
+def load_tl(path, kind="gpt2"):
+    if kind != "gpt2":
+        from transformers import AutoModelForCausalLM
+
+        hf = AutoModelForCausalLM.from_pretrained(path).eval()
+        tl, _ = family_tools().build_tl(kind, hf, [])
+        return tl, hf.config.vocab_size
     import torch
     from transformers import GPT2LMHeadModel
     from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -131,7 +177,7 @@ def main():
     ap.add_argument("--len", type=int, default=32, help="prompt length in tokens")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--tl-repeats", type=int, default=None, help="default: --repeats (1 for gpt2-small)")
+    ap.add_argument("--tl-repeats", type=int, default=None, help="default: --repeats (1 for the ~100 M-parameter shapes)")
     ap.add_argument("--feedlens", default="target/release/feedlens")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "feedlens-vs-tl"))
     args = ap.parse_args()
@@ -146,10 +192,11 @@ def main():
     ok = True
     print(f"threads {args.threads}, prompt length {args.len}, torch {torch.__version__}")
     for name, path in targets:
-        tl, vocab = load_tl(path)
+        tl, vocab = load_tl(path, KIND.get(name, "gpt2"))
         clean, corrupt = prompts(vocab, args.len, seed=1)
         tok_a, tok_b = 1 % vocab, 2 % vocab
-        tl_rep = args.tl_repeats or (1 if name == "gpt2-small" else args.repeats)
+        big = name in ("gpt2-small", "pythia-160m", "smollm-135m")
+        tl_rep = args.tl_repeats or (1 if big else args.repeats)
         t_tl, ref = run_tl(tl, clean, corrupt, tok_a, tok_b, tl_rep)
         del tl
         t_fl, got, _ = run_feedlens(args.feedlens, path, clean, corrupt, tok_a, tok_b,

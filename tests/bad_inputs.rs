@@ -180,41 +180,6 @@ fn every_command_refuses_every_bad_input_with_one_line() {
                     check(args, &names);
                 }
             }
-            Kind::TextCheckpoint => {
-                let ck = s(&c.input);
-                for (args, arg) in [
-                    (
-                        argv(&[
-                            "run",
-                            &ck,
-                            "--text",
-                            "a far",
-                            "--json",
-                            &s(&tmp.join("t.json")),
-                        ]),
-                        "--text",
-                    ),
-                    (argv(&["lens", &ck, "--text", "a far"]), "--text"),
-                    (
-                        argv(&["patch", &ck, "--clean", "a far", "--corrupt", "far a"]),
-                        "--clean",
-                    ),
-                    (
-                        argv(&[
-                            "patch-models",
-                            &s(&good),
-                            &ck,
-                            "--prompts",
-                            "a far",
-                            "--metric",
-                            "logit-diff:1,2",
-                        ]),
-                        "--prompts",
-                    ),
-                ] {
-                    check(args, Path::new(arg));
-                }
-            }
             Kind::ProbeSpec => {
                 check(argv(&["probe", &s(&c.input)]), &c.names);
                 // `check` reads the stored result first: give it one, so it gets to the spec.

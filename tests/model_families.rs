@@ -426,6 +426,12 @@ fn byte_level_bpe_encodes_exactly_as_hf() {
         n += 1;
     }
     assert!(n >= 15, "{n} cases");
+    // No special token is added, but one written in the text is its own id (how a Llama
+    // user asks for HF's default BOS: `--text "<s>..."`).
+    let plain = tok.encode("hello", "--text").unwrap();
+    let with = tok.encode("<|endoftext|>hello", "--text").unwrap();
+    assert_eq!(with[0], tok.id("<|endoftext|>").unwrap());
+    assert_eq!(&with[1..], plain.as_slice());
 }
 
 #[test]
@@ -441,4 +447,52 @@ fn a_tokenizer_larger_than_the_embedding_is_refused() {
         e.contains("tokenizer.json") && e.contains("vocab_size 64") && !e.contains('\n'),
         "{e}"
     );
+}
+
+#[test]
+fn text_is_tokenised_and_run_as_hf_does() {
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("families/text.json")).unwrap()).unwrap();
+    for name in ["text-a", "text-b"] {
+        let ck = checkpoint::load(dir(name)).unwrap();
+        for row in r["models"][name].as_array().unwrap() {
+            let ids = ck.encode(row["text"].as_str().unwrap(), "--text").unwrap();
+            let want: Vec<u32> = row["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(ids, want, "{name}: {}", row["text"]);
+            let out = ck
+                .model
+                .forward(
+                    &Input::Ids(ck.model.ids_tensor(&[ids.clone()]).unwrap()),
+                    &Run {
+                        logits: Logits::At(vec![ids.len() - 1]),
+                        ..Run::default()
+                    },
+                )
+                .unwrap();
+            let got = out
+                .logits
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let hf: Vec<f32> = row["last_logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            let d = got
+                .iter()
+                .zip(&hf)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(d < TOL, "{name}: {d}");
+        }
+    }
 }

@@ -528,10 +528,9 @@ fn report_reads_the_crosscoders_the_prepare_step_trains() {
     for r in cc["runs"].as_array().unwrap() {
         assert!(r.get("unused").is_none(), "{r}");
         // One lens row per block of the checkpoints.
-        let cfg: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(zoo().join("seed-0/rlhf/config.json")).unwrap(),
-        )
-        .unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(zoo().join("seed-0/rlhf/config.json")).unwrap())
+                .unwrap();
         let n_layer = cfg["n_layer"].as_u64().unwrap() as usize;
         assert_eq!(r["difflens"]["layers"].as_array().unwrap().len(), n_layer);
     }

@@ -140,6 +140,11 @@ fn component_of(name: &str) -> (String, String) {
 pub fn weight_diff(a: &Model, name_a: &str, b: &Model, name_b: &str) -> Result<WeightDiff> {
     let (ta, tb) = (a.tensors(), b.tensors());
     let (ca, cb) = (a.config(), b.config());
+    if let Some(d) = ca.shape_difference(cb) {
+        return Err(Error::input(format!(
+            "cannot diff {name_a} and {name_b}: different architectures ({d})"
+        )));
+    }
     if ta.len() != tb.len() {
         return Err(Error::input(format!(
             "cannot diff {name_a} ({} layers) and {name_b} ({} layers): different architectures",

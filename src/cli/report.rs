@@ -3,6 +3,7 @@
 //! Must not hold a domain rule (what the report runs is `report`'s).
 
 use anyhow::Result;
+use feedlens::report::prompts::{self, PromptPairs};
 use feedlens::report::{self, Pairs, Settings};
 use feedlens::view::html;
 use std::path::PathBuf;
@@ -89,6 +90,33 @@ pub(super) fn report(a: ReportArgs) -> Result<()> {
         Some(l) => feedlens::lab::zoo::parse_seeds(l, "--seeds")?,
         None => Vec::new(),
     };
+    // A pairs file of your own checkpoints and prompts (any family): its own lean report.
+    let text = String::from_utf8(feedlens::io::fsio::read_small(&a.pairs)?)
+        .map_err(|_| feedlens::Error::file(&a.pairs, "is not UTF-8 text"))?;
+    if PromptPairs::is_prompt_file(&text) {
+        let mut pp = PromptPairs::parse(&text, &a.pairs)?;
+        if let Some(bad) = a
+            .only
+            .iter()
+            .find(|n| !pp.pairs.iter().any(|p| &p.name == *n))
+        {
+            anyhow::bail!("--only: no pair '{bad}' in {}", a.pairs.display());
+        }
+        pp.pairs
+            .retain(|p| a.only.is_empty() || a.only.contains(&p.name));
+        report::check_output(&out, &pp.inputs(), a.force)?;
+        let t0 = std::time::Instant::now();
+        let files = prompts::run(&pp)?;
+        report::write(&out, &files, a.force)?;
+        println!(
+            "wrote {} ({} pairs of your own prompts, {} files) in {:.1} s",
+            out.join("index.html").display(),
+            pp.pairs.len(),
+            files.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     let pairs = Pairs::load(&a.pairs)?.only(&a.only)?.only_seeds(&seeds)?;
     pairs.check()?;
     report::check_output(&out, &pairs.inputs(), a.force)?;

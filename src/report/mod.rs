@@ -21,6 +21,7 @@ pub mod crosscoders;
 mod data;
 mod page;
 mod pairs;
+pub mod prompts;
 mod summary;
 
 pub use analyse::analyse;

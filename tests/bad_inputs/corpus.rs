@@ -14,9 +14,6 @@ use std::path::{Path, PathBuf};
 pub enum Kind {
     /// A checkpoint directory (every command that loads a checkpoint).
     Checkpoint,
-    /// A checkpoint that loads but whose tokenizer gives ids the model cannot take
-    /// (commands given `--text`).
-    TextCheckpoint,
     /// A probe spec file (`probe SPEC`, `check DIR`).
     ProbeSpec,
     /// A `probe fit --data` safetensors file.
@@ -416,8 +413,9 @@ pub fn build(root: &Path) -> Vec<Case> {
         problem: "checkpoint",
     });
 
-    // A tokenizer whose ids lie outside the model's vocabulary (50): loads, but `--text` must
-    // be refused as an out-of-range id rather than index past the embedding.
+    // A tokenizer whose ids lie outside the model's vocabulary (50): not this model's
+    // tokenizer, refused when the checkpoint loads (naming tokenizer.json), before any
+    // `--text` could index past the embedding.
     let dir = root.join("tokenizer-ids-out-of-range");
     good_checkpoint(&dir);
     fs::write(
@@ -429,10 +427,10 @@ pub fn build(root: &Path) -> Vec<Case> {
     .unwrap();
     cases.push(Case {
         name: "tokenizer-ids-out-of-range",
-        kind: Kind::TextCheckpoint,
+        kind: Kind::Checkpoint,
+        names: dir.join("tokenizer.json"),
         input: dir,
-        names: PathBuf::from("--"),
-        problem: "out of range",
+        problem: "vocab_size 50",
     });
 
     // --- probe specs ---
