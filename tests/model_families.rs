@@ -467,7 +467,7 @@ fn text_is_tokenised_and_run_as_hf_does() {
             let out = ck
                 .model
                 .forward(
-                    &Input::Ids(ck.model.ids_tensor(&[ids.clone()]).unwrap()),
+                    &Input::Ids(ck.model.ids_tensor(std::slice::from_ref(&ids)).unwrap()),
                     &Run {
                         logits: Logits::At(vec![ids.len() - 1]),
                         ..Run::default()

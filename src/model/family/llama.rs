@@ -4,7 +4,7 @@
 //! q/k/v projections fused into one, `nn.Linear` weights as `[in, out]`).
 
 use super::{linear, take, Keys};
-use crate::model::config::{Act, Arch, Config, Family, Norm, Rotary};
+use crate::model::config::{Arch, Config, Family, Norm, Rotary};
 use crate::Result;
 use candle_core::Tensor;
 use serde_json::{Map, Value};
@@ -18,11 +18,7 @@ pub(super) fn config(obj: Map<String, Value>) -> std::result::Result<Config, Str
     } else {
         &["LlamaForCausalLM"]
     })?;
-    let (n_layer, d, n_head) = (
-        k.usize("num_hidden_layers")?,
-        k.usize("hidden_size")?,
-        k.usize("num_attention_heads")?,
-    );
+    let (_, d, n_head) = k.dims()?;
     let n_kv_head = k.usize_or("num_key_value_heads", Some(n_head))?;
     if let Some(hd) = k.get("head_dim") {
         if hd.as_u64() != Some((d / n_head.max(1)) as u64) {
@@ -32,13 +28,7 @@ pub(super) fn config(obj: Map<String, Value>) -> std::result::Result<Config, Str
             ));
         }
     }
-    let act_name = k.str_or("hidden_act", "silu")?.to_string();
-    let act = Act::parse(&act_name).ok_or_else(|| {
-        format!(
-            "hidden_act '{act_name}' is not supported (feedlens runs {})",
-            Act::NAMES
-        )
-    })?;
+    let (act_name, act) = k.act("hidden_act", "silu")?;
     let (base, pct) = k.rope(&["rope_theta"], 10000.0, &["partial_rotary_factor"], 1.0)?;
     if pct != 1.0 {
         return Err(format!(
@@ -74,58 +64,46 @@ pub(super) fn config(obj: Map<String, Value>) -> std::result::Result<Config, Str
         scale_attn: true,
         scale_by_layer: false,
     };
-    Ok(Config {
-        n_layer,
-        n_embd: d,
-        n_head,
-        n_positions: k.usize_or("max_position_embeddings", Some(2048))?,
-        vocab_size: k.usize("vocab_size")?,
-        layer_norm_epsilon: k.f64_or("rms_norm_eps", 1e-6)?,
-        activation_function: act_name,
-        n_inner: Some(k.usize("intermediate_size")?),
-        extra: obj.clone(),
-        arch,
-    })
+    k.hf_config(arch, act_name, "rms_norm_eps", 1e-6)
 }
 
 fn layer(l: usize, s: &str) -> String {
     format!("model.layers.{l}.{s}")
 }
 
+/// The HF tensor names of each block.
+const PARTS: [&str; 16] = [
+    "input_layernorm.weight",
+    "post_attention_layernorm.weight",
+    "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight",
+    "self_attn.q_proj.bias",
+    "self_attn.k_proj.bias",
+    "self_attn.v_proj.bias",
+    "self_attn.o_proj.bias",
+    "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+    "mlp.gate_proj.bias",
+    "mlp.up_proj.bias",
+    "mlp.down_proj.bias",
+];
+
 /// Every HF tensor name the family reads.
-fn hf_names(cfg: &Config) -> Vec<String> {
-    let mut v = vec!["model.embed_tokens.weight".to_string()];
-    for l in 0..cfg.n_layer {
-        for s in [
-            "input_layernorm.weight",
-            "post_attention_layernorm.weight",
-            "self_attn.q_proj.weight",
-            "self_attn.k_proj.weight",
-            "self_attn.v_proj.weight",
-            "self_attn.o_proj.weight",
-            "self_attn.q_proj.bias",
-            "self_attn.k_proj.bias",
-            "self_attn.v_proj.bias",
-            "self_attn.o_proj.bias",
-            "mlp.gate_proj.weight",
-            "mlp.up_proj.weight",
-            "mlp.down_proj.weight",
-            "mlp.gate_proj.bias",
-            "mlp.up_proj.bias",
-            "mlp.down_proj.bias",
-        ] {
-            v.push(layer(l, s));
-        }
-    }
-    v.extend([
-        "model.norm.weight".to_string(),
-        "lm_head.weight".to_string(),
-    ]);
-    v
+fn names(cfg: &Config) -> Vec<String> {
+    super::hf_names(
+        cfg,
+        "model.embed_tokens.weight",
+        "model.layers",
+        &PARTS,
+        &["model.norm.weight", "lm_head.weight"],
+    )
 }
 
 pub(super) fn reads(cfg: &Config, name: &str) -> bool {
-    hf_names(cfg).iter().any(|n| n == name)
+    names(cfg).iter().any(|n| n == name)
 }
 
 pub(super) fn canonical(

@@ -7,7 +7,7 @@ mod gpt2;
 mod llama;
 mod neox;
 
-use super::config::{Config, Family};
+use super::config::{Act, Arch, Config, Family};
 use crate::Result;
 use candle_core::Tensor;
 use serde_json::{Map, Value};
@@ -96,6 +96,48 @@ pub fn canonical(
 struct Keys<'a>(&'a Map<String, Value>);
 
 impl Keys<'_> {
+    /// `num_hidden_layers`, `hidden_size`, `num_attention_heads` (GPT-NeoX's and Llama's names).
+    fn dims(&self) -> std::result::Result<(usize, usize, usize), String> {
+        Ok((
+            self.usize("num_hidden_layers")?,
+            self.usize("hidden_size")?,
+            self.usize("num_attention_heads")?,
+        ))
+    }
+    /// The activation named by key `k` (default `default`): its name and what it is.
+    fn act(&self, k: &str, default: &str) -> std::result::Result<(String, Act), String> {
+        let name = self.str_or(k, default)?.to_string();
+        let act = Act::parse(&name).ok_or_else(|| {
+            format!(
+                "{k} '{name}' is not supported (feedlens runs {})",
+                Act::NAMES
+            )
+        })?;
+        Ok((name, act))
+    }
+    /// A [`Config`] from the keys GPT-NeoX and Llama name alike, with `arch`, the activation's
+    /// name and the norm epsilon under `eps_key`.
+    fn hf_config(
+        &self,
+        arch: Arch,
+        act_name: String,
+        eps_key: &str,
+        eps_default: f64,
+    ) -> std::result::Result<Config, String> {
+        let (n_layer, n_embd, n_head) = self.dims()?;
+        Ok(Config {
+            n_layer,
+            n_embd,
+            n_head,
+            n_positions: self.usize_or("max_position_embeddings", Some(2048))?,
+            vocab_size: self.usize("vocab_size")?,
+            layer_norm_epsilon: self.f64_or(eps_key, eps_default)?,
+            activation_function: act_name,
+            n_inner: Some(self.usize("intermediate_size")?),
+            extra: self.0.clone(),
+            arch,
+        })
+    }
     fn get(&self, k: &str) -> Option<&Value> {
         self.0.get(k).filter(|v| !v.is_null())
     }
@@ -261,4 +303,15 @@ fn head(
         }
         (true, false) => Ok(()),
     }
+}
+
+/// Every HF tensor name of a family: `first`, then `{prefix}.{l}.{part}` for every block and
+/// part, then `last`.
+fn hf_names(cfg: &Config, first: &str, prefix: &str, parts: &[&str], last: &[&str]) -> Vec<String> {
+    let mut v = vec![first.to_string()];
+    for l in 0..cfg.n_layer {
+        v.extend(parts.iter().map(|p| format!("{prefix}.{l}.{p}")));
+    }
+    v.extend(last.iter().map(|s| s.to_string()));
+    v
 }

@@ -3,7 +3,7 @@
 //! tensors (the fused per-head-interleaved query/key/value regrouped into q | k | v).
 
 use super::{linear, take, Keys};
-use crate::model::config::{Act, Arch, Config, Family, Norm, Rotary};
+use crate::model::config::{Arch, Config, Family, Norm, Rotary};
 use crate::Result;
 use candle_core::Tensor;
 use serde_json::{Map, Value};
@@ -12,18 +12,8 @@ use std::collections::HashMap;
 pub(super) fn config(obj: Map<String, Value>) -> std::result::Result<Config, String> {
     let k = Keys(&obj);
     k.architectures(&["GPTNeoXForCausalLM"])?;
-    let (n_layer, d, n_head) = (
-        k.usize("num_hidden_layers")?,
-        k.usize("hidden_size")?,
-        k.usize("num_attention_heads")?,
-    );
-    let act_name = k.str_or("hidden_act", "gelu")?.to_string();
-    let act = Act::parse(&act_name).ok_or_else(|| {
-        format!(
-            "hidden_act '{act_name}' is not supported (feedlens runs {})",
-            Act::NAMES
-        )
-    })?;
+    let (_, d, n_head) = k.dims()?;
+    let (act_name, act) = k.act("hidden_act", "gelu")?;
     let (base, pct) = k.rope(
         &["rope_theta", "rotary_emb_base"],
         10000.0,
@@ -55,18 +45,7 @@ pub(super) fn config(obj: Map<String, Value>) -> std::result::Result<Config, Str
         scale_attn: true,
         scale_by_layer: false,
     };
-    Ok(Config {
-        n_layer,
-        n_embd: d,
-        n_head,
-        n_positions: k.usize_or("max_position_embeddings", Some(2048))?,
-        vocab_size: k.usize("vocab_size")?,
-        layer_norm_epsilon: k.f64_or("layer_norm_eps", 1e-5)?,
-        activation_function: act_name,
-        n_inner: Some(k.usize("intermediate_size")?),
-        extra: obj.clone(),
-        arch,
-    })
+    k.hf_config(arch, act_name, "layer_norm_eps", 1e-5)
 }
 
 /// HF tensor names of block `l`'s part `s`.
@@ -74,37 +53,39 @@ fn layer(l: usize, s: &str) -> String {
     format!("gpt_neox.layers.{l}.{s}")
 }
 
+/// The HF tensor names of each block.
+const PARTS: [&str; 12] = [
+    "input_layernorm.weight",
+    "input_layernorm.bias",
+    "post_attention_layernorm.weight",
+    "post_attention_layernorm.bias",
+    "attention.query_key_value.weight",
+    "attention.query_key_value.bias",
+    "attention.dense.weight",
+    "attention.dense.bias",
+    "mlp.dense_h_to_4h.weight",
+    "mlp.dense_h_to_4h.bias",
+    "mlp.dense_4h_to_h.weight",
+    "mlp.dense_4h_to_h.bias",
+];
+
 /// Every HF tensor name the family reads.
-fn hf_names(cfg: &Config) -> Vec<String> {
-    let mut v = vec!["gpt_neox.embed_in.weight".to_string()];
-    for l in 0..cfg.n_layer {
-        for s in [
-            "input_layernorm.weight",
-            "input_layernorm.bias",
-            "post_attention_layernorm.weight",
-            "post_attention_layernorm.bias",
-            "attention.query_key_value.weight",
-            "attention.query_key_value.bias",
-            "attention.dense.weight",
-            "attention.dense.bias",
-            "mlp.dense_h_to_4h.weight",
-            "mlp.dense_h_to_4h.bias",
-            "mlp.dense_4h_to_h.weight",
-            "mlp.dense_4h_to_h.bias",
-        ] {
-            v.push(layer(l, s));
-        }
-    }
-    v.extend([
-        "gpt_neox.final_layer_norm.weight".to_string(),
-        "gpt_neox.final_layer_norm.bias".to_string(),
-        "embed_out.weight".to_string(),
-    ]);
-    v
+fn names(cfg: &Config) -> Vec<String> {
+    super::hf_names(
+        cfg,
+        "gpt_neox.embed_in.weight",
+        "gpt_neox.layers",
+        &PARTS,
+        &[
+            "gpt_neox.final_layer_norm.weight",
+            "gpt_neox.final_layer_norm.bias",
+            "embed_out.weight",
+        ],
+    )
 }
 
 pub(super) fn reads(cfg: &Config, name: &str) -> bool {
-    hf_names(cfg).iter().any(|n| n == name)
+    names(cfg).iter().any(|n| n == name)
 }
 
 pub(super) fn canonical(
