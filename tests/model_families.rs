@@ -496,3 +496,48 @@ fn text_is_tokenised_and_run_as_hf_does() {
         }
     }
 }
+
+#[test]
+fn every_parameter_of_every_family_receives_a_gradient() {
+    for name in MODELS {
+        let ck = checkpoint::load(dir(name)).unwrap();
+        let (model, vars) = ck.model.trainable().unwrap();
+        let r = reference(name);
+        let ids = model.ids_tensor(&ids_rows(&r["input_ids"])).unwrap();
+        let vocab = model.config().vocab_size;
+        let targets = ids.narrow(1, 1, 9).unwrap().flatten_all().unwrap();
+        let out = model
+            .forward(
+                &Input::Ids(ids.clone()),
+                &Run {
+                    grad: true,
+                    ..Run::default()
+                },
+            )
+            .unwrap();
+        let logits = out.logits.unwrap().narrow(1, 0, 9).unwrap();
+        let logits = logits.reshape((18, vocab)).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &targets).unwrap();
+        let grads = loss.backward().unwrap();
+        assert_eq!(
+            vars.len(),
+            feedlens::Model::tensor_shapes(model.config()).len()
+        );
+        for (n, v) in &vars {
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient for {n}"));
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                norm > 0.0 && norm.is_finite(),
+                "{name} {n}: gradient norm {norm}"
+            );
+        }
+    }
+}

@@ -207,6 +207,12 @@ fn analyse_pair(
     })?;
     let pairs = pairs_of(p, &b, &metric)?;
     let n = pairs.len();
+    let toks: Vec<String> = metric
+        .tokens()
+        .iter()
+        .map(|&t| format!("'{}'", b.label(t)))
+        .collect();
+    let shown = format!("{metric} (ids of {})", toks.join(", "));
     let slug = html::slug(&p.name);
     let mut sec = Section {
         id: slug.clone(),
@@ -214,7 +220,7 @@ fn analyse_pair(
         ..Section::default()
     };
     sec.summary.push(format!(
-        "{}. Metric {metric} on {n} prompt pair{}; intervals are 95 % bootstrap intervals over the prompt pairs ({RESAMPLES} resamples, seed {seed}).",
+        "{}. Metric {shown} on {n} prompt pair{}; intervals are 95 % bootstrap intervals over the prompt pairs ({RESAMPLES} resamples, seed {seed}).",
         a.model.config().describe(),
         if n == 1 { "" } else { "s" }
     ));
@@ -300,7 +306,7 @@ fn analyse_pair(
     }
     sec.tables.push(Table {
         caption: format!(
-            "The metric ({metric}) unpatched, mean over the {n} prompt pairs [95 % interval]"
+            "The metric ({shown}) unpatched, mean over the {n} prompt pairs [95 % interval]"
         ),
         headers: vec![
             "checkpoint".into(),
