@@ -10,6 +10,16 @@ mod cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // Rust starts with SIGPIPE ignored, so `feedlens inspect DIR | head` would panic in
+    // println! once head exits; restore the default (end quietly, as other Unix tools do).
+    // Every file output is written to a temp path and renamed into place, so being ended
+    // mid-run leaves earlier outputs whole.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // Keep freed memory mapped: candle allocates a fresh output per op, and mimalloc's default
     // returns freed pages to the OS after a delay, so the next large output faults in and
     // zeroes new pages (a fifth of a sampling run). Read by mimalloc when it first purges,

@@ -73,7 +73,9 @@ pub(super) fn inspect(a: InspectArgs) -> Result<()> {
         None => println!("  manifest: none (not made by feedlens)"),
     }
     let v = json!({
-        "dir": a.ckpt, "config": c, "n_params": ck.model.n_params(), "sha256": ck.sha256,
+        "dir": a.ckpt, "family": c.arch.family, "architecture": c.describe(),
+        "n_kv_head": c.arch.n_kv_head, "hooks": ck.model.hooks(),
+        "config": c, "n_params": ck.model.n_params(), "sha256": ck.sha256,
         "tensors": ck.stored.iter().map(|(n, s, d)| json!({"name": n, "shape": s, "dtype": d})).collect::<Vec<_>>(),
         "manifest": ck.manifest, "has_tokenizer": ck.tokens.is_some(),
     });
