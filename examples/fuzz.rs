@@ -81,7 +81,7 @@ fn target(name: &str) -> Option<Target> {
                     };
                     let files = Files {
                         config,
-                        weights,
+                        weights: weights.into(),
                         tokenizer,
                         manifest: None,
                     };

@@ -167,6 +167,17 @@ impl Checkpoint {
     }
 }
 
+/// Hex sha256 of a file's bytes, hashed in pieces that are released once hashed (a mapped
+/// file is never resident whole).
+fn sha256_of(bytes: &fsio::Bytes) -> String {
+    let mut h = Sha256::new();
+    for part in bytes.chunks(64 << 20) {
+        h.update(part);
+        bytes.release(part);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Hex sha256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -199,7 +210,7 @@ pub fn load(dir: impl AsRef<Path>) -> Result<Checkpoint> {
     };
     let files = Files {
         config: fsio::read_small(&dir.join("config.json"))?,
-        weights: fsio::read(&dir.join("model.safetensors"))?,
+        weights: fsio::map_at_most(&dir.join("model.safetensors"), fsio::MAX_READ)?,
         tokenizer: opt("tokenizer.json", fsio::MAX_TOKENIZER)?,
         manifest: opt("feedlens.json", fsio::MAX_SMALL)?,
     };
@@ -210,8 +221,8 @@ pub fn load(dir: impl AsRef<Path>) -> Result<Checkpoint> {
 pub struct Files {
     /// `config.json`.
     pub config: Vec<u8>,
-    /// `model.safetensors`.
-    pub weights: Vec<u8>,
+    /// `model.safetensors` (mapped by [`load`]).
+    pub weights: fsio::Bytes,
     /// `tokenizer.json`, if present.
     pub tokenizer: Option<Vec<u8>>,
     /// `feedlens.json`, if present.
@@ -226,7 +237,7 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
 
     let st_path = dir.join("model.safetensors");
     let bytes = files.weights;
-    let sha256 = sha256_hex(&bytes);
+    let sha256 = sha256_of(&bytes);
     let st = parse_safetensors(&bytes, &st_path)?;
     let mut hf = HashMap::new();
     let mut stored = Vec::new();
@@ -264,6 +275,7 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
             continue;
         }
         let t = to_tensor(&view, &name, &st_path)?;
+        bytes.release(view.data());
         hf.insert(name, t);
     }
     let disagrees = |e: Error| match e {
@@ -375,7 +387,21 @@ fn to_tensor(view: &safetensors::tensor::TensorView, name: &str, path: &Path) ->
     let shape = view.shape().to_vec();
     let data = view.data();
     let t = match view.dtype() {
-        StDtype::F32 => Tensor::from_raw_buffer(data, DType::F32, &shape, &Device::Cpu)?,
+        StDtype::F32 => {
+            // Checked on the stored bytes: no second copy of the tensor on the host.
+            let finite = data
+                .chunks_exact(4)
+                .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
+            if !finite {
+                return Err(non_finite(path, name));
+            }
+            return Ok(Tensor::from_raw_buffer(
+                data,
+                DType::F32,
+                &shape,
+                &Device::Cpu,
+            )?);
+        }
         StDtype::F16 => {
             Tensor::from_raw_buffer(data, DType::F16, &shape, &Device::Cpu)?.to_dtype(DType::F32)?
         }
@@ -388,18 +414,20 @@ fn to_tensor(view: &safetensors::tensor::TensorView, name: &str, path: &Path) ->
             ))
         }
     };
-    let finite = t
-        .flatten_all()?
-        .to_vec1::<f32>()?
-        .iter()
-        .all(|x| x.is_finite());
-    if !finite {
-        return Err(Error::file(
-            path,
-            format!("tensor '{name}' contains NaN or infinite values"),
-        ));
+    // 0·x is 0 for finite x and NaN for ±inf and NaN: the sum is 0 exactly when all are finite.
+    let s = (t.zeros_like()? * &t)?.sum_all()?.to_scalar::<f32>()?;
+    if s != 0.0 {
+        return Err(non_finite(path, name));
     }
     Ok(t)
+}
+
+/// The error of a stored tensor with a NaN or infinite value.
+fn non_finite(path: &Path, name: &str) -> Error {
+    Error::file(
+        path,
+        format!("tensor '{name}' contains NaN or infinite values"),
+    )
 }
 
 /// A tensor to write to safetensors: f32 or i64 data, row-major.

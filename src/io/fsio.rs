@@ -540,9 +540,117 @@ pub fn read_at_most(path: &Path, cap: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// A file's bytes: read into memory, or mapped read-only (large weight files: no copy, no
+/// freshly zeroed pages, and pages handed back once used).
+pub enum Bytes {
+    /// Read into an owned buffer.
+    Owned(Vec<u8>),
+    /// Mapped read-only.
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped(m) => m,
+        }
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Bytes {
+        Bytes::Owned(v)
+    }
+}
+
+impl Bytes {
+    /// Done with `part` (a sub-slice of these bytes) for now: a mapped file's pages there leave
+    /// this process's memory (they stay readable, re-read from the file if touched again), so
+    /// reading a large file piece by piece never holds all of it resident. No-op when owned.
+    pub fn release(&self, part: &[u8]) {
+        let Bytes::Mapped(m) = self else { return };
+        let start = (part.as_ptr() as usize).wrapping_sub(m.as_ptr() as usize);
+        if part.is_empty() || start >= m.len() || start + part.len() > m.len() {
+            return;
+        }
+        // SAFETY: a read-only shared file mapping: MADV_DONTNEED only drops the pages from
+        // this process; the next read of them faults them back in from the file unchanged.
+        // Nothing here holds a reference that expects the old physical pages.
+        let _ = unsafe {
+            m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, part.len())
+        };
+    }
+}
+
+/// Map a regular file of at most `cap` bytes read-only, with the checks and errors of
+/// [`read_at_most`] (an empty file is read, not mapped). The file must not be truncated while
+/// mapped (reading a page past a new end would fault), as with every mmap-based loader.
+pub fn map_at_most(path: &Path, cap: u64) -> Result<Bytes> {
+    if path.is_dir() {
+        return Err(Error::file(path, "is a directory, expected a file"));
+    }
+    let meta = fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::file(path, "no such file"),
+        _ => Error::file(path, format!("cannot read: {e}")),
+    })?;
+    if !meta.is_file() || meta.len() == 0 {
+        return read_at_most(path, cap).map(Bytes::Owned);
+    }
+    if meta.len() > cap {
+        return Err(Error::file(
+            path,
+            format!(
+                "is {} bytes, more than the {cap} this input may have",
+                meta.len()
+            ),
+        ));
+    }
+    let f = fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    // SAFETY: mapped read-only and never written through; feedlens does not modify the file
+    // while it is mapped (a truncation by another process is the documented exception above).
+    let m = unsafe { memmap2::Mmap::map(&f) }
+        .map_err(|e| Error::file(path, format!("cannot map: {e}")))?;
+    if m.len() as u64 > cap {
+        return Err(Error::file(
+            path,
+            format!("grew past the {cap} bytes this input may have"),
+        ));
+    }
+    Ok(Bytes::Mapped(m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mapped_file_reads_as_read_and_stays_whole_after_release() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("w.bin");
+        let data: Vec<u8> = (0..3 * 4096 + 17).map(|i| (i * 7 % 251) as u8).collect();
+        fs::write(&p, &data).unwrap();
+        let m = map_at_most(&p, 1 << 20).unwrap();
+        assert!(matches!(m, Bytes::Mapped(_)));
+        assert_eq!(&m[..], &data[..]);
+        // Released pages (unaligned, spanning pages) read back unchanged.
+        m.release(&m[100..2 * 4096 + 5]);
+        m.release(&m[..]);
+        assert_eq!(&m[..], &data[..]);
+        // The same checks as a read: too large, a directory, missing, empty (read, not mapped).
+        let e = map_at_most(&p, 10).err().unwrap().to_string();
+        assert!(e.contains("more than the 10"), "{e}");
+        assert!(map_at_most(d.path(), 1 << 20).is_err());
+        assert!(map_at_most(&d.path().join("none"), 1 << 20)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("no such file"));
+        let empty = d.path().join("empty");
+        fs::write(&empty, b"").unwrap();
+        assert!(matches!(map_at_most(&empty, 10).unwrap(), Bytes::Owned(v) if v.is_empty()));
+    }
 
     #[test]
     fn publishing_a_new_file_is_exclusive_under_concurrency() {
