@@ -142,7 +142,7 @@ pub fn weight_diff(a: &Model, name_a: &str, b: &Model, name_b: &str) -> Result<W
     let (ca, cb) = (a.config(), b.config());
     if let Some(d) = ca.shape_difference(cb) {
         return Err(Error::input(format!(
-            "cannot diff {name_a} and {name_b}: different architectures ({d})"
+            "cannot diff {name_a} and {name_b}: different architectures or shapes ({d})"
         )));
     }
     if ta.len() != tb.len() {
