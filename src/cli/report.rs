@@ -91,8 +91,7 @@ pub(super) fn report(a: ReportArgs) -> Result<()> {
         None => Vec::new(),
     };
     // A pairs file of your own checkpoints and prompts (any family): its own lean report.
-    let text = String::from_utf8(feedlens::io::fsio::read_small(&a.pairs)?)
-        .map_err(|_| feedlens::Error::file(&a.pairs, "is not UTF-8 text"))?;
+    let text = Pairs::read_text(&a.pairs)?;
     if PromptPairs::is_prompt_file(&text) {
         let mut pp = PromptPairs::parse(&text, &a.pairs)?;
         if let Some(bad) = a
@@ -117,7 +116,9 @@ pub(super) fn report(a: ReportArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let pairs = Pairs::load(&a.pairs)?.only(&a.only)?.only_seeds(&seeds)?;
+    let pairs = Pairs::parse(&text, &a.pairs)?
+        .only(&a.only)?
+        .only_seeds(&seeds)?;
     pairs.check()?;
     report::check_output(&out, &pairs.inputs(), a.force)?;
     let mut settings = Settings {

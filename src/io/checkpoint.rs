@@ -257,6 +257,7 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
     }
     // Only the tensors the family uses are converted; any other (of any dtype or value) is
     // listed and ignored, never loaded.
+    let known = family::read_names(&cfg);
     let mut unknown = Vec::new();
     for name in names {
         let view = st
@@ -270,7 +271,7 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
         if family::is_buffer(&name) {
             continue;
         }
-        if !family::reads(&cfg, &name) {
+        if !known.contains(&name) {
             unknown.push(name);
             continue;
         }

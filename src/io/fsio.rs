@@ -501,8 +501,9 @@ pub fn read_small(path: &Path) -> Result<Vec<u8>> {
     read_at_most(path, MAX_SMALL)
 }
 
-/// Read a whole regular file of at most `cap` bytes (see [`read`]).
-pub fn read_at_most(path: &Path, cap: u64) -> Result<Vec<u8>> {
+/// The length of `path`, a regular file of at most `cap` bytes, or the error naming it (a
+/// directory, missing, not a regular file, too large): the checks of every whole-file read.
+fn regular_len(path: &Path, cap: u64) -> Result<u64> {
     if path.is_dir() {
         return Err(Error::file(path, "is a directory, expected a file"));
     }
@@ -525,17 +526,28 @@ pub fn read_at_most(path: &Path, cap: u64) -> Result<Vec<u8>> {
             ),
         ));
     }
+    Ok(meta.len())
+}
+
+/// The error of a file that grew past `cap` while it was read.
+fn grew(path: &Path, cap: u64) -> Error {
+    Error::file(
+        path,
+        format!("grew past the {cap} bytes this input may have"),
+    )
+}
+
+/// Read a whole regular file of at most `cap` bytes (see [`read`]).
+pub fn read_at_most(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    let len = regular_len(path, cap)?;
     let f = fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     // Read at most cap + 1 bytes: a file that grows while read is still refused.
-    let mut buf = Vec::with_capacity(meta.len() as usize);
+    let mut buf = Vec::with_capacity(len as usize);
     f.take(cap + 1)
         .read_to_end(&mut buf)
         .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     if buf.len() as u64 > cap {
-        return Err(Error::file(
-            path,
-            format!("grew past the {cap} bytes this input may have"),
-        ));
+        return Err(grew(path, cap));
     }
     Ok(buf)
 }
@@ -588,24 +600,8 @@ impl Bytes {
 /// [`read_at_most`] (an empty file is read, not mapped). The file must not be truncated while
 /// mapped (reading a page past a new end would fault), as with every mmap-based loader.
 pub fn map_at_most(path: &Path, cap: u64) -> Result<Bytes> {
-    if path.is_dir() {
-        return Err(Error::file(path, "is a directory, expected a file"));
-    }
-    let meta = fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::file(path, "no such file"),
-        _ => Error::file(path, format!("cannot read: {e}")),
-    })?;
-    if !meta.is_file() || meta.len() == 0 {
+    if regular_len(path, cap)? == 0 {
         return read_at_most(path, cap).map(Bytes::Owned);
-    }
-    if meta.len() > cap {
-        return Err(Error::file(
-            path,
-            format!(
-                "is {} bytes, more than the {cap} this input may have",
-                meta.len()
-            ),
-        ));
     }
     let f = fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     // SAFETY: mapped read-only and never written through; feedlens does not modify the file
@@ -613,10 +609,7 @@ pub fn map_at_most(path: &Path, cap: u64) -> Result<Bytes> {
     let m = unsafe { memmap2::Mmap::map(&f) }
         .map_err(|e| Error::file(path, format!("cannot map: {e}")))?;
     if m.len() as u64 > cap {
-        return Err(Error::file(
-            path,
-            format!("grew past the {cap} bytes this input may have"),
-        ));
+        return Err(grew(path, cap));
     }
     Ok(Bytes::Mapped(m))
 }

@@ -81,9 +81,14 @@ impl Pairs {
     /// Read and check a pairs file: unique names, known contrasts, each contrast with its
     /// metric (docs/DESIGN.md §3). Checkpoint directories are checked by [`Pairs::check`].
     pub fn load(path: &Path) -> Result<Pairs> {
-        let text = String::from_utf8(fsio::read_small(path)?)
-            .map_err(|_| Error::file(path, "is not UTF-8 text"))?;
-        Pairs::parse(&text, path)
+        Pairs::parse(&Pairs::read_text(path)?, path)
+    }
+
+    /// The text of a pairs file (small, UTF-8), for [`Pairs::parse`] or, when it names
+    /// prompts, `prompts::PromptPairs::parse`.
+    pub fn read_text(path: &Path) -> Result<String> {
+        String::from_utf8(fsio::read_small(path)?)
+            .map_err(|_| Error::file(path, "is not UTF-8 text"))
     }
 
     /// Parse and check the text of a pairs file; `path` is where it came from (errors name it,

@@ -45,14 +45,15 @@ fn short(name: &str) -> &str {
     name.strip_prefix("transformer.").unwrap_or(name)
 }
 
-/// The model's tensor names and shapes for a GPT-2 config (also the other families' targets).
-pub(crate) fn names(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+/// Every stored name the family reads: the model's own names and `lm_head.weight`, each with
+/// or without `transformer.`.
+pub(super) fn names(cfg: &Config) -> Vec<String> {
     crate::model::Model::tensor_shapes(cfg)
-}
-
-pub(super) fn reads(cfg: &Config, name: &str) -> bool {
-    let s = short(name);
-    s == "lm_head.weight" || names(cfg).iter().any(|(n, _)| n == s)
+        .into_iter()
+        .map(|(n, _)| n)
+        .chain(["lm_head.weight".to_string()])
+        .flat_map(|n| [format!("transformer.{n}"), n])
+        .collect()
 }
 
 pub(super) fn canonical(

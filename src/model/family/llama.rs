@@ -92,7 +92,7 @@ const PARTS: [&str; 16] = [
 ];
 
 /// Every HF tensor name the family reads.
-fn names(cfg: &Config) -> Vec<String> {
+pub(super) fn names(cfg: &Config) -> Vec<String> {
     super::hf_names(
         cfg,
         "model.embed_tokens.weight",
@@ -100,10 +100,6 @@ fn names(cfg: &Config) -> Vec<String> {
         &PARTS,
         &["model.norm.weight", "lm_head.weight"],
     )
-}
-
-pub(super) fn reads(cfg: &Config, name: &str) -> bool {
-    names(cfg).iter().any(|n| n == name)
 }
 
 pub(super) fn canonical(

@@ -11,7 +11,7 @@ use super::config::{Act, Arch, Config, Family};
 use crate::Result;
 use candle_core::Tensor;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The `model_type`s feedlens runs, for messages.
 pub const MODEL_TYPES: &str = "\"gpt2\", \"gpt_neox\", \"llama\", \"qwen2\"";
@@ -40,13 +40,16 @@ pub fn parse_config(bytes: &[u8]) -> std::result::Result<Config, String> {
     Ok(cfg)
 }
 
-/// Whether `name` (as stored in `model.safetensors`) is a tensor the family reads.
-pub fn reads(cfg: &Config, name: &str) -> bool {
+/// The names (as stored in `model.safetensors`) of the tensors the family reads, built once
+/// per checkpoint and looked up per stored tensor.
+pub fn read_names(cfg: &Config) -> HashSet<String> {
     match cfg.arch.family {
-        Family::Gpt2 => gpt2::reads(cfg, name),
-        Family::NeoX => neox::reads(cfg, name),
-        Family::Llama => llama::reads(cfg, name),
+        Family::Gpt2 => gpt2::names(cfg),
+        Family::NeoX => neox::names(cfg),
+        Family::Llama => llama::names(cfg),
     }
+    .into_iter()
+    .collect()
 }
 
 /// Whether `name` is a buffer HF stores beside the weights (causal masks, rotary

@@ -70,7 +70,7 @@ const PARTS: [&str; 12] = [
 ];
 
 /// Every HF tensor name the family reads.
-fn names(cfg: &Config) -> Vec<String> {
+pub(super) fn names(cfg: &Config) -> Vec<String> {
     super::hf_names(
         cfg,
         "gpt_neox.embed_in.weight",
@@ -82,10 +82,6 @@ fn names(cfg: &Config) -> Vec<String> {
             "embed_out.weight",
         ],
     )
-}
-
-pub(super) fn reads(cfg: &Config, name: &str) -> bool {
-    names(cfg).iter().any(|n| n == name)
 }
 
 pub(super) fn canonical(
