@@ -3,6 +3,7 @@
 //! Owns decoding only; the forward pass is `model`, the world's rules are `world`.
 
 use crate::lab::world::{Episode, Prompt, COMPLETION_LEN, PROMPT_LEN};
+use crate::model::engine::{Engine, Workspace};
 use crate::model::hooks::{Hook, Intervention};
 use crate::model::{Input, Logits, Model, Run, Start};
 use crate::Result;
@@ -48,6 +49,40 @@ pub fn generate(
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<Episode>> {
     generate_edited(model, prompts, decode, rng, &|_: &Window| Ok(Vec::new()))
+}
+
+/// [`generate`] on the training engine from flat parameters (a GPT-2 model as training holds
+/// it): the same chunks of [`CHUNK`] prompts and the same order of draws (step by step, prompt
+/// by prompt within a chunk). Its logits equal the candle model's up to float rounding, so a
+/// draw can differ only where a sampled uniform falls within rounding of a boundary.
+pub fn generate_flat(
+    engine: &Engine,
+    params: &[f32],
+    prompts: &[Prompt],
+    decode: Decode,
+    rng: &mut ChaCha8Rng,
+    work: &mut Workspace,
+) -> Result<Vec<Episode>> {
+    let vocab = engine.config().vocab_size;
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(CHUNK) {
+        let ids: Vec<u32> = chunk.iter().flat_map(|p| p.ids()).collect();
+        let toks = engine.decode(params, &ids, PROMPT_LEN, COMPLETION_LEN, work, |logits| {
+            Ok(logits
+                .chunks_exact(vocab)
+                .map(|row| choose_row(row, decode, rng))
+                .collect())
+        })?;
+        for (p, c) in chunk.iter().zip(toks.chunks_exact(COMPLETION_LEN)) {
+            let mut completion = [0u32; COMPLETION_LEN];
+            completion.copy_from_slice(c);
+            out.push(Episode {
+                prompt: *p,
+                completion,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// One forward of generation: prompt rows `rows` (indices into the prompts given) over the
@@ -185,6 +220,22 @@ fn choose(logits: &Tensor, decode: Decode, rng: &mut ChaCha8Rng) -> Result<Vec<u
                 .map(|r| sample_row(r, temperature, rng))
                 .collect())
         }
+    }
+}
+
+/// One token from a row of logits: the first highest (greedy) or a draw.
+fn choose_row(row: &[f32], decode: Decode, rng: &mut ChaCha8Rng) -> u32 {
+    match decode {
+        Decode::Greedy => {
+            let mut best = 0;
+            for (i, &x) in row.iter().enumerate() {
+                if x > row[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        }
+        Decode::Sample { temperature } => sample_row(row, temperature, rng),
     }
 }
 

