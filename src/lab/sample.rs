@@ -67,12 +67,19 @@ pub fn generate_flat(
     let mut out = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(CHUNK) {
         let ids: Vec<u32> = chunk.iter().flat_map(|p| p.ids()).collect();
-        let toks = engine.decode(params, &ids, PROMPT_LEN, COMPLETION_LEN, work, |logits| {
-            Ok(logits
-                .chunks_exact(vocab)
-                .map(|row| choose_row(row, decode, rng))
-                .collect())
-        })?;
+        let toks = engine.decode(
+            &engine.view(params)?,
+            &ids,
+            PROMPT_LEN,
+            COMPLETION_LEN,
+            work,
+            |logits| {
+                Ok(logits
+                    .chunks_exact(vocab)
+                    .map(|row| choose_row(row, decode, rng))
+                    .collect())
+            },
+        )?;
         for (p, c) in chunk.iter().zip(toks.chunks_exact(COMPLETION_LEN)) {
             let mut completion = [0u32; COMPLETION_LEN];
             completion.copy_from_slice(c);

@@ -227,7 +227,7 @@ impl Frozen {
             .flat_map(|s| s[..SEQ_LEN - 1].iter().copied())
             .collect();
         self.engine.log_probs(
-            &self.params,
+            &self.engine.view(&self.params)?,
             &ids,
             SEQ_LEN - 1,
             &COMPLETION_POSITIONS,

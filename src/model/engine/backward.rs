@@ -7,7 +7,7 @@
 use super::gemm::{gemm, Mat};
 use super::ops::{layer_norm_back, Heads};
 use super::pass::{sized, Acts, Prepared};
-use super::Engine;
+use super::{Engine, Params};
 
 /// Scratch of the backward pass (reused between calls).
 #[derive(Default)]
@@ -35,7 +35,7 @@ fn add_rows(rows: &[f32], out: &mut [f32]) {
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     e: &Engine,
-    p: &[f32],
+    w: &Params,
     prep: &Prepared,
     ids: &[u32],
     a: &mut Acts,
@@ -45,9 +45,9 @@ pub fn backward(
     #[cfg(target_arch = "x86_64")]
     if super::simd() {
         // SAFETY: the CPU has AVX2 (`simd`).
-        return unsafe { backward_avx2(e, p, prep, ids, a, s, grad) };
+        return unsafe { backward_avx2(e, w, prep, ids, a, s, grad) };
     }
-    backward_body(e, p, prep, ids, a, s, grad)
+    backward_body(e, w, prep, ids, a, s, grad)
 }
 
 /// [`backward`] compiled for AVX2 (wider vectors, the same operations in the same order).
@@ -59,21 +59,21 @@ pub fn backward(
 #[allow(clippy::too_many_arguments)]
 unsafe fn backward_avx2(
     e: &Engine,
-    p: &[f32],
+    w: &Params,
     prep: &Prepared,
     ids: &[u32],
     a: &mut Acts,
     s: &mut Scratch,
     grad: &mut [f32],
 ) {
-    backward_body(e, p, prep, ids, a, s, grad)
+    backward_body(e, w, prep, ids, a, s, grad)
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn backward_body(
     e: &Engine,
-    p: &[f32],
+    w: &Params,
     prep: &Prepared,
     ids: &[u32],
     a: &mut Acts,
@@ -89,17 +89,7 @@ fn backward_body(
     let (q0, qn) = a.sub;
     // Unembedding (tied): dhf = dlogits · wte; d wte += dlogitsᵀ · hf.
     let dq = sized(&mut s.dq, nq * d);
-    gemm(
-        nq,
-        d,
-        v,
-        Mat::rows(&a.logits, v),
-        &p[e.wte..][..v * d],
-        d,
-        dq,
-        d,
-        false,
-    );
+    gemm(nq, d, v, Mat::rows(&a.logits, v), w.wte, d, dq, d, false);
     gemm(
         v,
         d,
@@ -115,17 +105,7 @@ fn backward_body(
     let dxq = sized(&mut s.dh, nq * d);
     dxq.fill(0.0);
     let (dw, db) = grad[e.lnf_w..][..2 * d].split_at_mut(d);
-    layer_norm_back(
-        &s.dq,
-        &a.xhatf,
-        &a.rstdf,
-        &p[e.lnf_w..][..d],
-        d,
-        dw,
-        db,
-        dxq,
-        gx,
-    );
+    layer_norm_back(&s.dq, &a.xhatf, &a.rstdf, w.lnf_w, d, dw, db, dxq, gx);
     let dx = sized(&mut s.dx, b * qn * d);
     dx.fill(0.0);
     for sq in 0..b {
@@ -173,7 +153,7 @@ fn backward_body(
             &s.dh,
             &ba.xhat2,
             &ba.rstd2,
-            &p[at.ln2_w..][..d],
+            w.blocks[l].ln2_w,
             d,
             dw,
             db,
@@ -263,7 +243,7 @@ fn backward_body(
             &s.dh,
             &ba.xhat1,
             &ba.rstd1,
-            &p[at.ln1_w..][..d],
+            w.blocks[l].ln1_w,
             d,
             dw,
             db,

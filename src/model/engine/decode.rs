@@ -3,7 +3,7 @@
 //! rows' logits in row order (so a sampler's draws do not depend on the threads).
 
 use super::pass::{forward_window, Acts};
-use super::{Engine, Workspace};
+use super::{Engine, Params, Workspace};
 use crate::Result;
 use rayon::prelude::*;
 
@@ -17,14 +17,13 @@ impl Engine {
     /// `[n, steps]`.
     pub fn decode(
         &self,
-        params: &[f32],
+        w: &Params,
         prompts: &[u32],
         p: usize,
         steps: usize,
         work: &mut Workspace,
         mut choose: impl FnMut(&[f32]) -> Result<Vec<u32>>,
     ) -> Result<Vec<u32>> {
-        self.check_len(params)?;
         if steps == 0 {
             return Ok(Vec::new());
         }
@@ -36,7 +35,7 @@ impl Engine {
                 self.n_pos
             );
         }
-        work.prep.fill(self, params, false);
+        work.prep.fill(self, w, false);
         let v = self.vocab;
         let n_mb = n.div_ceil(DECODE_BATCH);
         work.acts
@@ -58,7 +57,7 @@ impl Engine {
                         a.reset_cache(self, rows.len(), cache);
                     }
                     let ids = &fed[rows.start * width..rows.end * width];
-                    forward_window(self, params, prep, ids, start, width, &[width - 1], a);
+                    forward_window(self, w, prep, ids, start, width, &[width - 1], a);
                     lg.copy_from_slice(&a.logits);
                 });
             let next = choose(&logits)?;

@@ -16,8 +16,10 @@ pub mod gemm;
 mod loss;
 mod ops;
 mod pass;
+mod resume;
 
 pub use loss::{Kl, Objective};
+pub use resume::{Edit, Record, Stage};
 
 use crate::model::config::Arch;
 use crate::model::{Config, Model, Weights};
@@ -74,6 +76,33 @@ struct BlockAt {
     fc_b: usize,
     proj_w: usize,
     proj_b: usize,
+}
+
+/// The engine's view of one model's parameters: a slice per tensor, from the flat training
+/// buffer ([`Engine::view`]) or borrowed from a candle model's own tensors
+/// ([`Engine::with_model`], no copy).
+pub struct Params<'a> {
+    wte: &'a [f32],
+    wpe: &'a [f32],
+    lnf_w: &'a [f32],
+    lnf_b: &'a [f32],
+    blocks: Vec<BlockParams<'a>>,
+}
+
+/// One block's tensors in a [`Params`].
+struct BlockParams<'a> {
+    ln1_w: &'a [f32],
+    ln1_b: &'a [f32],
+    qkv_w: &'a [f32],
+    qkv_b: &'a [f32],
+    o_w: &'a [f32],
+    o_b: &'a [f32],
+    ln2_w: &'a [f32],
+    ln2_b: &'a [f32],
+    fc_w: &'a [f32],
+    fc_b: &'a [f32],
+    proj_w: &'a [f32],
+    proj_b: &'a [f32],
 }
 
 /// A GPT-2 shape and where each of its tensors sits in a flat parameter buffer (the order of
@@ -186,6 +215,70 @@ impl Engine {
             .map(|(n, o, s)| (n.as_str(), *o, s.iter().product()))
     }
 
+    /// `params` (the flat layout) as the engine's view.
+    pub fn view<'a>(&self, params: &'a [f32]) -> Result<Params<'a>> {
+        self.check_len(params)?;
+        let at = |o: usize| -> &'a [f32] {
+            // Every offset is a tensor's start in `names`, found by its position.
+            let (_, _, shape) = &self.names[self.names.partition_point(|x| x.1 < o)];
+            &params[o..o + shape.iter().product::<usize>()]
+        };
+        Ok(self.params_from(at))
+    }
+
+    /// Run `f` on `model`'s own tensors as the engine's view (no copy; the model must have
+    /// this engine's config and plain contiguous f32 tensors).
+    pub fn with_model<R>(&self, model: &Model, f: impl FnOnce(&Params) -> R) -> Result<R> {
+        if model.config() != &self.cfg {
+            input_err!("internal: a model of another shape given to the engine");
+        }
+        let tensors = model.tensors();
+        let guards: Vec<_> = tensors
+            .iter()
+            .map(|(_, t)| t.storage_and_layout())
+            .collect();
+        let mut slices: Vec<&[f32]> = Vec::with_capacity(guards.len());
+        for ((name, t), (storage, layout)) in tensors.iter().zip(&guards) {
+            let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((a, b))) =
+                (&**storage, layout.contiguous_offsets())
+            else {
+                input_err!("internal: tensor '{name}' is not a contiguous f32 CPU tensor");
+            };
+            debug_assert_eq!(b - a, t.elem_count());
+            slices.push(&v[a..b]);
+        }
+        let at = |o: usize| slices[self.names.partition_point(|x| x.1 < o)];
+        Ok(f(&self.params_from(at)))
+    }
+
+    /// The view whose tensor at flat offset `o` is `at(o)`.
+    fn params_from<'a>(&self, at: impl Fn(usize) -> &'a [f32]) -> Params<'a> {
+        Params {
+            wte: at(self.wte),
+            wpe: at(self.wpe),
+            lnf_w: at(self.lnf_w),
+            lnf_b: at(self.lnf_b),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| BlockParams {
+                    ln1_w: at(b.ln1_w),
+                    ln1_b: at(b.ln1_b),
+                    qkv_w: at(b.qkv_w),
+                    qkv_b: at(b.qkv_b),
+                    o_w: at(b.o_w),
+                    o_b: at(b.o_b),
+                    ln2_w: at(b.ln2_w),
+                    ln2_b: at(b.ln2_b),
+                    fc_w: at(b.fc_w),
+                    fc_b: at(b.fc_b),
+                    proj_w: at(b.proj_w),
+                    proj_b: at(b.proj_b),
+                })
+                .collect(),
+        }
+    }
+
     /// `model`'s parameters as one flat buffer (its config must be this engine's).
     pub fn params(&self, model: &Model) -> Result<Vec<f32>> {
         if model.config() != &self.cfg {
@@ -263,11 +356,11 @@ impl Engine {
         grad: &mut [f32],
         work: &mut Workspace,
     ) -> Result<(f64, Option<Vec<f32>>)> {
-        self.check_len(params)?;
+        let w = &self.view(params)?;
         self.check_len(grad)?;
         let n = self.check_batch(ids, t, obj.positions)?;
         obj.check(n, self.vocab)?;
-        work.prep.fill(self, params, true);
+        work.prep.fill(self, w, true);
         let n_mb = n.div_ceil(MICRO_BATCH);
         let lanes = n_mb.min(LANES);
         work.lanes.resize_with(LANES, Lane::default);
@@ -286,12 +379,12 @@ impl Engine {
                         let rows = mb * MICRO_BATCH..((mb + 1) * MICRO_BATCH).min(n);
                         let seqs = &ids[rows.start * t..rows.end * t];
                         let acts = &mut lane.acts;
-                        pass::forward(self, params, prep, seqs, rows.len(), t, obj.positions, acts);
+                        pass::forward(self, w, prep, seqs, rows.len(), t, obj.positions, acts);
                         let mut kl = Vec::new();
                         let range = rows.start * np..rows.end * np;
                         let loss = loss::head(&mut acts.logits, obj, range, self.vocab, &mut kl);
                         let s = &mut lane.scratch;
-                        backward::backward(self, params, prep, seqs, acts, s, &mut lane.grad);
+                        backward::backward(self, w, prep, seqs, acts, s, &mut lane.grad);
                         (mb, loss, kl)
                     })
                     .collect()
@@ -326,15 +419,14 @@ impl Engine {
     /// `[n, positions.len(), vocab]` (no gradient; micro-batches in parallel).
     pub fn log_probs(
         &self,
-        params: &[f32],
+        w: &Params,
         ids: &[u32],
         t: usize,
         positions: &[usize],
         work: &mut Workspace,
     ) -> Result<Vec<f32>> {
-        self.check_len(params)?;
         let n = self.check_batch(ids, t, positions)?;
-        work.prep.fill(self, params, false);
+        work.prep.fill(self, w, false);
         let n_mb = n.div_ceil(MICRO_BATCH);
         work.acts
             .resize_with(n_mb.max(work.acts.len()), pass::Acts::default);
@@ -348,7 +440,7 @@ impl Engine {
             .for_each(|(i, (acts, o))| {
                 let rows = i * MICRO_BATCH..((i + 1) * MICRO_BATCH).min(n);
                 let seqs = &ids[rows.start * t..rows.end * t];
-                pass::forward(self, params, prep, seqs, rows.len(), t, positions, acts);
+                pass::forward(self, w, prep, seqs, rows.len(), t, positions, acts);
                 o.copy_from_slice(&acts.logits);
                 o.chunks_mut(v).for_each(ops::log_softmax);
             });

@@ -5,7 +5,7 @@
 
 use super::gemm::{gemm, Mat};
 use super::ops::{gelu_and_grad, layer_norm, Heads};
-use super::Engine;
+use super::{BlockParams, Engine, Params};
 
 /// Weights the products need transposed, made once per step from the flat parameters (the
 /// buffers are kept between steps).
@@ -30,16 +30,16 @@ fn transpose(x: &[f32], rows: usize, cols: usize, t: &mut Vec<f32>) {
 
 impl Prepared {
     /// The transposes of `params` (with `backward`, the blocks' too).
-    pub fn fill(&mut self, e: &Engine, params: &[f32], backward: bool) {
+    pub fn fill(&mut self, e: &Engine, w: &Params, backward: bool) {
         let (d, m, v) = (e.d, e.d_mlp, e.vocab);
-        transpose(&params[e.wte..], v, d, &mut self.wte_t);
+        transpose(w.wte, v, d, &mut self.wte_t);
         if backward {
             self.blocks_t.resize_with(e.n_layer, Default::default);
-            for (b, [qkv, o, fc, proj]) in e.blocks.iter().zip(&mut self.blocks_t) {
-                transpose(&params[b.qkv_w..], d, 3 * d, qkv);
-                transpose(&params[b.o_w..], d, d, o);
-                transpose(&params[b.fc_w..], d, m, fc);
-                transpose(&params[b.proj_w..], m, d, proj);
+            for (b, [qkv, o, fc, proj]) in w.blocks.iter().zip(&mut self.blocks_t) {
+                transpose(b.qkv_w, d, 3 * d, qkv);
+                transpose(b.o_w, d, d, o);
+                transpose(b.fc_w, d, m, fc);
+                transpose(b.proj_w, m, d, proj);
             }
         }
     }
@@ -66,6 +66,11 @@ pub struct BlockActs {
     /// MLP activation and its derivative at the pre-activation `[rows, d_mlp]`.
     pub g: Vec<f32>,
     pub dg: Vec<f32>,
+    /// With [`Acts::keep`]: the block's input (`hook_resid_pre`), attention output and MLP
+    /// output `[rows, d]`.
+    pub resid_pre: Vec<f32>,
+    pub attn_out: Vec<f32>,
+    pub mlp_out: Vec<f32>,
 }
 
 /// A micro-batch's activations, key/value cache and scratch, reused between calls.
@@ -95,6 +100,8 @@ pub struct Acts {
     pub hf: Vec<f32>,
     /// Logits `[b, positions, vocab]` (the loss head turns them into their gradient).
     pub logits: Vec<f32>,
+    /// Keep each block's input and sublayer outputs (see [`BlockActs`]), for a record.
+    pub keep: bool,
 }
 
 /// `v` resized to `n` elements (contents unspecified; capacity kept between calls).
@@ -122,7 +129,7 @@ impl Acts {
 #[allow(clippy::too_many_arguments)]
 pub fn forward_window(
     e: &Engine,
-    p: &[f32],
+    w: &Params,
     prep: &Prepared,
     ids: &[u32],
     start: usize,
@@ -133,9 +140,9 @@ pub fn forward_window(
     #[cfg(target_arch = "x86_64")]
     if super::simd() {
         // SAFETY: the CPU has AVX2 (`simd`).
-        return unsafe { forward_window_avx2(e, p, prep, ids, start, len, positions, a) };
+        return unsafe { forward_window_avx2(e, w, prep, ids, start, len, positions, a) };
     }
-    forward_window_body(e, p, prep, ids, start, len, positions, a)
+    forward_window_body(e, w, prep, ids, start, len, positions, a)
 }
 
 /// [`forward_window`] compiled for AVX2 (wider vectors, the same operations in the same order).
@@ -147,7 +154,7 @@ pub fn forward_window(
 #[allow(clippy::too_many_arguments)]
 unsafe fn forward_window_avx2(
     e: &Engine,
-    p: &[f32],
+    w: &Params,
     prep: &Prepared,
     ids: &[u32],
     start: usize,
@@ -155,14 +162,14 @@ unsafe fn forward_window_avx2(
     positions: &[usize],
     a: &mut Acts,
 ) {
-    forward_window_body(e, p, prep, ids, start, len, positions, a)
+    forward_window_body(e, w, prep, ids, start, len, positions, a)
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn forward_window_body(
     e: &Engine,
-    p: &[f32],
+    w: &Params,
     prep: &Prepared,
     ids: &[u32],
     start: usize,
@@ -170,11 +177,11 @@ fn forward_window_body(
     positions: &[usize],
     a: &mut Acts,
 ) {
-    let (d, m, nh, v) = (e.d, e.d_mlp, e.n_head, e.vocab);
+    let (d, nh, v) = (e.d, e.n_head, e.vocab);
     let b = a.b;
     let rows = b * len;
     debug_assert!(start + len <= a.cache_len && ids.len() == rows);
-    debug_assert!(!positions.is_empty() && positions.windows(2).all(|w| w[0] < w[1]));
+    debug_assert!(positions.windows(2).all(|w| w[0] < w[1]));
     a.start = start;
     a.len = len;
     a.positions.clear();
@@ -182,22 +189,23 @@ fn forward_window_body(
     // The last block's attention output and MLP reach the logits only at the unembedded rows:
     // it runs them for the rows first..=last of the positions only (its keys and values still
     // for every row). Each row's values are the same chains whichever rows run beside it.
-    let (q0, qn) = (
-        positions[0],
-        positions[positions.len() - 1] - positions[0] + 1,
-    );
+    // With no positions (a record), every row runs and nothing is unembedded.
+    let (q0, qn) = match (positions.first(), positions.last()) {
+        (Some(&f), Some(&l)) => (f, l - f + 1),
+        _ => (0, len),
+    };
     a.sub = (q0, qn);
     // Embeddings: hook_embed + hook_pos_embed.
     let x = sized(&mut a.x, rows * d);
     for (r, xr) in x.chunks_exact_mut(d).enumerate() {
-        let tok = &p[e.wte + ids[r] as usize * d..][..d];
-        let pos = &p[e.wpe + (start + r % len) * d..][..d];
+        let tok = &w.wte[ids[r] as usize * d..][..d];
+        let pos = &w.wpe[(start + r % len) * d..][..d];
         xr.iter_mut()
             .zip(tok.iter().zip(pos))
             .for_each(|(o, (&t, &q))| *o = t + q);
     }
     a.blocks.resize_with(e.n_layer, BlockActs::default);
-    for (l, at) in e.blocks.iter().enumerate() {
+    for (l, at) in w.blocks.iter().enumerate() {
         let ba = &mut a.blocks[l];
         // Query rows of this block in each sequence: all, or the last block's narrowed ones.
         let (r0, rn) = if l + 1 == e.n_layer {
@@ -206,30 +214,10 @@ fn forward_window_body(
             (0, len)
         };
         let tk = start + r0 + rn;
-        // ln_1 and q | k | v = b + h1 · W over every row   [rows, 3d]
-        layer_norm(
-            &a.x,
-            d,
-            &p[at.ln1_w..][..d],
-            &p[at.ln1_b..][..d],
-            e.eps,
-            sized(&mut ba.xhat1, rows * d),
-            sized(&mut ba.rstd1, rows),
-            sized(&mut ba.h1, rows * d),
-        );
-        let qkv = sized(&mut ba.qkv, rows * 3 * d);
-        with_bias(qkv, &p[at.qkv_b..][..3 * d]);
-        gemm(
-            rows,
-            3 * d,
-            d,
-            Mat::rows(&ba.h1, d),
-            &p[at.qkv_w..][..d * 3 * d],
-            3 * d,
-            qkv,
-            3 * d,
-            true,
-        );
+        if a.keep {
+            sized(&mut ba.resid_pre, rows * d).copy_from_slice(&a.x);
+        }
+        attn_in(e, at, &a.x, rows, ba);
         // Keys and values into the cache at their positions.
         let kv = &mut a.kv[l];
         for (r, row) in ba.qkv.chunks_exact(3 * d).enumerate() {
@@ -265,65 +253,18 @@ fn forward_window_body(
                 &mut z[s * rn * d..][..rn * d],
             );
         }
-        // attn_out = b + z · W; resid_mid = resid_pre + attn_out
         let x = &mut a.x[..rows_q * d];
-        let out = sized(&mut a.out, rows_q * d);
-        with_bias(out, &p[at.o_b..][..d]);
-        gemm(
-            rows_q,
-            d,
-            d,
-            Mat::rows(&ba.z, d),
-            &p[at.o_w..][..d * d],
-            d,
-            out,
-            d,
-            true,
-        );
-        x.iter_mut().zip(out.iter()).for_each(|(x, &o)| *x += o);
-        // ln_2
-        layer_norm(
-            x,
-            d,
-            &p[at.ln2_w..][..d],
-            &p[at.ln2_b..][..d],
-            e.eps,
-            sized(&mut ba.xhat2, rows_q * d),
-            sized(&mut ba.rstd2, rows_q),
-            sized(&mut ba.h2, rows_q * d),
-        );
-        // MLP: g = gelu_new(b + h2 · W_fc); mlp_out = b + g · W_proj; resid_post = resid_mid + mlp_out
-        let g = sized(&mut ba.g, rows_q * m);
-        with_bias(g, &p[at.fc_b..][..m]);
-        gemm(
-            rows_q,
-            m,
-            d,
-            Mat::rows(&ba.h2, d),
-            &p[at.fc_w..][..d * m],
-            m,
-            g,
-            m,
-            true,
-        );
-        let dg = sized(&mut ba.dg, rows_q * m);
-        g.iter_mut()
-            .zip(dg.iter_mut())
-            .for_each(|(x, o)| (*x, *o) = gelu_and_grad(*x));
-        let out = sized(&mut a.out, rows_q * d);
-        with_bias(out, &p[at.proj_b..][..d]);
-        gemm(
-            rows_q,
-            d,
-            m,
-            Mat::rows(&ba.g, m),
-            &p[at.proj_w..][..m * d],
-            d,
-            out,
-            d,
-            true,
-        );
-        x.iter_mut().zip(out.iter()).for_each(|(x, &o)| *x += o);
+        attn_out(e, at, &ba.z, x, &mut a.out);
+        if a.keep {
+            sized(&mut ba.attn_out, rows_q * d).copy_from_slice(&a.out[..rows_q * d]);
+        }
+        mlp(e, at, x, ba, &mut a.out);
+        if a.keep {
+            sized(&mut ba.mlp_out, rows_q * d).copy_from_slice(&a.out[..rows_q * d]);
+        }
+    }
+    if positions.is_empty() {
+        return;
     }
     // ln_f at the unembedded rows (of the last block's query rows), then the tied unembedding.
     let np = positions.len();
@@ -338,8 +279,8 @@ fn forward_window_body(
     layer_norm(
         &a.xf,
         d,
-        &p[e.lnf_w..][..d],
-        &p[e.lnf_b..][..d],
+        w.lnf_w,
+        w.lnf_b,
         e.eps,
         sized(&mut a.xhatf, nq * d),
         sized(&mut a.rstdf, nq),
@@ -359,6 +300,75 @@ fn forward_window_body(
     );
 }
 
+/// ln_1 of `rows` rows of `x` and their `q | k | v = b + h1 · W` `[rows, 3d]`, into `ba`.
+#[inline(always)]
+pub fn attn_in(e: &Engine, at: &BlockParams, x: &[f32], rows: usize, ba: &mut BlockActs) {
+    let d = e.d;
+    layer_norm(
+        &x[..rows * d],
+        d,
+        at.ln1_w,
+        at.ln1_b,
+        e.eps,
+        sized(&mut ba.xhat1, rows * d),
+        sized(&mut ba.rstd1, rows),
+        sized(&mut ba.h1, rows * d),
+    );
+    let qkv = sized(&mut ba.qkv, rows * 3 * d);
+    with_bias(qkv, at.qkv_b);
+    gemm(
+        rows,
+        3 * d,
+        d,
+        Mat::rows(&ba.h1, d),
+        at.qkv_w,
+        3 * d,
+        qkv,
+        3 * d,
+        true,
+    );
+}
+
+/// `attn_out = b + z · W_o` into `out` for the rows of `x`, then `x += attn_out` (resid_mid).
+#[inline(always)]
+pub fn attn_out(e: &Engine, at: &BlockParams, z: &[f32], x: &mut [f32], out: &mut Vec<f32>) {
+    let d = e.d;
+    let rows = x.len() / d;
+    let out = sized(out, rows * d);
+    with_bias(out, at.o_b);
+    gemm(rows, d, d, Mat::rows(z, d), at.o_w, d, out, d, true);
+    x.iter_mut().zip(out.iter()).for_each(|(x, &o)| *x += o);
+}
+
+/// ln_2 and the MLP of the rows of `x` (`g = gelu_new(b + h2 · W_fc)`, `mlp_out = b + g ·
+/// W_proj` into `out`), then `x += mlp_out` (resid_post); activations into `ba`.
+#[inline(always)]
+pub fn mlp(e: &Engine, at: &BlockParams, x: &mut [f32], ba: &mut BlockActs, out: &mut Vec<f32>) {
+    let (d, m) = (e.d, e.d_mlp);
+    let rows = x.len() / d;
+    layer_norm(
+        x,
+        d,
+        at.ln2_w,
+        at.ln2_b,
+        e.eps,
+        sized(&mut ba.xhat2, rows * d),
+        sized(&mut ba.rstd2, rows),
+        sized(&mut ba.h2, rows * d),
+    );
+    let g = sized(&mut ba.g, rows * m);
+    with_bias(g, at.fc_b);
+    gemm(rows, m, d, Mat::rows(&ba.h2, d), at.fc_w, m, g, m, true);
+    let dg = sized(&mut ba.dg, rows * m);
+    g.iter_mut()
+        .zip(dg.iter_mut())
+        .for_each(|(x, o)| (*x, *o) = gelu_and_grad(*x));
+    let out = sized(out, rows * d);
+    with_bias(out, at.proj_b);
+    gemm(rows, d, m, Mat::rows(&ba.g, m), at.proj_w, d, out, d, true);
+    x.iter_mut().zip(out.iter()).for_each(|(x, &o)| *x += o);
+}
+
 /// Every row of `out` (as wide as `bias`) set to `bias` (the start of the product's chain).
 fn with_bias(out: &mut [f32], bias: &[f32]) {
     out.chunks_exact_mut(bias.len())
@@ -370,7 +380,7 @@ fn with_bias(out: &mut [f32], bias: &[f32]) {
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     e: &Engine,
-    p: &[f32],
+    w: &Params,
     prep: &Prepared,
     ids: &[u32],
     b: usize,
@@ -379,5 +389,5 @@ pub fn forward(
     a: &mut Acts,
 ) {
     a.reset_cache(e, b, t);
-    forward_window(e, p, prep, ids, 0, t, positions, a);
+    forward_window(e, w, prep, ids, 0, t, positions, a);
 }

@@ -67,7 +67,7 @@ fn log_probs_match_the_model() {
         (0..17).collect(),
     ] {
         let mine = e
-            .log_probs(&p, &x, t, &pos, &mut Workspace::default())
+            .log_probs(&e.view(&p).unwrap(), &x, t, &pos, &mut Workspace::default())
             .unwrap();
         let theirs = candle_log_probs(&m, &x, n, t, &pos, false)
             .flatten_all()
@@ -191,9 +191,14 @@ fn same_bits_on_any_thread_count() {
                 .loss_grad(&p, &x, t, &obj, &mut g, &mut Workspace::default())
                 .unwrap();
             let toks = e
-                .decode(&p, &x[..n * 11], 11, 6, &mut Workspace::default(), |lg| {
-                    Ok(lg.chunks(32).map(argmax).collect())
-                })
+                .decode(
+                    &e.view(&p).unwrap(),
+                    &x[..n * 11],
+                    11,
+                    6,
+                    &mut Workspace::default(),
+                    |lg| Ok(lg.chunks(32).map(argmax).collect()),
+                )
                 .unwrap();
             (
                 l.to_bits(),
@@ -226,9 +231,14 @@ fn cached_decoding_matches_full_forwards() {
     let (n, plen, steps) = (40, 11, 7);
     let prompts = ids(n, plen, 5);
     let toks = e
-        .decode(&p, &prompts, plen, steps, &mut Workspace::default(), |lg| {
-            Ok(lg.chunks(32).map(argmax).collect())
-        })
+        .decode(
+            &e.view(&p).unwrap(),
+            &prompts,
+            plen,
+            steps,
+            &mut Workspace::default(),
+            |lg| Ok(lg.chunks(32).map(argmax).collect()),
+        )
         .unwrap();
     let t = plen + steps - 1;
     let mut full = Vec::new();
@@ -238,7 +248,13 @@ fn cached_decoding_matches_full_forwards() {
     }
     let pos: Vec<usize> = (plen - 1..t).collect();
     let lp = e
-        .log_probs(&p, &full, t, &pos, &mut Workspace::default())
+        .log_probs(
+            &e.view(&p).unwrap(),
+            &full,
+            t,
+            &pos,
+            &mut Workspace::default(),
+        )
         .unwrap();
     for r in 0..n {
         for s in 0..steps {
@@ -248,9 +264,14 @@ fn cached_decoding_matches_full_forwards() {
     }
     // Too long for the context: an error, not a panic.
     assert!(e
-        .decode(&p, &prompts, plen, 20, &mut Workspace::default(), |_| Ok(
-            vec![]
-        ))
+        .decode(
+            &e.view(&p).unwrap(),
+            &prompts,
+            plen,
+            20,
+            &mut Workspace::default(),
+            |_| Ok(vec![])
+        )
         .is_err());
 }
 
@@ -304,7 +325,7 @@ fn plain_and_vector_paths_agree_bit_for_bit() {
             let mut w = Workspace::default();
             let (l, _) = e.loss_grad(&p, &x, t, &obj, &mut g, &mut w).unwrap();
             let toks = e
-                .decode(&p, &x[..n * 11], 11, 6, &mut w, |lg| {
+                .decode(&e.view(&p).unwrap(), &x[..n * 11], 11, 6, &mut w, |lg| {
                     Ok(lg.chunks(32).map(argmax).collect())
                 })
                 .unwrap();
@@ -318,4 +339,96 @@ fn plain_and_vector_paths_agree_bit_for_bit() {
         .unwrap()
     };
     assert_eq!(run(true), run(false));
+}
+
+/// A record's logits equal the model's; resuming it with one row replaced at each stage of
+/// each block equals the candle model's forward with that hook replaced at that position; and
+/// several edits in one call give the bits each gives alone.
+#[test]
+fn resumed_runs_equal_patched_forwards() {
+    use crate::model::hooks::{Hook, Intervention};
+    let m = model(7);
+    let e = Engine::new(m.config()).unwrap();
+    let p = e.params(&m).unwrap();
+    let (n, t, d, v) = (3, 9, 32, 32);
+    let x = ids(n, t, 11);
+    let w = e.view(&p).unwrap();
+    let rec = e.record(&w, &x, t).unwrap();
+    // The model's own tensors, borrowed, give the same record.
+    let rec2 = e.with_model(&m, |v| e.record(v, &x, t)).unwrap().unwrap();
+    assert!(rec2
+        .resid_final
+        .iter()
+        .zip(&rec.resid_final)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let candle = |seq: usize, iv: Vec<Intervention>| -> Vec<f32> {
+        let ids = Tensor::from_slice(&x[seq * t..(seq + 1) * t], (1, t), &Device::Cpu).unwrap();
+        let run = Run {
+            interventions: iv,
+            logits: Logits::At(vec![t - 1]),
+            ..Run::default()
+        };
+        let out = m.forward(&Input::Ids(ids), &run).unwrap();
+        out.logits
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let base = e.record_logits(&w, &rec, None).unwrap();
+    for s in 0..n {
+        assert!(max_rel(&base[s * v..(s + 1) * v], &candle(s, vec![])) < 1e-5);
+    }
+    let toks = [3u32, 17];
+    let stages = [
+        (Stage::ResidPre, Hook::ResidPre as fn(usize) -> Hook),
+        (Stage::Z, Hook::Z),
+        (Stage::AttnOut, Hook::AttnOut),
+        (Stage::MlpOut, Hook::MlpOut),
+        (Stage::ResidPost, Hook::ResidPost),
+    ];
+    for (stage, hook) in stages {
+        for l in 0..2 {
+            let mut all = Vec::new();
+            let mut alone = Vec::new();
+            for (seq, pos) in [(1, 0), (0, 4), (2, t - 1), (1, t - 2)] {
+                let row: Vec<f32> = (0..d)
+                    .map(|i| ((i * 7 + pos * 3 + l) % 13) as f32 / 6.0 - 1.0)
+                    .collect();
+                let edit = Edit {
+                    seq,
+                    pos,
+                    row: row.clone(),
+                };
+                let mine = e
+                    .resume(&w, &rec, l, stage, std::slice::from_ref(&edit), None)
+                    .unwrap();
+                let shape: Vec<usize> = if stage == Stage::Z {
+                    vec![1, t, 4, 8]
+                } else {
+                    vec![1, t, d]
+                };
+                let mut val = vec![0f32; t * d];
+                val[pos * d..(pos + 1) * d].copy_from_slice(&row);
+                let value = Tensor::from_vec(val, shape, &Device::Cpu).unwrap();
+                let theirs = candle(
+                    seq,
+                    vec![Intervention::replace(hook(l), value).at_positions(&[pos])],
+                );
+                let err = max_rel(&mine, &theirs);
+                assert!(err < 2e-5, "{stage:?} block {l} seq {seq} pos {pos}: {err}");
+                alone.extend(
+                    e.resume(&w, &rec, l, stage, std::slice::from_ref(&edit), Some(&toks))
+                        .unwrap(),
+                );
+                all.push(edit);
+            }
+            let together = e.resume(&w, &rec, l, stage, &all, Some(&toks)).unwrap();
+            assert!(together
+                .iter()
+                .zip(&alone)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
 }
