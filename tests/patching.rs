@@ -112,12 +112,21 @@ fn fixture_setup(direction: Direction, pos: Option<usize>) -> (Model, Setup) {
 }
 
 #[test]
-fn fast_engine_matches_naive_for_every_component_both_directions() {
+fn fast_engines_match_naive_for_every_component_both_directions() {
     for direction in [Direction::Denoise, Direction::Noise] {
         // Metric at the last position, and at an inner one (later positions cannot matter).
         for pos in [None, Some(7)] {
             let (model, setup) = fixture_setup(direction, pos);
             let naive = sweep_naive(&model, &setup, &Site::PATCHED).unwrap();
+            // `sweep` runs the fixture (GPT-2's default block) on the engine's resumed runs.
+            assert!(feedlens::model::engine::Engine::new(model.config()).is_ok());
+            let resumed = sweep(&model, &setup, &Site::PATCHED).unwrap();
+            assert_close(
+                &resumed,
+                &naive,
+                1e-5,
+                &format!("{direction:?} {pos:?} engine"),
+            );
             for ch in [
                 Chunking::default(),
                 Chunking::per_position(),

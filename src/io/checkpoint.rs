@@ -237,8 +237,40 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
 
     let st_path = dir.join("model.safetensors");
     let bytes = files.weights;
-    let sha256 = sha256_of(&bytes);
-    let st = parse_safetensors(&bytes, &st_path)?;
+    // The hash runs on a thread of its own beside the conversion below (each releases the
+    // pages it has passed; a page the other still needs faults back in from the page cache).
+    std::thread::scope(|s| {
+        let hashing = s.spawn(|| sha256_of(&bytes));
+        let loaded = from_parts(
+            dir,
+            cfg,
+            &files.tokenizer,
+            &files.manifest,
+            &bytes,
+            &st_path,
+        );
+        let sha256 = hashing
+            .join()
+            .map_err(|_| Error::file(&st_path, "hashing failed"))?;
+        loaded.map(|mut ck| {
+            ck.sha256 = sha256;
+            ck
+        })
+    })
+}
+
+/// [`from_files`] once the config is parsed: the weights, tokenizer and manifest (the hash
+/// is filled in by the caller).
+fn from_parts(
+    dir: &Path,
+    cfg: crate::model::Config,
+    tokenizer: &Option<Vec<u8>>,
+    manifest: &Option<Vec<u8>>,
+    bytes: &fsio::Bytes,
+    st_path: &Path,
+) -> Result<Checkpoint> {
+    let st_path = st_path.to_path_buf();
+    let st = parse_safetensors(bytes, &st_path)?;
     let mut hf = HashMap::new();
     let mut stored = Vec::new();
     let mut warnings = Vec::new();
@@ -318,7 +350,7 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
         ));
     }
     let tok_path = dir.join("tokenizer.json");
-    let tokens = match &files.tokenizer {
+    let tokens = match tokenizer {
         Some(b) => Some(Tokens::from_bytes(b, &tok_path)?),
         None => None,
     };
@@ -336,9 +368,9 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
             ));
         }
     }
-    let tokenizer_json = files.tokenizer;
+    let tokenizer_json = tokenizer.clone();
     let man_path = dir.join("feedlens.json");
-    let manifest = match &files.manifest {
+    let manifest = match manifest {
         Some(b) => Some(
             serde_json::from_slice::<Manifest>(b)
                 .map_err(|e| Error::file(&man_path, format!("invalid manifest: {e}")))?,
@@ -351,7 +383,7 @@ pub fn from_files(dir: &Path, files: Files) -> Result<Checkpoint> {
         tokens,
         tokenizer_json,
         manifest,
-        sha256,
+        sha256: String::new(),
         warnings,
         stored,
     })

@@ -20,6 +20,7 @@ mod cross;
 pub(crate) mod metric;
 mod pairs;
 mod result;
+mod resumed;
 mod run;
 mod sweep;
 

@@ -4,8 +4,8 @@
 //! Must not change results when it batches: fast = naive to 1e-5.
 
 use super::{
-    last_logits, mean, metric_values, one_hot, run_metric, Direction, Grid, Method, Metric, Setup,
-    Sweep,
+    last_logits, mean, metric_values, one_hot, resumed, run_metric, Direction, Grid, Method,
+    Metric, Setup, Sweep,
 };
 use crate::analysis::site::Site;
 use crate::model::hooks::{Hook, Intervention};
@@ -104,9 +104,13 @@ struct Cell {
     pair: usize,
 }
 
-/// Exact sweep with the default [`Chunking`].
+/// Exact sweep: on the training engine's resumed runs for a GPT-2 checkpoint with GPT-2's
+/// default block (`resumed`), else the batched candle engine with the default [`Chunking`].
 pub fn sweep(model: &Model, setup: &Setup, comps: &[Site]) -> Result<Sweep> {
-    sweep_with(model, setup, comps, &Chunking::default())
+    match resumed::engine_for(model, comps) {
+        Some(e) => resumed::sweep(model, &e, setup, comps),
+        None => sweep_with(model, setup, comps, &Chunking::default()),
+    }
 }
 
 /// Exact sweep, fast engine: for each layer, every (component, position[, head], pair) cell is
@@ -455,19 +459,26 @@ pub fn pair_metrics(model: &Model, setup: &Setup) -> Result<(Vec<f32>, Vec<f32>)
 /// Run the sanity check of `setup` (one forward; see [`Sanity`]).
 pub fn sanity(model: &Model, setup: &Setup) -> Result<Sanity> {
     let hook = Hook::ResidPost(model.config().n_layer - 1);
-    let metrics = setup.metrics();
-    let t = setup.pos + 1;
-    let (src_ids, tgt_ids) = setup.ids(model, t)?;
-    let (src, src_m) = run_metric(model, &src_ids, vec![hook], &metrics, setup.pos)?;
-    let iv = Intervention::replace(hook, src.get(hook)?.clone()).at_positions(&[setup.pos]);
-    let run = Run {
-        interventions: vec![iv],
-        logits: Logits::At(vec![setup.pos]),
-        ..Run::default()
+    let (src_m, tgt_m, patched) = match resumed::engine_for(model, &[]) {
+        Some(e) => resumed::sanity(model, &e, setup)?,
+        None => {
+            let metrics = setup.metrics();
+            let t = setup.pos + 1;
+            let (src_ids, tgt_ids) = setup.ids(model, t)?;
+            let (src, src_m) = run_metric(model, &src_ids, vec![hook], &metrics, setup.pos)?;
+            let iv = Intervention::replace(hook, src.get(hook)?.clone()).at_positions(&[setup.pos]);
+            let run = Run {
+                interventions: vec![iv],
+                logits: Logits::At(vec![setup.pos]),
+                ..Run::default()
+            };
+            let (_, tgt_m) = run_metric(model, &tgt_ids, vec![], &metrics, setup.pos)?;
+            let out = model.forward(&Input::Ids(tgt_ids), &run)?;
+            let patched = metric_values(&last_logits(out.logits)?, &metrics)?.to_vec1::<f32>()?;
+            (src_m, tgt_m, patched)
+        }
     };
-    let (_, tgt_m) = run_metric(model, &tgt_ids, vec![], &metrics, setup.pos)?;
-    let out = model.forward(&Input::Ids(tgt_ids), &run)?;
-    let patched = mean(&metric_values(&last_logits(out.logits)?, &metrics)?.to_vec1::<f32>()?);
+    let patched = mean(&patched);
     let sw = baseline(setup, &[], 0, 0, Method::Exact, &src_m, &tgt_m);
     let normalised = sw.normalise(patched);
     let expected = match setup.direction {

@@ -243,24 +243,37 @@ impl Engine {
     /// Blocks `first..` for a group of jobs (rows stacked), the last block only at the last
     /// position; returns each job's final residual at the last position `[jobs, d]`.
     fn run_group(&self, w: &Params, rec: &Record, first: usize, jobs: &[Job]) -> Vec<f32> {
+        SCRATCH.with(|s| self.run_group_in(w, rec, first, jobs, &mut s.borrow_mut()))
+    }
+
+    fn run_group_in(
+        &self,
+        w: &Params,
+        rec: &Record,
+        first: usize,
+        jobs: &[Job],
+        s: &mut Scratch,
+    ) -> Vec<f32> {
         let (d, nh, t) = (self.d, self.n_head, rec.t);
         let mut x: Vec<f32> = jobs.iter().flat_map(|j| j.x.iter().copied()).collect();
-        let mut ba = BlockActs::default();
-        let mut out = Vec::new();
-        let mut kv = Vec::new();
-        let mut z = Vec::new();
-        let mut pat = Vec::new();
+        let Scratch {
+            ba,
+            out,
+            kv,
+            z,
+            pat,
+        } = s;
         for l in first..self.n_layer {
             let at = &w.blocks[l];
             let last = l + 1 == self.n_layer;
             let rows = x.len() / d;
-            attn_in(self, at, &x, rows, &mut ba);
+            attn_in(self, at, &x, rows, ba);
             // Attention job by job: keys and values of earlier positions from the record.
-            let zs = sized(&mut z, if last { jobs.len() } else { rows } * d);
+            let zs = sized(z, if last { jobs.len() } else { rows } * d);
             let mut r = 0;
             for (k, j) in jobs.iter().enumerate() {
                 let len = t - j.pos;
-                let kvs = sized(&mut kv, t * 2 * d);
+                let kvs = sized(kv, t * 2 * d);
                 kvs[..j.pos * 2 * d]
                     .copy_from_slice(&rec.kv[l][j.seq * t * 2 * d..][..j.pos * 2 * d]);
                 for i in 0..len {
@@ -269,7 +282,7 @@ impl Engine {
                 }
                 // The last block only at the last position.
                 let (q0, tq, zi) = if last { (len - 1, 1, k) } else { (0, len, r) };
-                let pt = sized(&mut pat, nh * tq * t);
+                let pt = sized(pat, nh * tq * t);
                 ops::Heads {
                     q: &ba.qkv[(r + q0) * 3 * d..],
                     q_stride: 3 * d,
@@ -294,8 +307,8 @@ impl Engine {
                 }
                 x.truncate(jobs.len() * d);
             }
-            attn_out(self, at, &z, &mut x, &mut out);
-            mlp(self, at, &mut x, &mut ba, &mut out);
+            attn_out(self, at, z, &mut x, out);
+            mlp(self, at, &mut x, ba, out);
         }
         if first == self.n_layer {
             // No block left: each job's last row as it entered.
@@ -355,6 +368,22 @@ impl Engine {
         }
         Ok(logits)
     }
+}
+
+/// Buffers of a resumption group, kept per thread between calls (a sweep resumes once per
+/// block and component; fresh buffers each time cost more in page faults than in compute on
+/// GPT-2-small).
+#[derive(Default)]
+struct Scratch {
+    ba: BlockActs,
+    out: Vec<f32>,
+    kv: Vec<f32>,
+    z: Vec<f32>,
+    pat: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 /// One edit's rows from its position to the last, as the input of the first block resumed.
