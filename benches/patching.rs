@@ -1,10 +1,13 @@
-//! Criterion benchmarks of the exact resid_pre patching sweep (fast engine): on the gpt2-tiny
-//! fixture (3 layers, d 48, 12 tokens) and on a zoo-sized random model (4 layers, d 64, 32
-//! tokens). Thread counts come from RAYON_NUM_THREADS / CANDLE_NUM_THREADS; state them with
-//! the numbers. The naive one-forward-per-cell path is benched beside it for the ratio.
+//! Criterion benchmarks of the exact resid_pre patching sweep: `sweep` (for these GPT-2 models
+//! the engine's resumed runs), the batched candle engine (`sweep_with`, what other families
+//! run) and the naive one-forward-per-cell path, on the gpt2-tiny fixture (3 layers, d 48, 12
+//! tokens) and on a zoo-sized random model (4 layers, d 64, 32 tokens). Thread counts come from
+//! RAYON_NUM_THREADS / CANDLE_NUM_THREADS; state them with the numbers.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use feedlens::analysis::patching::{sweep, sweep_naive, Direction, Metric, Pair, Setup};
+use feedlens::analysis::patching::{
+    sweep, sweep_naive, sweep_with, Chunking, Direction, Metric, Pair, Setup,
+};
 use feedlens::analysis::site::Site;
 use feedlens::io::checkpoint;
 use feedlens::{Config, Model};
@@ -34,6 +37,9 @@ fn bench(c: &mut Criterion) {
         let s = setup(model, len);
         c.bench_function(&format!("resid_pre sweep, fast, {name}"), |b| {
             b.iter(|| sweep(model, &s, &resid).expect("sweep"))
+        });
+        c.bench_function(&format!("resid_pre sweep, batched candle, {name}"), |b| {
+            b.iter(|| sweep_with(model, &s, &resid, &Chunking::default()).expect("sweep"))
         });
         c.bench_function(&format!("resid_pre sweep, naive, {name}"), |b| {
             b.iter(|| sweep_naive(model, &s, &resid).expect("sweep"))

