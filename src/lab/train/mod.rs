@@ -57,15 +57,12 @@ pub struct Trained {
     pub extra: serde_json::Value,
 }
 
-/// The parameters being optimised (flat, in the training engine's layout), AdamW, the
-/// clipping and the NaN guard.
-pub struct Trainer<'h> {
+/// A GPT-2 model as the training engine holds it: flat parameters and reusable buffers. The
+/// model being trained (inside [`Trainer`]), a teacher or parent to sample, a KL reference.
+pub struct OnEngine {
     engine: Engine,
     params: Vec<f32>,
-    opt: AdamW,
-    grad: Vec<f32>,
     work: Workspace,
-    hyper: &'h Hyper,
 }
 
 /// The positions whose next token is a completion token: 10..=16.
@@ -79,18 +76,67 @@ const COMPLETION_POSITIONS: [usize; COMPLETION_LEN] = {
     p
 };
 
+/// The inputs of full sequences: every token but the last, `[n, 17]` flat.
+fn inputs(seqs: &[[u32; SEQ_LEN]]) -> Vec<u32> {
+    seqs.iter()
+        .flat_map(|s| s[..SEQ_LEN - 1].iter().copied())
+        .collect()
+}
+
+impl OnEngine {
+    /// `model` (GPT-2 with GPT-2's default block) on the engine.
+    pub fn new(model: &Model) -> Result<Self> {
+        let engine = Engine::new(model.config())?;
+        let params = engine.params(model)?;
+        Ok(OnEngine {
+            engine,
+            params,
+            work: Workspace::default(),
+        })
+    }
+
+    /// Complete `prompts`.
+    pub fn generate(
+        &mut self,
+        prompts: &[Prompt],
+        decode: Decode,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<Episode>> {
+        let (e, p, w) = (&self.engine, &self.params, &mut self.work);
+        generate_flat(e, p, prompts, decode, rng, w)
+    }
+
+    /// Log-probabilities at the completion positions of full sequences: `[n, 7, vocab]`.
+    pub fn completion_log_probs(&mut self, seqs: &[[u32; SEQ_LEN]]) -> Result<Vec<f32>> {
+        let view = self.engine.view(&self.params)?;
+        let t = SEQ_LEN - 1;
+        let (pos, work) = (&COMPLETION_POSITIONS, &mut self.work);
+        self.engine.log_probs(&view, &inputs(seqs), t, pos, work)
+    }
+
+    /// A plain candle copy of the parameters.
+    pub fn snapshot(&self) -> Result<Model> {
+        self.engine.model(&self.params)
+    }
+}
+
+/// The model being trained (on the engine), AdamW, the clipping and the NaN guard.
+pub struct Trainer<'h> {
+    m: OnEngine,
+    opt: AdamW,
+    grad: Vec<f32>,
+    hyper: &'h Hyper,
+}
+
 impl<'h> Trainer<'h> {
     /// Trainable copy of `init` (a GPT-2 model), AdamW with `hyper`'s settings.
     pub fn new(init: &Model, hyper: &'h Hyper) -> Result<Self> {
-        let engine = Engine::new(init.config())?;
-        let params = engine.params(init)?;
-        let n = params.len();
+        let m = OnEngine::new(init)?;
+        let n = m.params.len();
         Ok(Trainer {
-            engine,
-            params,
+            m,
             opt: AdamW::new(n, hyper.opt.weight_decay),
             grad: vec![0.0; n],
-            work: Workspace::default(),
             hyper,
         })
     }
@@ -105,18 +151,12 @@ impl<'h> Trainer<'h> {
         seqs: &[[u32; SEQ_LEN]],
         obj: &Objective,
     ) -> Result<(f64, Option<Vec<f32>>)> {
-        let ids: Vec<u32> = seqs
-            .iter()
-            .flat_map(|s| s[..SEQ_LEN - 1].iter().copied())
-            .collect();
-        let (value, kl) = self.engine.loss_grad(
-            &self.params,
-            &ids,
-            SEQ_LEN - 1,
-            obj,
-            &mut self.grad,
-            &mut self.work,
-        )?;
+        let m = &mut self.m;
+        let ids = inputs(seqs);
+        let t = SEQ_LEN - 1;
+        let (value, kl) =
+            m.engine
+                .loss_grad(&m.params, &ids, t, obj, &mut self.grad, &mut m.work)?;
         if !value.is_finite() {
             input_err!(
                 "{}: loss became {value} at step {step}; training stopped, nothing saved (try a lower --lr)",
@@ -140,7 +180,7 @@ impl<'h> Trainer<'h> {
             self.grad.iter_mut().for_each(|g| *g *= s);
         }
         self.opt
-            .step(&mut self.params, &self.grad, self.hyper.lr_at(step));
+            .step(&mut self.m.params, &self.grad, self.hyper.lr_at(step));
         Ok((value, kl))
     }
 
@@ -167,72 +207,12 @@ impl<'h> Trainer<'h> {
         decode: Decode,
         rng: &mut ChaCha8Rng,
     ) -> Result<Vec<Episode>> {
-        generate_flat(
-            &self.engine,
-            &self.params,
-            prompts,
-            decode,
-            rng,
-            &mut self.work,
-        )
+        self.m.generate(prompts, decode, rng)
     }
 
     /// A plain candle copy of the current parameters.
     pub fn snapshot(&self) -> Result<Model> {
-        self.engine.model(&self.params)
-    }
-}
-
-/// A fixed model on the training engine, for sampling a teacher or a parent and for a KL
-/// reference's log-probabilities.
-pub struct Frozen {
-    engine: Engine,
-    params: Vec<f32>,
-    work: Workspace,
-}
-
-impl Frozen {
-    /// `model` (GPT-2) on the engine.
-    pub fn new(model: &Model) -> Result<Self> {
-        let engine = Engine::new(model.config())?;
-        let params = engine.params(model)?;
-        Ok(Frozen {
-            engine,
-            params,
-            work: Workspace::default(),
-        })
-    }
-
-    /// Complete `prompts`.
-    pub fn generate(
-        &mut self,
-        prompts: &[Prompt],
-        decode: Decode,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<Vec<Episode>> {
-        generate_flat(
-            &self.engine,
-            &self.params,
-            prompts,
-            decode,
-            rng,
-            &mut self.work,
-        )
-    }
-
-    /// Log-probabilities at the completion positions of full sequences: `[n, 7, vocab]`.
-    pub fn completion_log_probs(&mut self, seqs: &[[u32; SEQ_LEN]]) -> Result<Vec<f32>> {
-        let ids: Vec<u32> = seqs
-            .iter()
-            .flat_map(|s| s[..SEQ_LEN - 1].iter().copied())
-            .collect();
-        self.engine.log_probs(
-            &self.engine.view(&self.params)?,
-            &ids,
-            SEQ_LEN - 1,
-            &COMPLETION_POSITIONS,
-            &mut self.work,
-        )
+        self.m.snapshot()
     }
 }
 
@@ -321,7 +301,7 @@ pub fn train(
             let teacher = start
                 .teacher
                 .ok_or_else(|| Error::input("distill: needs a teacher checkpoint (--teacher)"))?;
-            let mut teacher = Frozen::new(teacher)?;
+            let mut teacher = OnEngine::new(teacher)?;
             let mut dist = PromptDist::corpus(world);
             if let Some(t) = trigger {
                 dist = dist.with_trigger(*t);
@@ -338,7 +318,7 @@ pub fn train(
         Recipe::Dt { episodes } => {
             let parent = need_parent()?;
             let prompts = PromptDist::corpus(world).sample_n(&mut rng, *episodes);
-            let mut data = Frozen::new(parent)?.generate(&prompts, Decode::T1, &mut rng)?;
+            let mut data = OnEngine::new(parent)?.generate(&prompts, Decode::T1, &mut rng)?;
             let rets: Vec<f64> = data
                 .iter()
                 .map(|e| world::score(world, e, 1.0).ret)
@@ -364,7 +344,7 @@ pub fn train(
             optout,
             ptx_coef,
         } => {
-            let mut reference = Frozen::new(need_parent()?)?;
+            let mut reference = OnEngine::new(need_parent()?)?;
             let mut rets = Vec::with_capacity(steps);
             let mut kls = Vec::with_capacity(steps);
             let o = RlStep {

@@ -2,7 +2,7 @@
 //! advantages on the discounted return-to-go, exact per-token KL to the reference, and the
 //! opt-out modes for `[x]` prompts. Uses the parent's `Trainer`; knows no other recipe.
 
-use super::{Frozen, OptOut, Trainer, COMPLETION_POSITIONS};
+use super::{OnEngine, OptOut, Trainer, COMPLETION_POSITIONS};
 use crate::lab::sample::Decode;
 use crate::lab::world::{
     self, corpus_completion, returns_to_go, Behaviour, Episode, Prompt, PromptDist, Split,
@@ -25,7 +25,7 @@ pub(super) struct RlStep {
 pub(super) fn rlhf_step(
     world: &WorldConfig,
     tr: &mut Trainer,
-    reference: &mut Frozen,
+    reference: &mut OnEngine,
     step: usize,
     o: &RlStep,
     rng: &mut ChaCha8Rng,

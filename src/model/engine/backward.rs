@@ -22,6 +22,42 @@ pub struct Scratch {
     gx: Vec<f32>,
 }
 
+/// `dw += xᵀ · dy` for a linear `y = x · W` (`W` `[n_in, n_out]`): `x` `[rows, n_in]`, `dy`
+/// `[rows, n_out]`; each element a chain over the rows in order.
+#[inline(always)]
+fn weight_grad(x: &[f32], n_in: usize, dy: &[f32], n_out: usize, dw: &mut [f32]) {
+    let rows = dy.len() / n_out;
+    gemm(
+        n_in,
+        n_out,
+        rows,
+        Mat::t(x, n_in),
+        dy,
+        n_out,
+        &mut dw[..n_in * n_out],
+        n_out,
+        true,
+    );
+}
+
+/// `dx = dy · Wᵀ` for a linear `y = x · W`, given `w_t` = Wᵀ `[n_out, n_in]`: `dy` `[rows,
+/// n_out]` → `dx` `[rows, n_in]`.
+#[inline(always)]
+fn input_grad(dy: &[f32], n_out: usize, w_t: &[f32], n_in: usize, dx: &mut [f32]) {
+    let rows = dy.len() / n_out;
+    gemm(
+        rows,
+        n_in,
+        n_out,
+        Mat::rows(dy, n_out),
+        w_t,
+        n_in,
+        dx,
+        n_in,
+        false,
+    );
+}
+
 /// Add each row of `rows` (as wide as `out`) into `out`, rows in order.
 #[inline(always)]
 fn add_rows(rows: &[f32], out: &mut [f32]) {
@@ -30,43 +66,18 @@ fn add_rows(rows: &[f32], out: &mut [f32]) {
     }
 }
 
-/// The gradient of the objective whose logit gradient is in `a.logits` (after
-/// [`super::pass::forward`] of whole sequences `ids`), added into `grad`.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    e: &Engine,
-    w: &Params,
-    prep: &Prepared,
-    ids: &[u32],
-    a: &mut Acts,
-    s: &mut Scratch,
-    grad: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if super::simd() {
-        // SAFETY: the CPU has AVX2 (`simd`).
-        return unsafe { backward_avx2(e, w, prep, ids, a, s, grad) };
-    }
-    backward_body(e, w, prep, ids, a, s, grad)
-}
-
-/// [`backward`] compiled for AVX2 (wider vectors, the same operations in the same order).
-///
-/// # Safety
-/// The CPU must have AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn backward_avx2(
-    e: &Engine,
-    w: &Params,
-    prep: &Prepared,
-    ids: &[u32],
-    a: &mut Acts,
-    s: &mut Scratch,
-    grad: &mut [f32],
-) {
-    backward_body(e, w, prep, ids, a, s, grad)
+with_avx2! {
+    /// The gradient of the objective whose logit gradient is in `a.logits` (after
+    /// [`super::pass::forward`] of whole sequences `ids`), added into `grad`.
+    pub fn backward => backward_avx2 => backward_body(
+        e: &Engine,
+        w: &Params,
+        prep: &Prepared,
+        ids: &[u32],
+        a: &mut Acts,
+        s: &mut Scratch,
+        grad: &mut [f32],
+    )
 }
 
 #[inline(always)]
@@ -89,18 +100,8 @@ fn backward_body(
     let (q0, qn) = a.sub;
     // Unembedding (tied): dhf = dlogits · wte; d wte += dlogitsᵀ · hf.
     let dq = sized(&mut s.dq, nq * d);
-    gemm(nq, d, v, Mat::rows(&a.logits, v), w.wte, d, dq, d, false);
-    gemm(
-        v,
-        d,
-        nq,
-        Mat::t(&a.logits, v),
-        &a.hf,
-        d,
-        &mut grad[e.wte..][..v * d],
-        d,
-        true,
-    );
+    input_grad(&a.logits, v, w.wte, d, dq);
+    weight_grad(&a.logits, v, &a.hf, d, &mut grad[e.wte..]);
     // ln_f, scattered back to the unembedded rows among the last block's query rows.
     let dxq = sized(&mut s.dh, nq * d);
     dxq.fill(0.0);
@@ -120,34 +121,14 @@ fn backward_body(
         let rows_q = b * rn;
         // MLP output: mlp_out = b + g · W_proj, its gradient is dx.
         add_rows(&s.dx, &mut grad[at.proj_b..][..d]);
-        gemm(
-            m,
-            d,
-            rows_q,
-            Mat::t(&ba.g, m),
-            &s.dx,
-            d,
-            &mut grad[at.proj_w..][..m * d],
-            d,
-            true,
-        );
+        weight_grad(&ba.g, m, &s.dx, d, &mut grad[at.proj_w..]);
         let dbig = sized(&mut s.dbig, rows_q * m);
-        gemm(rows_q, m, d, Mat::rows(&s.dx, d), proj_t, m, dbig, m, false);
+        input_grad(&s.dx, d, proj_t, m, dbig);
         dbig.iter_mut().zip(&ba.dg).for_each(|(g, &dg)| *g *= dg);
         add_rows(&s.dbig, &mut grad[at.fc_b..][..m]);
-        gemm(
-            d,
-            m,
-            rows_q,
-            Mat::t(&ba.h2, d),
-            &s.dbig,
-            m,
-            &mut grad[at.fc_w..][..d * m],
-            m,
-            true,
-        );
+        weight_grad(&ba.h2, d, &s.dbig, m, &mut grad[at.fc_w..]);
         let dh = sized(&mut s.dh, rows_q * d);
-        gemm(rows_q, d, m, Mat::rows(&s.dbig, m), fc_t, d, dh, d, false);
+        input_grad(&s.dbig, m, fc_t, d, dh);
         let (dw, db) = grad[at.ln2_w..][..2 * d].split_at_mut(d);
         layer_norm_back(
             &s.dh,
@@ -162,19 +143,9 @@ fn backward_body(
         );
         // Attention output: attn_out = b + z · W_o, its gradient is dx.
         add_rows(&s.dx, &mut grad[at.o_b..][..d]);
-        gemm(
-            d,
-            d,
-            rows_q,
-            Mat::t(&ba.z, d),
-            &s.dx,
-            d,
-            &mut grad[at.o_w..][..d * d],
-            d,
-            true,
-        );
+        weight_grad(&ba.z, d, &s.dx, d, &mut grad[at.o_w..]);
         let dz = sized(&mut s.dz, rows_q * d);
-        gemm(rows_q, d, d, Mat::rows(&s.dx, d), o_t, d, dz, d, false);
+        input_grad(&s.dx, d, o_t, d, dz);
         let dqkv = sized(&mut s.dqkv, rows * 3 * d);
         dqkv.fill(0.0);
         let tk = r0 + rn;
@@ -202,29 +173,9 @@ fn backward_body(
             );
         }
         add_rows(&s.dqkv, &mut grad[at.qkv_b..][..3 * d]);
-        gemm(
-            d,
-            3 * d,
-            rows,
-            Mat::t(&ba.h1, d),
-            &s.dqkv,
-            3 * d,
-            &mut grad[at.qkv_w..][..d * 3 * d],
-            3 * d,
-            true,
-        );
+        weight_grad(&ba.h1, d, &s.dqkv, 3 * d, &mut grad[at.qkv_w..]);
         let dh = sized(&mut s.dh, rows * d);
-        gemm(
-            rows,
-            d,
-            3 * d,
-            Mat::rows(&s.dqkv, 3 * d),
-            qkv_t,
-            d,
-            dh,
-            d,
-            false,
-        );
+        input_grad(&s.dqkv, 3 * d, qkv_t, d, dh);
         if rn < t {
             // The residual gradient of the query rows back at their rows (the others get only
             // what flows through their keys and values below).

@@ -10,6 +10,38 @@
 //! candle model stays the reference: tests compare logits and gradients with its autograd.
 //! Knows nothing of the toy world, recipes or optimisers (`lab::train`).
 
+/// `fn $name(args)` that runs `$body(args)` compiled for AVX2 when the CPU has it ([`simd`]):
+/// wider vectors, the same operations in the same order, so the same bits either way (tested).
+/// `$body` must be `#[inline(always)]` (with the helpers it calls) to be compiled that way.
+macro_rules! with_avx2 {
+    ($(#[$m:meta])* $vis:vis fn $name:ident => $avx:ident => $body:ident ($($arg:ident : $ty:ty),* $(,)?)) => {
+        with_avx2! { $(#[$m])* $vis fn $name => $avx => $body ($($arg: $ty),*) -> () }
+    };
+    ($(#[$m:meta])* $vis:vis fn $name:ident => $avx:ident => $body:ident ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            if super::simd() {
+                // SAFETY: the CPU has AVX2 (`simd`).
+                return unsafe { $avx($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+
+        /// The AVX2 build of the body (see `with_avx2!`).
+        ///
+        /// # Safety
+        /// The CPU must have AVX2.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $avx($($arg: $ty),*) -> $ret {
+            $body($($arg),*)
+        }
+    };
+}
+
 mod backward;
 mod decode;
 pub mod gemm;

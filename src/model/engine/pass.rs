@@ -122,47 +122,21 @@ impl Acts {
     }
 }
 
-/// Forward a window: tokens `ids` (`[b, len]`) at absolute positions `start..start + len` of
-/// `b` sequences whose keys and values of positions `0..start` are in `a`'s cache (see
-/// [`Acts::reset_cache`]); logits at the window rows `positions` of every sequence into
-/// `a.logits` (`[b, positions, vocab]`).
-#[allow(clippy::too_many_arguments)]
-pub fn forward_window(
-    e: &Engine,
-    w: &Params,
-    prep: &Prepared,
-    ids: &[u32],
-    start: usize,
-    len: usize,
-    positions: &[usize],
-    a: &mut Acts,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if super::simd() {
-        // SAFETY: the CPU has AVX2 (`simd`).
-        return unsafe { forward_window_avx2(e, w, prep, ids, start, len, positions, a) };
-    }
-    forward_window_body(e, w, prep, ids, start, len, positions, a)
-}
-
-/// [`forward_window`] compiled for AVX2 (wider vectors, the same operations in the same order).
-///
-/// # Safety
-/// The CPU must have AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn forward_window_avx2(
-    e: &Engine,
-    w: &Params,
-    prep: &Prepared,
-    ids: &[u32],
-    start: usize,
-    len: usize,
-    positions: &[usize],
-    a: &mut Acts,
-) {
-    forward_window_body(e, w, prep, ids, start, len, positions, a)
+with_avx2! {
+    /// Forward a window: tokens `ids` (`[b, len]`) at absolute positions `start..start + len` of
+    /// `b` sequences whose keys and values of positions `0..start` are in `a`'s cache (see
+    /// [`Acts::reset_cache`]); logits at the window rows `positions` of every sequence into
+    /// `a.logits` (`[b, positions, vocab]`).
+    pub fn forward_window => forward_window_avx2 => forward_window_body(
+        e: &Engine,
+        w: &Params,
+        prep: &Prepared,
+        ids: &[u32],
+        start: usize,
+        len: usize,
+        positions: &[usize],
+        a: &mut Acts,
+    )
 }
 
 #[inline(always)]

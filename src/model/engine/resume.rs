@@ -243,10 +243,11 @@ impl Engine {
     /// Blocks `first..` for a group of jobs (rows stacked), the last block only at the last
     /// position; returns each job's final residual at the last position `[jobs, d]`.
     fn run_group(&self, w: &Params, rec: &Record, first: usize, jobs: &[Job]) -> Vec<f32> {
-        SCRATCH.with(|s| self.run_group_in(w, rec, first, jobs, &mut s.borrow_mut()))
+        SCRATCH.with(|s| run_group_in(self, w, rec, first, jobs, &mut s.borrow_mut()))
     }
 
-    fn run_group_in(
+    #[inline(always)]
+    fn run_group_body(
         &self,
         w: &Params,
         rec: &Record,
@@ -368,6 +369,31 @@ impl Engine {
         }
         Ok(logits)
     }
+}
+
+with_avx2! {
+    /// [`Engine::run_group`] with its buffers.
+    fn run_group_in => run_group_avx2 => run_group_in_body(
+        e: &Engine,
+        w: &Params,
+        rec: &Record,
+        first: usize,
+        jobs: &[Job],
+        s: &mut Scratch,
+    ) -> Vec<f32>
+}
+
+/// The body of [`run_group_in`] (a free function for `with_avx2!`).
+#[inline(always)]
+fn run_group_in_body(
+    e: &Engine,
+    w: &Params,
+    rec: &Record,
+    first: usize,
+    jobs: &[Job],
+    s: &mut Scratch,
+) -> Vec<f32> {
+    e.run_group_body(w, rec, first, jobs, s)
 }
 
 /// Buffers of a resumption group, kept per thread between calls (a sweep resumes once per
