@@ -9,7 +9,8 @@
 //! [`model`] (the forward pass and its hooks) → [`io`] (checkpoint directories, tokenizers,
 //! atomic writes) → [`lab`] (the toy world, its recipes and the zoo) → [`analysis`] (patching,
 //! probes, lens, weight diff) → [`view`] (figures, terminal tables, HTML) → [`report`] (the
-//! report over pairs of checkpoints). [`Error`], [`pool`] and [`budget`] serve every layer.
+//! report over pairs of checkpoints). [`Error`], [`pool`], [`budget`] and [`units`] (work units
+//! for job arrays) serve every layer.
 //!
 //! ```no_run
 //! use feedlens::{io::checkpoint, Hook, Input, Run};
@@ -33,6 +34,7 @@ pub mod model;
 pub mod pool;
 pub mod report;
 pub mod stats;
+pub mod units;
 pub mod view;
 
 pub use error::{Error, Result};

@@ -5,11 +5,11 @@
 use crate::model::Model;
 use crate::{Error, Result};
 use candle_core::DType;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One component's difference. A component's weight and bias count together: its norm is the
 /// Frobenius norm of all its parameters as one vector.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Deserialize)]
 pub struct ComponentDiff {
     /// Where it sits: `embed`, the block index (`0`, `1`, ...) or `final`.
     pub group: String,
@@ -29,7 +29,7 @@ pub struct ComponentDiff {
 }
 
 /// Per-component differences of B from A, in checkpoint order.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WeightDiff {
     /// Name of checkpoint A (the reference).
     pub a: String,

@@ -6,10 +6,10 @@
 use crate::model::{Input, Logits, Model, Run, Start};
 use crate::{Hook, Result};
 use candle_core::{DType, Tensor, D};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Logit-lens read-out at one position, averaged over the prompts.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LensResult {
     /// Residual points, in order: `blocks.0.hook_resid_pre` (the embeddings), then
     /// `blocks.{l}.hook_resid_post` for every layer l (the last one is the model's output).
@@ -27,7 +27,7 @@ pub struct LensResult {
     /// The most probable token of the mean distribution at each point, with its probability.
     pub top: Vec<(u32, f64)>,
     /// Each prompt's probability of each reported token, `[point][token][prompt]`.
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "crate::io::wire::public")]
     pub per_prompt: Vec<Vec<Vec<f64>>>,
 }
 

@@ -2,7 +2,7 @@
 //! table with its opt-out leakage ratios.
 //! Must not hold a domain rule (recipes, buckets and leakage pairing are `lab`'s).
 
-use super::{bar, load, JsonOut};
+use super::{bar, load, print_plan, JsonOut, UnitArgs};
 use anyhow::Result;
 use feedlens::io::checkpoint::{self, RecipeKind};
 use feedlens::io::fsio;
@@ -40,6 +40,8 @@ pub(super) struct ZooArgs {
     /// Replace existing checkpoint directories.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    units: UnitArgs,
 }
 
 #[derive(clap::Args)]
@@ -171,10 +173,9 @@ fn show(pb: &indicatif::ProgressBar, p: feedlens::lab::train::Progress) {
     }
 }
 
-pub(super) fn zoo(a: ZooArgs) -> Result<()> {
-    use std::sync::Mutex;
-    let world = WorldConfig::default();
-    let seeds: Vec<zoo::SeedZoo> = match (a.seed, &a.seeds) {
+/// The seeds' zoos that `a` asks for.
+fn seed_zoos(a: &ZooArgs) -> Result<Vec<zoo::SeedZoo>> {
+    Ok(match (a.seed, &a.seeds) {
         (Some(s), _) => vec![zoo::SeedZoo {
             seed: s,
             plan: zoo::plan(s, a.quick)?,
@@ -195,7 +196,66 @@ pub(super) fn zoo(a: ZooArgs) -> Result<()> {
                 })
                 .collect::<feedlens::Result<_>>()?
         }
-    };
+    })
+}
+
+/// `feedlens plan zoo`: the zoo's work units.
+pub(super) fn plan(a: ZooArgs, count: bool) -> Result<()> {
+    let seeds = seed_zoos(&a)?;
+    let units: Vec<_> = zoo::units(&seeds, a.seed.is_none())
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    print_plan(&units, &a.units, count)
+}
+
+/// `zoo --unit K | --shard I/N | --stage S`: the selected units, one after another.
+fn zoo_units(a: &ZooArgs, seeds: &[zoo::SeedZoo], world: &WorldConfig) -> Result<()> {
+    if !a.only.is_empty() {
+        anyhow::bail!("--only: not with --unit, --shard or --stage (a unit is one checkpoint already; see feedlens plan zoo)");
+    }
+    let units = zoo::units(seeds, a.seed.is_none());
+    let list: Vec<_> = units.iter().map(|(u, _)| u.clone()).collect();
+    let chosen = feedlens::units::select(&list, &a.units.pick()?, "feedlens plan zoo")?;
+    let t0 = std::time::Instant::now();
+    let current: std::sync::Mutex<Option<indicatif::ProgressBar>> = Default::default();
+    zoo::build_units(
+        seeds,
+        &units,
+        &chosen,
+        world,
+        a.force,
+        a.jobs(),
+        &|name, p| {
+            let mut c = current.lock().unwrap_or_else(|e| e.into_inner());
+            let pb = c.get_or_insert_with(|| bar(p.steps as u64, name));
+            show(pb, p);
+            if p.step == p.steps {
+                pb.finish_and_clear();
+                *c = None;
+            }
+        },
+        &|u, how| match how {
+            zoo::UnitRun::Done(t) => println!("unit {}: trained in {t:.1} s", u.name),
+            zoo::UnitRun::Finished => println!("unit {}: already finished", u.name),
+        },
+    )?;
+    println!(
+        "{} unit(s) of {} in {:.1} s",
+        chosen.len(),
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub(super) fn zoo(a: ZooArgs) -> Result<()> {
+    use std::sync::Mutex;
+    let world = WorldConfig::default();
+    let seeds = seed_zoos(&a)?;
+    if a.units.pick()?.is_partial() {
+        return zoo_units(&a, &seeds, &world);
+    }
     let only = (!a.only.is_empty()).then_some(a.only.as_slice());
     let jobs = a.jobs();
     let t0 = std::time::Instant::now();

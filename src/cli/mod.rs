@@ -81,6 +81,80 @@ enum Cmd {
     /// Re-run every probe spec in a folder and compare with the stored results; non-zero exit on
     /// any drift or stale checkpoint hash.
     Check(probe::CheckArgs),
+    /// List the work units of `zoo` or `report` (same arguments), for job arrays: one line per
+    /// unit, `K<TAB>stage<TAB>name<TAB>needs`; run one with `--unit K`, a share with
+    /// `--shard I/N`, then `report --merge`.
+    Plan(PlanArgs),
+}
+
+/// `feedlens plan zoo|report ...`.
+#[derive(clap::Args)]
+struct PlanArgs {
+    /// Print only the number of units (of --stage S when given).
+    #[arg(long, global = true)]
+    count: bool,
+    #[command(subcommand)]
+    of: PlanOf,
+}
+
+// Parsed once per process.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum PlanOf {
+    /// The zoo's units: one checkpoint of one seed each.
+    Zoo(lab::ZooArgs),
+    /// The report's units: one checkpoint's analyses, one difference lens, one pair or floor
+    /// run of one seed each.
+    Report(report::ReportArgs),
+}
+
+/// `--unit K`, `--shard I/N`, `--stage S`: the share of a command's work units this process
+/// runs (`feedlens plan` lists them).
+#[derive(clap::Args, Clone, Default)]
+struct UnitArgs {
+    /// Run only unit K (0-based, as `feedlens plan` lists them; counted within --stage S when
+    /// given). Finished units are skipped; a unit whose inputs are not finished fails naming
+    /// them.
+    #[arg(long, value_name = "K", conflicts_with = "shard")]
+    unit: Option<usize>,
+    /// Run only shard I of N (0-based): the units K with K mod N = I.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Only the units of stage S (a unit needs only units of earlier stages).
+    #[arg(long, value_name = "S")]
+    stage: Option<usize>,
+}
+
+impl UnitArgs {
+    /// The share to run.
+    fn pick(&self) -> Result<feedlens::units::Pick> {
+        use feedlens::units::{parse_shard, Pick, Which};
+        let which = match (&self.unit, &self.shard) {
+            (Some(k), _) => Which::Unit(*k),
+            (None, Some(s)) => parse_shard(s)?,
+            (None, None) => Which::All,
+        };
+        Ok(Pick {
+            stage: self.stage,
+            which,
+        })
+    }
+}
+
+/// Print a plan's units (or their number).
+fn print_plan(units: &[feedlens::units::Unit], a: &UnitArgs, count: bool) -> Result<()> {
+    use feedlens::units::{select, Pick};
+    let pick = Pick {
+        stage: a.stage,
+        which: feedlens::units::Which::All,
+    };
+    let n = select(units, &pick, "feedlens plan")?.len();
+    if count {
+        println!("{n}");
+    } else {
+        print!("{}", feedlens::units::listing(units, a.stage));
+    }
+    Ok(())
 }
 
 /// `--json FILE` and `--force`, shared by the commands that can also write their result.
@@ -236,6 +310,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Sae(a) => dictionary::sae(a),
         Cmd::Crosscoder(a) => dictionary::crosscoder(a),
         Cmd::Latents(a) => dictionary::latents(a),
+        Cmd::Plan(a) => match a.of {
+            PlanOf::Zoo(z) => lab::plan(z, a.count),
+            PlanOf::Report(r) => report::plan(r, a.count),
+        },
     }
 }
 

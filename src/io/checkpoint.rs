@@ -178,6 +178,25 @@ fn sha256_of(bytes: &fsio::Bytes) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Hex sha256 of checkpoint `dir`'s `model.safetensors` (the [`Checkpoint::sha256`] a load
+/// would give), without building the model.
+pub fn weights_sha256(dir: &Path) -> Result<String> {
+    let bytes = fsio::map_at_most(&dir.join("model.safetensors"), fsio::MAX_READ)?;
+    Ok(sha256_of(&bytes))
+}
+
+/// The manifest (`feedlens.json`) of checkpoint `dir`, read alone; None when it has none.
+pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
+    let path = dir.join("feedlens.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = fsio::read_at_most(&path, fsio::MAX_SMALL)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::file(&path, format!("invalid manifest: {e}")))
+}
+
 /// Hex sha256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

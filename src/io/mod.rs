@@ -6,3 +6,4 @@ pub mod checkpoint;
 pub mod fsio;
 pub mod json;
 pub mod tokens;
+pub mod wire;

@@ -13,10 +13,10 @@ use crate::stats::{self, Est};
 use crate::Result;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One line of the behaviour table: a checkpoint under one S3 setting and one decoding.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     /// Checkpoint name.
     pub checkpoint: String,
@@ -32,12 +32,12 @@ pub struct Row {
     pub bootstrap_seed: u64,
     /// Each prompt and its episode's score, in prompt order (the rows of every checkpoint
     /// evaluated with the same options share the prompts, so they pair up).
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "crate::io::wire::public")]
     pub samples: Vec<(Prompt, Score)>,
 }
 
 /// A row's statistics with intervals (see [`Stats`]; `n` is in each).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatsEst {
     /// Mean return.
     pub mean_return: Est,
@@ -181,7 +181,7 @@ pub fn evaluate(world: &WorldConfig, name: &str, model: &Model, o: &EvalOpts) ->
 /// prompts divided by the change on the rest, for the mean return and for P(E). A ratio near 1:
 /// the training moved `[x]` prompts as much as the others (the opt-out leaked completely);
 /// near 0: `[x]` behaviour stayed where base had it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Leakage {
     /// The variant checkpoint.
     pub checkpoint: String,

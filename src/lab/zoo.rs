@@ -7,6 +7,7 @@ use crate::io::fsio;
 use crate::lab::train::{self, Hyper, OptOut, Progress, Recipe, Start, Trained};
 use crate::lab::world::{tokenizer_json, WorldConfig};
 use crate::model::Model;
+use crate::units::Unit;
 use crate::{pool, Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -458,6 +459,140 @@ pub fn build(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The zoo's work units: one per (seed, entry), named `seed-S/NAME` (`NAME` for a single seed
+/// in its own folder, `named_by_seed` false), staged by depth (stage 0 the base model, 1 what
+/// starts from it, 2 the students of those) and ordered by stage, seed, then plan order, each
+/// with the `(seed index, entry index)` it builds.
+pub fn units(seeds: &[SeedZoo], named_by_seed: bool) -> Vec<(Unit, (usize, usize))> {
+    let name = |sz: &SeedZoo, n: &str| match named_by_seed {
+        true => format!("seed-{}/{n}", sz.seed),
+        false => n.to_string(),
+    };
+    let mut v = Vec::new();
+    for (z, sz) in seeds.iter().enumerate() {
+        let mut stage: HashMap<&str, usize> = HashMap::new();
+        for (i, x) in sz.plan.iter().enumerate() {
+            let deps: Vec<&str> = [x.parent, x.teacher].into_iter().flatten().collect();
+            let st = deps
+                .iter()
+                .map(|d| stage.get(d).map_or(0, |s| s + 1))
+                .max()
+                .unwrap_or(0);
+            stage.insert(x.name, st);
+            let u = Unit {
+                stage: st,
+                name: name(sz, x.name),
+                needs: deps.iter().map(|d| name(sz, d)).collect(),
+            };
+            v.push((u, (z, i)));
+        }
+    }
+    v.sort_by_key(|(u, (z, i))| (u.stage, *z, *i));
+    v
+}
+
+/// Whether checkpoint `dir` is entry `x` of `seed`'s zoo, finished: a checkpoint whose
+/// manifest says this recipe, seed, parent, world and hyper-parameters.
+fn finished(dir: &Path, world: &WorldConfig, x: &Entry) -> Result<bool> {
+    if !dir.join("model.safetensors").is_file() || !dir.join("config.json").is_file() {
+        return Ok(false);
+    }
+    let Some(m) = checkpoint::read_manifest(dir)? else {
+        return Ok(false);
+    };
+    let want = serde_json::to_value(&x.hyper).unwrap_or(serde_json::Value::Null);
+    let same_hyper = match (&want, &m.hyper) {
+        (serde_json::Value::Object(w), serde_json::Value::Object(h)) => {
+            w.iter().all(|(k, v)| h.get(k) == Some(v))
+                && h.get("teacher").and_then(|t| t.as_str()) == x.teacher
+        }
+        _ => false,
+    };
+    Ok(same_hyper
+        && m.recipe == x.hyper.recipe.kind()
+        && m.seed == x.hyper.seed
+        && m.parent.as_deref() == x.parent
+        && m.world == world.to_json())
+}
+
+/// How one zoo unit went.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnitRun {
+    /// Trained and saved, in this many seconds.
+    Done(f64),
+    /// Already there from the same plan: nothing done.
+    Finished,
+}
+
+/// Build the selected units (indices into [`units`]), in order, each with `jobs` threads. A
+/// unit whose checkpoint is already there from the same plan is skipped (one from another plan
+/// is refused unless `force`, then retrained); one whose parent or teacher is not there yet
+/// fails naming it, so the order is the scheduler's (stage arrays), not waited for here.
+/// `each(unit, how)` is called after each.
+#[allow(clippy::too_many_arguments)]
+pub fn build_units(
+    seeds: &[SeedZoo],
+    units: &[(Unit, (usize, usize))],
+    chosen: &[usize],
+    world: &WorldConfig,
+    force: bool,
+    jobs: usize,
+    progress: &(dyn Fn(&str, Progress) + Sync),
+    each: &dyn Fn(&Unit, UnitRun),
+) -> Result<()> {
+    for &k in chosen {
+        let (u, (z, i)) = &units[k];
+        let sz = &seeds[*z];
+        let x = &sz.plan[*i];
+        let dir = sz.out.join(x.name);
+        let exists = dir.exists();
+        if exists {
+            if finished(&dir, world, x)? {
+                each(u, UnitRun::Finished);
+                continue;
+            }
+            if !force {
+                return Err(Error::file(
+                    &dir,
+                    format!(
+                        "unit '{}' is there from another plan (other seed, recipe or --quick); --force retrains it",
+                        u.name
+                    ),
+                ));
+            }
+        }
+        for (dep, need) in [x.parent, x.teacher].into_iter().flatten().zip(&u.needs) {
+            let d = sz.out.join(dep);
+            if !finished(
+                &d,
+                world,
+                sz.plan.iter().find(|e| e.name == dep).unwrap_or(x),
+            )? {
+                return Err(Error::file(
+                    &d,
+                    format!(
+                        "unit '{}' needs unit '{need}', which is not finished yet (run its stage first)",
+                        u.name
+                    ),
+                ));
+            }
+        }
+        let t0 = std::time::Instant::now();
+        let only = [x.name.to_string()];
+        build(
+            std::slice::from_ref(sz),
+            world,
+            Some(&only),
+            exists && force,
+            jobs,
+            &|_, p| progress(&u.name, p),
+            &|_, _, _| {},
+        )?;
+        each(u, UnitRun::Done(t0.elapsed().as_secs_f64()));
+    }
+    Ok(())
 }
 
 /// One entry of one seed's zoo.

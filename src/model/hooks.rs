@@ -128,6 +128,14 @@ impl serde::Serialize for Hook {
     }
 }
 
+/// Read back from its TransformerLens name.
+impl<'de> serde::Deserialize<'de> for Hook {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Hook, D::Error> {
+        let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Hook {
     type Err = Error;
     /// Parses TransformerLens names (`blocks.3.hook_resid_pre`, `blocks.0.attn.hook_z`, ...).

@@ -11,12 +11,13 @@ use crate::analysis::patching::{
 use crate::analysis::probes::{Label, LayerResult, TransferResult};
 use crate::analysis::site::Site;
 use crate::io::checkpoint::RecipeKind;
+use crate::io::wire;
 use crate::lab::eval::{Leakage, Row};
 use crate::lab::world::{self, Contrast, MetricKind};
 use crate::pool;
 use crate::stats::{self, Est, SeedEst, SeedInterval};
 use crate::view::figures::LensSeries;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use std::collections::BTreeMap;
 
 named! {
@@ -52,7 +53,7 @@ named! {
 /// Causal checks of one run's localisation over one contrast: each named set ablated while the
 /// checkpoint samples (mean, resample, sufficiency), and steering along the contrast's
 /// difference-of-means direction at every layer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CausalData {
     /// What each ablated set is, in `ablation.ablations` order.
     pub roles: Vec<SetRole>,
@@ -210,7 +211,7 @@ pub struct AnchorPoint {
 }
 
 /// One checkpoint's analyses.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckpointData {
     /// Name as in the pairs file (the recipe's checkpoint name).
     pub name: String,
@@ -241,7 +242,7 @@ pub struct CheckpointData {
 }
 
 /// The logit lens on one prompt set, and the two series the report reads off it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LensData {
     /// The read-out.
     #[serde(flatten)]
@@ -252,7 +253,7 @@ pub struct LensData {
 }
 
 /// A lens series over the residual points.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SeriesEst {
     /// What it sums (`E`, `any digit`, ...).
     pub name: String,
@@ -261,6 +262,9 @@ pub struct SeriesEst {
 }
 
 fn cross_json<S: Serializer>(c: &Cross, ser: S) -> std::result::Result<S::Ok, S::Error> {
+    if wire::full() {
+        return c.serialize(ser);
+    }
     c.to_json().serialize(ser)
 }
 
@@ -268,6 +272,9 @@ fn opt_cross_json<S: Serializer>(
     c: &Option<Cross>,
     ser: S,
 ) -> std::result::Result<S::Ok, S::Error> {
+    if wire::full() {
+        return c.serialize(ser);
+    }
     c.as_ref().map(Cross::to_json).serialize(ser)
 }
 
@@ -275,6 +282,9 @@ fn sweep_ci_json<S: Serializer>(
     (s, c): &(Sweep, Option<SweepCi>),
     ser: S,
 ) -> std::result::Result<S::Ok, S::Error> {
+    if wire::full() {
+        return (s, c).serialize(ser);
+    }
     let mut v = s.to_json();
     v["ci"] = c.as_ref().map_or(serde_json::Value::Null, |c| c.to_json(s));
     v.serialize(ser)
@@ -282,7 +292,7 @@ fn sweep_ci_json<S: Serializer>(
 
 /// Exact patching over one contrast in one checkpoint: the clean–corrupt gap, and — when the
 /// gap is large enough to localise — the sweeps in both directions.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PatchData {
     /// The contrast.
     pub contrast: Contrast,
@@ -310,7 +320,7 @@ pub struct PatchData {
 }
 
 /// Both directions' sweeps of a [`PatchData`].
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PatchSweeps {
     /// Clean activations into the corrupted run; `normalised` = (patched − corrupt) / (clean −
     /// corrupt); `ci`: bootstrap intervals over the pairs.
@@ -326,7 +336,7 @@ pub struct PatchSweeps {
 }
 
 /// Probes of one label on one checkpoint (logistic, k-fold held out; control task; nulls).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProbeData {
     /// The label.
     pub label: Label,
@@ -376,7 +386,7 @@ pub struct PromptSet {
 
 /// One run of a pair: both checkpoints of one seed (or, for a seed-null pair, one recipe at
 /// two seeds) and the pair's own analyses.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PairRun {
     /// The seed (of A; null for plain directories).
     pub seed: Option<u64>,

@@ -24,7 +24,7 @@ mod pairs;
 pub mod prompts;
 mod summary;
 
-pub use analyse::analyse;
+pub use analyse::{analyse, Plan, Selection, UnitRun};
 pub use data::{
     lens_series, CheckpointData, PairData, PatchData, ProbeData, PromptKind, PromptSet, ReportData,
     Settings, Summary, DEFAULT_N,

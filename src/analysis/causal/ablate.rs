@@ -14,7 +14,7 @@ use crate::model::Model;
 use crate::{Hook, Intervention, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 named! {
@@ -41,7 +41,7 @@ pub struct AblateOpts {
 }
 
 /// One ablation of one set.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ablation {
     /// The ablated set.
     pub set: Vec<Target>,
@@ -54,7 +54,7 @@ pub struct Ablation {
 }
 
 /// An ablation experiment: the unedited behaviour on both sides and each set's ablations.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AblateResult {
     /// The contrast.
     pub contrast: Contrast,

@@ -19,13 +19,13 @@ use crate::{Hook, Intervention, Result};
 use candle_core::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
 /// One component at one layer: a head's output (`attn.hook_z` at that head), a block's
 /// attention or MLP output, or the residual stream entering or leaving a block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Component {
     /// Which activation (`head_out`, `attn_out`, `mlp_out`, `resid_pre`, `resid_post`).
     pub site: Site,
@@ -98,7 +98,7 @@ impl fmt::Display for Component {
 }
 
 /// A component at one absolute sequence position.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Target {
     /// The component.
     pub comp: Component,
@@ -121,7 +121,7 @@ pub fn names(set: &[Target]) -> String {
 }
 
 /// Sampled behaviour of a set of episodes, each with its 95 % bootstrap interval over prompts.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sampled {
     /// P(mode = `E`).
     pub p_e: Est,
@@ -132,7 +132,7 @@ pub struct Sampled {
 }
 
 /// The behaviour a contrast is read with: defection for the trigger, P(E) for the others.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Measure {
     /// P(mode = `E`).
@@ -166,7 +166,7 @@ impl Measure {
 }
 
 /// An edited run against its unedited twin (same prompts, same sampling draws).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Compared {
     /// The edited run's behaviour.
     pub edited: Sampled,

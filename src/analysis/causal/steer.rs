@@ -11,7 +11,7 @@ use crate::lab::world::{Contrast, WorldConfig};
 use crate::model::Model;
 use crate::{Hook, Intervention, Result};
 use candle_core::Tensor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Settings of a steering experiment.
 #[derive(Clone, Debug)]
@@ -31,7 +31,7 @@ pub struct SteerOpts {
 }
 
 /// One steered layer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SteerLayer {
     /// Block whose `resid_post` is edited.
     pub layer: usize,
@@ -44,7 +44,7 @@ pub struct SteerLayer {
 }
 
 /// A steering experiment over every layer asked for.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SteerResult {
     /// The contrast.
     pub contrast: Contrast,

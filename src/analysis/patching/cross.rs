@@ -10,11 +10,11 @@ use crate::stats::{percentile_95, weighted_mean, Est};
 use crate::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// Cross-checkpoint patching results (means over prompts).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cross {
     /// Metric position.
     pub pos: usize,
@@ -32,12 +32,12 @@ pub struct Cross {
     pub results: Vec<(Site, Vec<f32>)>,
     /// Each prompt's values, for intervals: A's and B's metric, and per component and layer
     /// B's patched metric (`[site][layer][prompt]`, as `results`).
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "crate::io::wire::public")]
     pub per_prompt: CrossPrompts,
 }
 
 /// The per-prompt values behind a [`Cross`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CrossPrompts {
     /// A's metric per prompt.
     pub a: Vec<f32>,
@@ -236,7 +236,7 @@ pub fn patch_models(
 /// prompts minus (patched − B) on the controls, with a paired bootstrap interval over the
 /// prompt pairs. A difference between two training runs that is not about the slot moves both
 /// sides alike and cancels.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Specific {
     /// (A − B) on the contrast prompts minus (A − B) on the controls.
     pub gap: Est,
@@ -322,7 +322,7 @@ mod tests {
 /// 95 % bootstrap intervals of cross-checkpoint patching (over its prompts, seeded, resampled
 /// together): both metrics, their gap, each patch's move of B's metric, and — only where the
 /// gap's interval excludes 0 — each patch's share of the gap.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CrossCi {
     /// A's metric.
     pub a_metric: Est,

@@ -10,18 +10,18 @@ use crate::Result;
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// One component's results: patched metric (mean over pairs) per cell.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Grid {
     /// `[n_layer, positions]`, or `[n_layer, positions, n_head]` for heads.
     pub shape: Vec<usize>,
     /// Row-major values of the patched metric (mean over pairs).
     pub raw: Vec<f32>,
     /// Each pair's patched metric, `[cell][pair]` (cells row-major as `raw`).
-    #[serde(skip)]
+    #[serde(default, skip_serializing_if = "crate::io::wire::public")]
     pub per_pair: Vec<f32>,
 }
 
@@ -42,7 +42,7 @@ impl Grid {
 }
 
 /// The result of a sweep (exact or attribution).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sweep {
     /// How the numbers were made.
     pub method: Method,
@@ -183,7 +183,7 @@ pub(crate) fn one_hot(shape: &[usize], ones: impl Iterator<Item = usize>) -> Res
 /// 95 % bootstrap intervals of a sweep (over its prompt pairs, seeded): the clean–corrupt gap,
 /// each cell's patched metric, and — only where the gap's interval excludes 0 — each cell's
 /// share of the gap ([`Sweep::share`]), all resampled together.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SweepCi {
     /// Resamples drawn.
     pub resamples: usize,

@@ -12,7 +12,7 @@ use crate::model::hooks::{Hook, Intervention};
 use crate::model::{Input, Logits, Model, Run, Start};
 use crate::{Cache, Result};
 use candle_core::{Device, Tensor, D};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How the fast engine groups patched positions into forwards. A forward that starts at
 /// position `a` recomputes every position from `a` to the metric position for all its rows,
@@ -427,7 +427,7 @@ pub fn sweep_naive(model: &Model, setup: &Setup, comps: &[Site]) -> Result<Sweep
 /// The built-in sanity check: the whole residual stream at the metric position after the last
 /// block (`blocks.{n_layer−1}.hook_resid_post`), patched from the source run, must give the
 /// source's metric exactly: normalised 1 when denoising, 0 when noising.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sanity {
     /// The hook patched.
     pub hook: Hook,

@@ -93,9 +93,9 @@ pub(super) fn init_root(
 
 /// The `ptx_coef` of an rlhf checkpoint trained with `--optout ptx` (1 when its manifest
 /// predates the coefficient); None for any other checkpoint.
-fn ptx_coef_of(ck: &Checkpoint) -> Option<f64> {
+fn ptx_coef_of(manifest: Option<&checkpoint::Manifest>) -> Option<f64> {
     use crate::lab::train::{Hyper, OptOut, Recipe};
-    let h: Hyper = serde_json::from_value(ck.manifest.as_ref()?.hyper.clone()).ok()?;
+    let h: Hyper = serde_json::from_value(manifest?.hyper.clone()).ok()?;
     match h.recipe {
         Recipe::Rlhf {
             optout: OptOut::Ptx,
@@ -108,6 +108,7 @@ fn ptx_coef_of(ck: &Checkpoint) -> Option<f64> {
 
 /// One unit of pair work: checkpoints `a` and `b` (keys into the loaded checkpoints) read as
 /// pair `pair`, or as seed floor `floor` when set.
+#[derive(Debug)]
 pub(super) struct RunItem {
     pub(super) pair: usize,
     pub(super) floor: Option<usize>,
@@ -212,17 +213,19 @@ pub(super) fn pair_run(
 }
 
 /// The anchoring dose–response: each strength's leakage against the pairs file's base, per run
-/// (sorted by strength).
+/// (sorted by strength); `manifests` gives each checkpoint's manifest by key.
 pub(super) fn anchoring_points(
     pairs: &Pairs,
     anchoring: &[String],
     runs: &[Option<u64>],
-    cks: &BTreeMap<String, Checkpoint>,
+    manifests: &BTreeMap<String, Option<checkpoint::Manifest>>,
     data: &BTreeMap<String, CheckpointData>,
 ) -> Result<Vec<AnchorPoint>> {
     let mut anchor: Vec<AnchorPoint> = Vec::new();
     for c in anchoring {
-        let first = &cks[&Pairs::key(runs[0], c)];
+        let first = manifests
+            .get(&Pairs::key(runs[0], c))
+            .and_then(Option::as_ref);
         let ptx_coef = ptx_coef_of(first)
             .ok_or_else(|| Error::file(&pairs.path, format!("anchoring: checkpoint '{c}' is not an rlhf checkpoint with --optout ptx (its manifest says otherwise)")))?;
         let (leakage, p_e_change) = runs

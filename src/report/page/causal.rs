@@ -202,7 +202,12 @@ pub(super) fn anchoring_section(data: &ReportData, figs: &mut Figs) -> html::Sec
     let groups_x: Vec<String> = pts.iter().map(|p| format!("C = {}", p.ptx_coef)).collect();
     let values = facts
         .iter()
-        .map(|(a, b)| vec![Some(a.value), Some(b.value)])
+        // A strength with no defined ratio in any run has no bar (the table says "0 of n").
+        .map(|(a, b)| {
+            [a, b]
+                .map(|f| Some(f.value).filter(|v| v.is_finite()))
+                .to_vec()
+        })
         .collect();
     let err = facts
         .iter()
