@@ -118,12 +118,18 @@ pub fn select(units: &[Unit], pick: &Pick, verb: &str) -> Result<Vec<usize>> {
     }
 }
 
-/// The plan as `feedlens plan` prints it: one line per unit, `K<TAB>stage<TAB>name<TAB>needs`
-/// (K counted within `stage` when one is given, needs comma-separated or `-`).
-pub fn listing(units: &[Unit], stage: Option<usize>) -> String {
+/// The plan as `feedlens plan` prints it: one line per unit that `pick` selects,
+/// `K<TAB>stage<TAB>name<TAB>needs` (K counted within the stage when `pick` names one, as
+/// `--unit` counts; needs comma-separated or `-`).
+pub fn listing(units: &[Unit], pick: &Pick, verb: &str) -> Result<String> {
+    let chosen = select(units, pick, verb)?;
     let mut out = String::new();
-    let shown = units.iter().filter(|u| stage.is_none_or(|s| u.stage == s));
-    for (k, u) in shown.enumerate() {
+    for i in chosen {
+        let u = &units[i];
+        let k = match pick.stage {
+            Some(s) => units[..i].iter().filter(|x| x.stage == s).count(),
+            None => i,
+        };
         let needs = if u.needs.is_empty() {
             "-".to_string()
         } else {
@@ -131,7 +137,7 @@ pub fn listing(units: &[Unit], stage: Option<usize>) -> String {
         };
         let _ = writeln!(out, "{k}\t{}\t{}\t{needs}", u.stage, u.name);
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -205,7 +211,10 @@ mod tests {
             let e = select(&p, &x, "plan").unwrap_err().to_string();
             assert!(e.starts_with(why), "{e}");
         }
-        assert_eq!(listing(&p[..2], None), "0\t0\ta\t-\n1\t0\tb\t-\n");
-        assert_eq!(listing(&p, Some(2)), "0\t2\tf\t-\n");
+        let list = |x: Pick| listing(&p, &x, "plan").unwrap();
+        assert_eq!(list(pick(Some(0), Which::All)), "0\t0\ta\t-\n1\t0\tb\t-\n");
+        assert_eq!(list(pick(Some(2), Which::All)), "0\t2\tf\t-\n");
+        assert_eq!(list(pick(Some(1), Which::Shard(1, 2))), "1\t1\td\t-\n");
+        assert_eq!(list(pick(None, Which::Unit(3))), "3\t1\td\t-\n");
     }
 }

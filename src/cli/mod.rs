@@ -82,8 +82,8 @@ enum Cmd {
     /// any drift or stale checkpoint hash.
     Check(probe::CheckArgs),
     /// List the work units of `zoo` or `report` (same arguments), for job arrays: one line per
-    /// unit, `K<TAB>stage<TAB>name<TAB>needs`; run one with `--unit K`, a share with
-    /// `--shard I/N`, then `report --merge`.
+    /// unit, `K<TAB>stage<TAB>name<TAB>needs` (only those --stage, --unit or --shard select);
+    /// run one with `--unit K`, a share with `--shard I/N`, then `report --merge`.
     Plan(PlanArgs),
 }
 
@@ -141,18 +141,19 @@ impl UnitArgs {
     }
 }
 
-/// Print a plan's units (or their number).
+/// Print a plan's units that `a` selects (or their number).
 fn print_plan(units: &[feedlens::units::Unit], a: &UnitArgs, count: bool) -> Result<()> {
-    use feedlens::units::{select, Pick};
-    let pick = Pick {
-        stage: a.stage,
-        which: feedlens::units::Which::All,
-    };
-    let n = select(units, &pick, "feedlens plan")?.len();
+    let pick = a.pick()?;
     if count {
-        println!("{n}");
+        println!(
+            "{}",
+            feedlens::units::select(units, &pick, "feedlens plan")?.len()
+        );
     } else {
-        print!("{}", feedlens::units::listing(units, a.stage));
+        print!(
+            "{}",
+            feedlens::units::listing(units, &pick, "feedlens plan")?
+        );
     }
     Ok(())
 }

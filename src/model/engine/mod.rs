@@ -14,10 +14,10 @@
 /// wider vectors, the same operations in the same order, so the same bits either way (tested).
 /// `$body` must be `#[inline(always)]` (with the helpers it calls) to be compiled that way.
 macro_rules! with_avx2 {
-    ($(#[$m:meta])* $vis:vis fn $name:ident => $avx:ident => $body:ident ($($arg:ident : $ty:ty),* $(,)?)) => {
-        with_avx2! { $(#[$m])* $vis fn $name => $avx => $body ($($arg: $ty),*) -> () }
+    ($(#[$m:meta])* $vis:vis fn $name:ident => $avx:ident => $($body:ident)::+ ($($arg:ident : $ty:ty),* $(,)?)) => {
+        with_avx2! { $(#[$m])* $vis fn $name => $avx => $($body)::+ ($($arg: $ty),*) -> () }
     };
-    ($(#[$m:meta])* $vis:vis fn $name:ident => $avx:ident => $body:ident ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident => $avx:ident => $($body:ident)::+ ($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
         $vis fn $name($($arg: $ty),*) -> $ret {
@@ -26,7 +26,7 @@ macro_rules! with_avx2 {
                 // SAFETY: the CPU has AVX2 (`simd`).
                 return unsafe { $avx($($arg),*) };
             }
-            $body($($arg),*)
+            $($body)::+($($arg),*)
         }
 
         /// The AVX2 build of the body (see `with_avx2!`).
@@ -37,7 +37,7 @@ macro_rules! with_avx2 {
         #[target_feature(enable = "avx2")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn $avx($($arg: $ty),*) -> $ret {
-            $body($($arg),*)
+            $($body)::+($($arg),*)
         }
     };
 }

@@ -373,7 +373,7 @@ impl Engine {
 
 with_avx2! {
     /// [`Engine::run_group`] with its buffers.
-    fn run_group_in => run_group_avx2 => run_group_in_body(
+    fn run_group_in => run_group_avx2 => Engine::run_group_body(
         e: &Engine,
         w: &Params,
         rec: &Record,
@@ -381,19 +381,6 @@ with_avx2! {
         jobs: &[Job],
         s: &mut Scratch,
     ) -> Vec<f32>
-}
-
-/// The body of [`run_group_in`] (a free function for `with_avx2!`).
-#[inline(always)]
-fn run_group_in_body(
-    e: &Engine,
-    w: &Params,
-    rec: &Record,
-    first: usize,
-    jobs: &[Job],
-    s: &mut Scratch,
-) -> Vec<f32> {
-    e.run_group_body(w, rec, first, jobs, s)
 }
 
 /// Buffers of a resumption group, kept per thread between calls (a sweep resumes once per
