@@ -185,6 +185,14 @@ pub fn weights_sha256(dir: &Path) -> Result<String> {
     Ok(sha256_of(&bytes))
 }
 
+/// The config of checkpoint `dir` (its `config.json`, any family), read alone: what a
+/// command's memory estimate needs before any weights are read.
+pub fn read_config(dir: &Path) -> Result<crate::model::Config> {
+    let path = dir.join("config.json");
+    let bytes = fsio::read_small(&path)?;
+    family::parse_config(&bytes).map_err(|m| Error::file(&path, m))
+}
+
 /// The manifest (`feedlens.json`) of checkpoint `dir`, read alone; None when it has none.
 pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
     let path = dir.join("feedlens.json");

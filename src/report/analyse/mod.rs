@@ -89,7 +89,8 @@ impl<'a> Plan<'a> {
     /// Plan every analysis of every pair in every seed: per-checkpoint analyses once each (a
     /// checkpoint is in many pairs), each pair's own per seed, the seed-null floors (each
     /// recipe of a pair at consecutive seeds, read the pair's way) and the difference lenses of
-    /// the crosscoder pairs. Checks every checkpoint directory and the settings first.
+    /// the crosscoder pairs. Checks every checkpoint directory, the settings and the memory the
+    /// analyses would need (from the checkpoints' configs) first.
     pub fn new(pairs: &'a Pairs, s: &'a Settings) -> Result<Plan<'a>> {
         pairs.check()?;
         if s.n_eval == 0 || s.n_patch == 0 || s.n_cross == 0 || s.n_probe < 2 * s.folds {
@@ -153,6 +154,15 @@ impl<'a> Plan<'a> {
                 }
             }
         }
+        // Memory first, from the configs alone: before any prompt set is drawn.
+        let configs = keys
+            .iter()
+            .map(|k| {
+                checkpoint::read_config(&pairs.dir_of(k.seed, &k.name))
+                    .map_err(|e| Error::file(&pairs.path, format!("checkpoint '{}': {e}", k.key)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        check_memory(configs.iter(), s)?;
         // Each checkpoint's work, each item once.
         let mut work: BTreeMap<String, CkWork> = BTreeMap::new();
         for k in &keys {
@@ -679,7 +689,6 @@ pub fn analyse(pairs: &Pairs, s: &Settings, progress: &dyn Progress) -> Result<R
         progress.step("load", &k.key);
     }
     progress.done("load");
-    check_memory(cks.values().map(|c| c.model.config()), s)?;
     for it in &plan.items {
         plan.check_shapes(it, &cks)?;
     }
