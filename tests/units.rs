@@ -13,16 +13,12 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-/// Every file under `dir` (temp files of killed runs, which start with '.', left out), by
-/// relative path.
+/// Every file under `dir`, by relative path (temp files of a killed run included: the run
+/// after it must have removed them).
 fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
@@ -218,6 +214,17 @@ fn report_units_in_any_order_merge_to_one_process_bytes() {
     run_units_shuffled("report", &unit_args, 7);
     ok(&m);
     assert_same_tree(&one, &merged);
+    // What the killed unit left is gone: one file per unit, nothing else.
+    let left: Vec<String> = tree(&units).into_keys().collect();
+    assert!(
+        left.iter()
+            .all(|n| n.ends_with(".cbor") && !n.starts_with('.')),
+        "{left:?}"
+    );
+    assert_eq!(
+        left.len(),
+        stages("report", &unit_args).iter().sum::<usize>()
+    );
     // The units stay usable: a unit from other settings is refused, not silently merged.
     let mut a = vec!["report".to_string()];
     a.extend(

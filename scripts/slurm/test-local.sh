@@ -115,8 +115,9 @@ if [[ ! ${state:-} =~ ^(idle|mix) ]]; then
     exit 1
 fi
 
-cargo build --release --locked --quiet
-export FEEDLENS=$root/target/release/feedlens
+# The test profile's binary: already built by `cargo test` in CI (dependencies optimised).
+cargo build --locked --quiet
+export FEEDLENS=$root/target/debug/feedlens
 export LOGS=$tmp/logs
 # Jobs share the node's cores: one core per unit.
 export SBATCH_OPTS="--cpus-per-task=1 --mem=2G"
