@@ -81,8 +81,9 @@ pub struct Plan<'a> {
     sets: Vec<PromptSet>,
     floor_specs: Vec<(PairSpec, PromptSet)>,
     items: Vec<RunItem>,
-    /// Difference lenses: (index into `crosscoders::pairs_of`, run).
-    lenses: Vec<(usize, Option<u64>)>,
+    /// Difference lenses: (index into `crosscoders::pairs_of`, index into `runs`, which is
+    /// also the index into that crosscoder's runs as `crosscoders::load` gives them).
+    lenses: Vec<(usize, usize)>,
 }
 
 impl<'a> Plan<'a> {
@@ -226,7 +227,7 @@ impl<'a> Plan<'a> {
             }
         }
         let lenses = (0..super::crosscoders::pairs_of(pairs).len())
-            .flat_map(|i| runs.iter().map(move |&r| (i, r)))
+            .flat_map(|i| (0..runs.len()).map(move |j| (i, j)))
             .collect();
         Ok(Plan {
             pairs,
@@ -284,13 +285,13 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    /// The reference of a run's leakage: the pairs file's base when every run has one, else
-    /// the pair's `a`; None for a floor (no leakage).
+    /// The reference of a run's opt-out leakage: the pairs file's base when every run has one,
+    /// else the pair's `a`; None for a floor or a pair over another contrast (no leakage).
     fn reference(&self, it: &RunItem) -> Option<String> {
-        if it.floor.is_some() {
+        let p = &self.pairs.pairs[it.pair];
+        if it.floor.is_some() || p.contrast != Some(Contrast::Optout) {
             return None;
         }
-        let p = &self.pairs.pairs[it.pair];
         Some(if self.has_base {
             Pairs::key(it.seed, &self.pairs.base)
         } else {
@@ -528,8 +529,7 @@ impl<'a> Plan<'a> {
             }
         }
         for &i in which {
-            let (c, r) = self.lenses[i];
-            let run = self.lens_run(c, r);
+            let (c, run) = self.lenses[i];
             if crosscoders[c].runs[run].unused.is_none() {
                 wanted[c].runs[run].unused = None;
             }
@@ -538,15 +538,10 @@ impl<'a> Plan<'a> {
         Ok(which
             .iter()
             .map(|&i| {
-                let (c, r) = self.lenses[i];
-                wanted[c].runs[self.lens_run(c, r)].difflens.take()
+                let (c, run) = self.lenses[i];
+                wanted[c].runs[run].difflens.take()
             })
             .collect())
-    }
-
-    /// Index of run `r` in a crosscoder pair's runs (`crosscoders::load` keeps `runs` order).
-    fn lens_run(&self, _c: usize, r: Option<u64>) -> usize {
-        self.runs.iter().position(|&x| x == r).unwrap_or(0)
     }
 
     /// Assemble the report from every checkpoint's data, every run (in plan order) and every
@@ -632,8 +627,7 @@ impl<'a> Plan<'a> {
         let anchor = anchoring_points(self.pairs, &self.anchoring, &self.runs, manifests, &data)?;
         let anchoring_summary = summarise_anchoring(&anchor, &self.pairs.base);
         let mut crosscoders = super::crosscoders::load(self.pairs)?;
-        for (&(c, r), d) in self.lenses.iter().zip(lenses) {
-            let run = self.lens_run(c, r);
+        for (&(c, run), d) in self.lenses.iter().zip(lenses) {
             if let Some(x) = crosscoders.get_mut(c).and_then(|x| x.runs.get_mut(run)) {
                 if x.unused.is_none() {
                     x.difflens = d;

@@ -185,7 +185,7 @@ pub(super) fn pair_run(
         probe_transfer.extend(transfer((kb, rb), (ka, ra), s)?);
     }
     let mut leakage = Vec::new();
-    if let (Some(reference), Some(Contrast::Optout)) = (reference, p.contrast) {
+    if let Some(reference) = reference {
         // The reference's row, then each other checkpoint of the pair.
         let row = |n: &str| data[n].behaviour.iter().find(|r| r.s3 == "_");
         let others = [ka, kb].into_iter().filter(|c| *c != reference);

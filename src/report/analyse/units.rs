@@ -91,10 +91,10 @@ impl<'a> Plan<'a> {
             v.push((u, Kind::Checkpoint(i)));
         }
         let coders = crate::report::crosscoders::pairs_of(self.pairs);
-        for (i, &(c, r)) in self.lenses.iter().enumerate() {
+        for (i, &(c, j)) in self.lenses.iter().enumerate() {
             let u = Unit {
                 stage: 0,
-                name: format!("difflens {}{}", coders[c].name, seed(r)),
+                name: format!("difflens {}{}", coders[c].name, seed(self.runs[j])),
                 needs: vec![],
             };
             v.push((u, Kind::Lens(i)));
@@ -185,7 +185,8 @@ impl<'a> Plan<'a> {
                 }
             }
             Kind::Lens(i) => {
-                let (c, r) = self.lenses[i];
+                let (c, j) = self.lenses[i];
+                let r = self.runs[j];
                 let p = crate::report::crosscoders::pairs_of(self.pairs)[c];
                 h.update(format!("difflens {p:?} {r:?}\n"));
                 weights(&Pairs::key(r, &p.a), &mut h)?;
@@ -342,8 +343,8 @@ impl<'a> Plan<'a> {
     /// Difference lens `lenses[k]` (None when its crosscoder run is not used).
     fn run_lens(&self, k: usize) -> Result<Option<DiffLens>> {
         let crosscoders = crate::report::crosscoders::load(self.pairs)?;
-        let (c, r) = self.lenses[k];
-        let used = crosscoders[c].runs[self.lens_run(c, r)].unused.is_none();
+        let (c, j) = self.lenses[k];
+        let (r, used) = (self.runs[j], crosscoders[c].runs[j].unused.is_none());
         let mut cks: BTreeMap<String, Checkpoint> = BTreeMap::new();
         if used {
             let p = crate::report::crosscoders::pairs_of(self.pairs)[c];
@@ -365,11 +366,14 @@ impl<'a> Plan<'a> {
         let fps = pool::par_map(self.s.jobs, &kinds, |(_, kind)| {
             self.fingerprint(*kind, &hashes)
         })?;
+        // Each file read once: checked here, decoded below.
         let mut missing: Vec<String> = Vec::new();
+        let mut stored: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         for ((u, _), fp) in kinds.iter().zip(&fps) {
             let file = Self::unit_file(dir, &u.name);
-            match read_head(&file) {
-                Ok(h) if h.unit == u.name && &h.fingerprint == fp => {}
+            let read = fsio::read_at_most(&file, fsio::MAX_READ);
+            match read.and_then(|b| Ok((wire::decode::<Head>(&b, &file)?, b))) {
+                Ok((h, b)) if h.unit == u.name && &h.fingerprint == fp => stored.push((file, b)),
                 Ok(_) => missing.push(format!("{} (stored from other inputs)", u.name)),
                 Err(_) if !file.exists() => missing.push(u.name.clone()),
                 Err(_) => missing.push(format!("{} (unreadable)", u.name)),
@@ -391,14 +395,13 @@ impl<'a> Plan<'a> {
         let mut data: BTreeMap<String, CheckpointData> = BTreeMap::new();
         let mut runs: Vec<PairRun> = Vec::new();
         let mut lenses: Vec<Option<DiffLens>> = Vec::new();
-        for ((u, kind), fp) in kinds.iter().zip(&fps) {
-            let file = Self::unit_file(dir, &u.name);
+        for ((_, kind), (file, b)) in kinds.iter().zip(&stored) {
             match *kind {
                 Kind::Checkpoint(i) => {
-                    data.insert(self.keys[i].key.clone(), read_unit(&file, u, fp)?);
+                    data.insert(self.keys[i].key.clone(), value(b, file)?);
                 }
-                Kind::Run(_) => runs.push(read_unit(&file, u, fp)?),
-                Kind::Lens(_) => lenses.push(read_unit(&file, u, fp)?),
+                Kind::Run(_) => runs.push(value(b, file)?),
+                Kind::Lens(_) => lenses.push(value(b, file)?),
             }
         }
         let manifests = self
@@ -417,6 +420,11 @@ impl<'a> Plan<'a> {
 fn read_head(file: &Path) -> Result<Head> {
     let bytes = fsio::read_at_most(file, fsio::MAX_READ)?;
     wire::decode(&bytes, file)
+}
+
+/// The value in unit file bytes `b` (read from `file`).
+fn value<T: DeserializeOwned>(b: &[u8], file: &Path) -> Result<T> {
+    Ok(wire::decode::<Stored<T>>(b, file)?.value)
 }
 
 /// The value of unit `u` stored in `file` from inputs `fp`.
