@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::kill_after;
+
 use rand::{Rng, SeedableRng};
 use std::ffi::OsStr;
 use std::fmt::Debug;
@@ -29,14 +31,6 @@ fn run<S: AsRef<OsStr> + Debug>(args: &[S]) -> Duration {
     let st = bin().args(args).status().unwrap();
     assert!(st.success(), "feedlens {args:?}");
     t0.elapsed()
-}
-
-/// Start `args` and SIGKILL it after `after`.
-fn kill_after<S: AsRef<OsStr>>(args: &[S], after: Duration) {
-    let mut child = bin().args(args).spawn().unwrap();
-    std::thread::sleep(after);
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
 }
 
 fn visible(dir: &Path) -> Vec<String> {

@@ -5,12 +5,11 @@
 
 mod common;
 
-use common::{bin, fails_with, feedlens_1thread};
+use common::{fails_with, feedlens_1thread, kill_after};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 /// Every file under `dir`, by relative path (temp files of a killed run included: the run
@@ -105,16 +104,7 @@ fn run_units_shuffled(verb: &str, args: &[String], seed: u64) {
                 k.to_string(),
             ]);
             if i == killed {
-                let mut child = bin()
-                    .args(&a)
-                    .env("RAYON_NUM_THREADS", "1")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap();
-                std::thread::sleep(Duration::from_millis(rng.random_range(5..60)));
-                child.kill().unwrap();
-                child.wait().unwrap();
+                kill_after(&a, Duration::from_millis(rng.random_range(5..60)));
             }
             let out = ok(&a);
             assert!(out.contains("unit "), "{a:?}: {out}");

@@ -110,6 +110,21 @@ pub fn tiny_copy() -> (tempfile::TempDir, PathBuf) {
     (d, ck)
 }
 
+/// Start the feedlens binary on `args` (one thread, output discarded) and SIGKILL it after
+/// `after`.
+pub fn kill_after<S: AsRef<OsStr>>(args: &[S], after: std::time::Duration) {
+    let mut child = bin()
+        .args(args)
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+}
+
 /// Run the feedlens binary with `RAYON_NUM_THREADS` set.
 pub fn feedlens_threads<S: AsRef<OsStr>>(args: &[S], threads: &str) -> Output {
     bin()
